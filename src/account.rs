@@ -1,0 +1,325 @@
+//! Creating the remap user and group with the tools the system has:
+//! shadow's useradd/groupadd, BusyBox adduser/addgroup, or direct edits
+//! of passwd/group/shadow/gshadow under shadow's locks.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::config::ParseError;
+use crate::config::login_defs::{IdKind, LoginDefs};
+use crate::config::passwd::{Groups, Passwd, is_valid_account_name};
+use crate::files::{atomic, lock};
+use crate::host::{Host, HostError};
+use crate::ids::{IdRange, first_fit_descending};
+
+pub const PASSWD: &str = "/etc/passwd";
+pub const GROUP: &str = "/etc/group";
+pub const SHADOW: &str = "/etc/shadow";
+pub const GSHADOW: &str = "/etc/gshadow";
+const GECOS: &str = "docker-userns remap user";
+const HOME: &str = "/nonexistent";
+const BIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("{0:?} is not a name that can be created safely")]
+    InvalidName(String),
+    #[error("no free system id left in {min}..={max} (SYS_UID_*/SYS_GID_* in /etc/login.defs)")]
+    NoFreeId { min: u64, max: u64 },
+}
+
+/// How accounts get created on this system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountTool {
+    /// shadow's useradd/groupadd; under `--root`, the machine's own with `--prefix`.
+    Shadow { useradd: PathBuf, groupadd: PathBuf },
+    /// BusyBox with the adduser/addgroup applets.
+    BusyBox { busybox: PathBuf },
+    /// Direct edits of the account files under shadow's locks.
+    Files,
+}
+
+impl AccountTool {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccountTool::Shadow { .. } => "useradd",
+            AccountTool::BusyBox { .. } => "busybox",
+            AccountTool::Files => "files",
+        }
+    }
+}
+
+/// Picks the tool. Under `--root` no program from the image is ever run:
+/// the machine's useradd is used with `--prefix` when the image is a
+/// shadow system, and the files are edited directly otherwise.
+pub fn detect_tool(host: &Host) -> AccountTool {
+    let in_root = |name: &str| find_program(host, name);
+    if host.is_live() {
+        if let (Some(useradd), Some(groupadd)) = (in_root("useradd"), in_root("groupadd")) {
+            return AccountTool::Shadow { useradd, groupadd };
+        }
+        if let Some(busybox) = in_root("busybox").filter(|b| busybox_has_adduser(host, b)) {
+            return AccountTool::BusyBox { busybox };
+        }
+        return AccountTool::Files;
+    }
+    let machine = Host::open(Path::new("/"), Box::new(crate::host::SystemRunner));
+    let machine_tools = machine
+        .ok()
+        .and_then(|m| Some((find_program(&m, "useradd")?, find_program(&m, "groupadd")?)));
+    match (in_root("useradd"), machine_tools) {
+        (Some(_), Some((useradd, groupadd))) => AccountTool::Shadow { useradd, groupadd },
+        _ => AccountTool::Files,
+    }
+}
+
+pub fn find_program(host: &Host, name: &str) -> Option<PathBuf> {
+    BIN_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| host.is_executable(path))
+}
+
+fn busybox_has_adduser(host: &Host, busybox: &Path) -> bool {
+    host.runner()
+        .run(busybox, &["--list".into()])
+        .is_ok_and(|list| {
+            list.lines().any(|l| l == "adduser") && list.lines().any(|l| l == "addgroup")
+        })
+}
+
+/// The login shell for the remap user: one that refuses logins.
+pub fn nologin_shell(host: &Host) -> &'static str {
+    ["/usr/sbin/nologin", "/sbin/nologin"]
+        .into_iter()
+        .find(|p| host.exists(Path::new(p)))
+        .unwrap_or("/bin/false")
+}
+
+/// The command line that creates a system group, for display and running.
+pub fn group_command(
+    host: &Host,
+    tool: &AccountTool,
+    group: &str,
+) -> Option<(PathBuf, Vec<OsString>)> {
+    let mut args: Vec<OsString> = Vec::new();
+    let program = match tool {
+        AccountTool::Shadow { groupadd, .. } => {
+            args.push("--system".into());
+            push_prefix(host, &mut args);
+            groupadd.clone()
+        }
+        AccountTool::BusyBox { busybox } => {
+            args.extend(["addgroup".into(), "-S".into()]);
+            busybox.clone()
+        }
+        AccountTool::Files => return None,
+    };
+    args.push(group.into());
+    Some((program, args))
+}
+
+/// The command line that creates a system user in `group`.
+pub fn user_command(
+    host: &Host,
+    tool: &AccountTool,
+    user: &str,
+    group: &str,
+) -> Option<(PathBuf, Vec<OsString>)> {
+    let shell = nologin_shell(host);
+    let mut args: Vec<OsString> = Vec::new();
+    let program = match tool {
+        AccountTool::Shadow { useradd, .. } => {
+            for arg in [
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                HOME,
+                "--shell",
+                shell,
+                "--gid",
+                group,
+                "--comment",
+                GECOS,
+            ] {
+                args.push(arg.into());
+            }
+            push_prefix(host, &mut args);
+            useradd.clone()
+        }
+        AccountTool::BusyBox { busybox } => {
+            for arg in [
+                "adduser", "-S", "-D", "-H", "-h", HOME, "-s", shell, "-G", group, "-g", GECOS,
+            ] {
+                args.push(arg.into());
+            }
+            busybox.clone()
+        }
+        AccountTool::Files => return None,
+    };
+    args.push(user.into());
+    Some((program, args))
+}
+
+fn push_prefix(host: &Host, args: &mut Vec<OsString>) {
+    if !host.is_live() {
+        args.push("--prefix".into());
+        args.push(host.root().into());
+    }
+}
+
+/// Creates a system group unless it exists.
+pub fn create_group(host: &Host, tool: &AccountTool, group: &str) -> Result<(), AccountError> {
+    if !is_valid_account_name(group) {
+        return Err(AccountError::InvalidName(group.into()));
+    }
+    match group_command(host, tool, group) {
+        Some((program, args)) => Ok(host.runner().run(&program, &args).map(drop)?),
+        None => files::add_group(host, group),
+    }
+}
+
+/// Creates a system user whose primary group is `group` (which exists).
+pub fn create_user(
+    host: &Host,
+    tool: &AccountTool,
+    user: &str,
+    group: &str,
+) -> Result<(), AccountError> {
+    if !is_valid_account_name(user) {
+        return Err(AccountError::InvalidName(user.into()));
+    }
+    match user_command(host, tool, user, group) {
+        Some((program, args)) => Ok(host.runner().run(&program, &args).map(drop)?),
+        None => files::add_user(host, user, group),
+    }
+}
+
+/// Direct edits, for systems with neither shadow nor BusyBox's applets.
+mod files {
+    use super::*;
+
+    pub fn add_group(host: &Host, group: &str) -> Result<(), AccountError> {
+        let paths = [Path::new(GROUP), Path::new(GSHADOW)];
+        let _locks = lock::lock(host, &paths)?;
+        let groups = read(host, GROUP)?;
+        let db = Groups::parse(&host.display(Path::new(GROUP)), bytes(&groups))?;
+        if db.by_name(group).is_some() {
+            return Ok(());
+        }
+        let defs = login_defs(host)?;
+        let (min, max) = defs.system_bounds(IdKind::Gid)?;
+        let taken: Vec<IdRange> = db.entries.iter().map(|e| IdRange::single(e.gid)).collect();
+        let gid =
+            first_fit_descending(&taken, min, max).ok_or(AccountError::NoFreeId { min, max })?;
+        append(host, GROUP, groups.as_ref(), &format!("{group}:x:{gid}:\n"))?;
+        if let Some(gshadow) = read(host, GSHADOW)? {
+            append(host, GSHADOW, Some(&gshadow), &format!("{group}:!::\n"))?;
+        }
+        Ok(())
+    }
+
+    pub fn add_user(host: &Host, user: &str, group: &str) -> Result<(), AccountError> {
+        let paths = [Path::new(PASSWD), Path::new(GROUP), Path::new(SHADOW)];
+        let _locks = lock::lock(host, &paths)?;
+        let passwd = read(host, PASSWD)?;
+        let users = Passwd::parse(&host.display(Path::new(PASSWD)), bytes(&passwd))?;
+        if users.by_name(user).is_some() {
+            return Ok(());
+        }
+        let groups = read(host, GROUP)?;
+        let groups = Groups::parse(&host.display(Path::new(GROUP)), bytes(&groups))?;
+        let gid = groups.by_name(group).map(|g| g.gid).ok_or_else(|| {
+            ParseError::new(
+                host.display(Path::new(GROUP)),
+                0,
+                format!("group {group:?} does not exist"),
+            )
+        })?;
+        let defs = login_defs(host)?;
+        let (min, max) = defs.system_bounds(IdKind::Uid)?;
+        let taken: Vec<IdRange> = users
+            .entries
+            .iter()
+            .map(|e| IdRange::single(e.uid))
+            .collect();
+        // Like useradd -U, use the group's id as the uid when it is free.
+        let uid = if taken.iter().all(|t| t.start != u64::from(gid))
+            && (min..=max).contains(&u64::from(gid))
+        {
+            u64::from(gid)
+        } else {
+            first_fit_descending(&taken, min, max).ok_or(AccountError::NoFreeId { min, max })?
+        };
+        let shell = nologin_shell(host);
+        append(
+            host,
+            PASSWD,
+            passwd.as_ref(),
+            &format!("{user}:x:{uid}:{gid}:{GECOS}:{HOME}:{shell}\n"),
+        )?;
+        if let Some(shadow) = read(host, SHADOW)? {
+            let days = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / 86_400);
+            append(
+                host,
+                SHADOW,
+                Some(&shadow),
+                &format!("{user}:!:{days}::::::\n"),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn read(host: &Host, path: &str) -> Result<Option<crate::host::Snapshot>, AccountError> {
+        Ok(host.read(Path::new(path))?)
+    }
+
+    fn bytes(snapshot: &Option<crate::host::Snapshot>) -> &[u8] {
+        snapshot.as_ref().map_or(&[], |s| &s.bytes)
+    }
+
+    fn login_defs(host: &Host) -> Result<LoginDefs, AccountError> {
+        let path = Path::new("/etc/login.defs");
+        Ok(match host.read(path)? {
+            Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
+            None => LoginDefs::absent(&host.display(path)),
+        })
+    }
+
+    fn append(
+        host: &Host,
+        path: &str,
+        previous: Option<&crate::host::Snapshot>,
+        line: &str,
+    ) -> Result<(), AccountError> {
+        let mut text = previous.map_or_else(Vec::new, |p| p.bytes.clone());
+        if text.last().is_some_and(|&b| b != b'\n') {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(line.as_bytes());
+        let path = Path::new(path);
+        let backup = previous.map(|_| backup_name(path));
+        let job = atomic::Replace {
+            path,
+            bytes: &text,
+            previous,
+            backup,
+        };
+        Ok(atomic::replace(host, &job)?)
+    }
+}
+
+/// shadow's backup name: `NAME-` beside the file.
+pub fn backup_name(path: &Path) -> OsString {
+    let mut name = path.file_name().expect("file path").to_owned();
+    name.push("-");
+    name
+}

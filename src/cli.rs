@@ -1,0 +1,136 @@
+//! Command-line parsing: clap's types end here and become a [`Request`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ids::MIN_COUNT;
+use crate::request::{Command, EnableRequest, Format, Global, Request};
+
+const AFTER_HELP: &str = "\
+Examples:
+  docker-userns enable                      remap to dockremap, creating it
+  docker-userns enable --dry-run --diff     show what would change
+  docker-userns enable --user app:app --count 131072
+  docker-userns --root /srv/image enable    prepare an image root offline
+  docker-userns enable --format json        one JSON object for scripts
+
+Exit status: 0 done, 1 changes pending (--dry-run), 2 error (nothing changed).";
+
+#[derive(Debug, Parser)]
+#[command(name = "docker-userns", version, about = "Put a Docker host into user-namespace remapping", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: CommandArgs,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Act on the system rooted at DIR (an image or chroot); every path is
+    /// taken under it and nothing outside it is touched.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// daemon.json to edit [default: /etc/docker/daemon.json, or the snap's].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// dockerd's data root when daemon.json does not say [default: /var/lib/docker].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_root: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = FormatArg::Human)]
+    format: FormatArg,
+    /// Compute and show the plan; change nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Show unified diffs of the files that change.
+    #[arg(long, global = true)]
+    diff: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print the commands run for each action.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum CommandArgs {
+    /// Configure remapping: remap user, subuid/subgid ranges, daemon.json.
+    Enable(EnableArgs),
+}
+
+#[derive(Debug, Args)]
+struct EnableArgs {
+    /// Remap user: default (= dockremap, created if missing), NAME,
+    /// NAME:GROUP, UID or UID:GID.
+    #[arg(long, value_name = "SPEC", default_value = "default")]
+    user: String,
+    /// Number of subordinate ids (at least 65536).
+    #[arg(long, value_name = "N", default_value_t = MIN_COUNT, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    count: u64,
+}
+
+impl Cli {
+    pub fn into_request(self) -> Request {
+        let g = self.global;
+        Request {
+            global: Global {
+                root: g.root,
+                config: g.config,
+                data_root: g.data_root,
+                format: match g.format {
+                    FormatArg::Human => Format::Human,
+                    FormatArg::Json => Format::Json,
+                },
+                dry_run: g.dry_run,
+                diff: g.diff,
+                quiet: g.quiet,
+                verbose: g.verbose,
+            },
+            command: match self.command {
+                CommandArgs::Enable(e) => Command::Enable(EnableRequest {
+                    user: e.user,
+                    count: e.count,
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "docker-userns",
+            "enable",
+            "--root",
+            "/img",
+            "--dry-run",
+            "--user",
+            "a:b",
+        ])
+        .unwrap();
+        let request = cli.into_request();
+        assert_eq!(request.global.root, PathBuf::from("/img"));
+        assert!(request.global.dry_run);
+        let Command::Enable(e) = request.command;
+        assert_eq!((e.user.as_str(), e.count), ("a:b", 65536));
+    }
+}

@@ -1,0 +1,226 @@
+//! daemon.json: strict parsing and minimal, order-keeping edits.
+//!
+//! Edits splice the original text: every other key, its formatting, nesting
+//! and order stay byte for byte, so a diff shows only what changed.
+
+use std::path::{Path, PathBuf};
+
+use super::json::{self, RootObject};
+use super::{ParseError, decode_utf8};
+
+pub const USERNS_REMAP: &str = "userns-remap";
+pub const DATA_ROOT: &str = "data-root";
+
+/// A parsed daemon.json and its original text.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    path: PathBuf,
+    text: String,
+    root: Option<RootObject>,
+}
+
+impl DaemonConfig {
+    /// A missing file behaves as an empty one, as it does for dockerd.
+    pub fn empty(path: &Path) -> Self {
+        DaemonConfig {
+            path: path.to_owned(),
+            text: String::new(),
+            root: None,
+        }
+    }
+
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, ParseError> {
+        let text = decode_utf8(path, bytes)?;
+        let root = json::parse_root(&text)
+            .map_err(|e| ParseError::new(path, e.line, e.message).at(e.column))?;
+        Ok(DaemonConfig {
+            path: path.to_owned(),
+            text,
+            root,
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn keys(&self) -> Vec<&str> {
+        self.root
+            .iter()
+            .flat_map(|r| r.members.iter().map(|m| m.key.as_str()))
+            .collect()
+    }
+
+    /// The value of a key that must be a string, if set.
+    pub fn string(&self, key: &str) -> Result<Option<String>, ParseError> {
+        let Some(member) = self.root.as_ref().and_then(|r| r.get(key)) else {
+            return Ok(None);
+        };
+        let raw = &self.text[member.value.clone()];
+        match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(serde_json::Value::String(s)) => Ok(Some(s)),
+            _ => {
+                let (line, column) = json::line_column(&self.text, member.value.start);
+                Err(ParseError::new(
+                    &self.path,
+                    line,
+                    format!("{key:?} must be a string, found {raw}"),
+                )
+                .at(column))
+            }
+        }
+    }
+
+    /// The text with `key` set to the string `value`, everything else kept.
+    pub fn with_string(&self, key: &str, value: &str) -> String {
+        let literal = json::quote(value);
+        let Some(root) = &self.root else {
+            let bom = if self.text.starts_with('\u{feff}') {
+                "\u{feff}"
+            } else {
+                ""
+            };
+            return format!("{bom}{{\n  {}: {literal}\n}}\n", json::quote(key));
+        };
+        if let Some(member) = root.get(key) {
+            return splice(&self.text, member.value.clone(), &literal);
+        }
+        let Some(last) = root.members.last() else {
+            let object = format!("{{\n  {}: {literal}\n}}", json::quote(key));
+            return splice(&self.text, root.open..root.close + 1, &object);
+        };
+        let first = &root.members[0];
+        let lead = &self.text[root.open + 1..first.span.start];
+        let addition = match lead.rfind('\n') {
+            Some(nl) => format!(",\n{}{}: {literal}", &lead[nl + 1..], json::quote(key)),
+            None => format!(", {}: {literal}", json::quote(key)),
+        };
+        splice(&self.text, last.span.end..last.span.end, &addition)
+    }
+
+    /// The text without `key` (and the comma that separated it).
+    pub fn without(&self, key: &str) -> String {
+        let Some(root) = &self.root else {
+            return self.text.clone();
+        };
+        let Some(index) = root.members.iter().position(|m| m.key == key) else {
+            return self.text.clone();
+        };
+        let members = &root.members;
+        let cut = if index + 1 < members.len() {
+            // Drop this member up to the start of the next one, keeping the
+            // next member where this one's indentation was.
+            members[index].span.start..members[index + 1].span.start
+        } else if index > 0 {
+            members[index - 1].span.end..members[index].span.end
+        } else {
+            root.open + 1..root.close
+        };
+        splice(&self.text, cut, "")
+    }
+}
+
+fn splice(text: &str, range: std::ops::Range<usize>, with: &str) -> String {
+    let mut out = String::with_capacity(text.len() + with.len());
+    out.push_str(&text[..range.start]);
+    out.push_str(with);
+    out.push_str(&text[range.end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> DaemonConfig {
+        DaemonConfig::parse(Path::new("/etc/docker/daemon.json"), text.as_bytes()).unwrap()
+    }
+
+    fn reparse(text: &str) -> DaemonConfig {
+        config(text)
+    }
+
+    #[test]
+    fn adds_the_key_after_the_last_member_with_the_file_indentation() {
+        let text =
+            "{\n    \"log-driver\": \"journald\",\n    \"features\": {\"buildkit\": true}\n}\n";
+        let out = config(text).with_string(USERNS_REMAP, "default");
+        assert_eq!(
+            out,
+            "{\n    \"log-driver\": \"journald\",\n    \"features\": {\"buildkit\": true},\n    \"userns-remap\": \"default\"\n}\n"
+        );
+        assert_eq!(
+            reparse(&out).keys(),
+            ["log-driver", "features", "userns-remap"]
+        );
+    }
+
+    #[test]
+    fn adds_inline_on_a_one_line_object() {
+        let out = config("{\"debug\": true}").with_string(USERNS_REMAP, "default");
+        assert_eq!(out, "{\"debug\": true, \"userns-remap\": \"default\"}");
+    }
+
+    #[test]
+    fn replaces_an_existing_value_in_place() {
+        let text = "{\"userns-remap\": \"old\",  \"debug\": true}";
+        let out = config(text).with_string(USERNS_REMAP, "dockremap");
+        assert_eq!(out, "{\"userns-remap\": \"dockremap\",  \"debug\": true}");
+    }
+
+    #[test]
+    fn empty_file_and_empty_object_get_a_fresh_object() {
+        assert_eq!(config("").with_string("k", "v"), "{\n  \"k\": \"v\"\n}\n");
+        assert_eq!(
+            config("  {  }\n").with_string("k", "v"),
+            "  {\n  \"k\": \"v\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn bom_is_kept() {
+        let out = config("\u{feff}{\"a\": 1}").with_string("k", "v");
+        assert!(out.starts_with("\u{feff}{\"a\": 1, \"k\""));
+        assert_eq!(
+            config("\u{feff}").with_string("k", "v"),
+            "\u{feff}{\n  \"k\": \"v\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn string_reads_and_rejects_non_strings_with_position() {
+        assert_eq!(
+            config("{\"userns-remap\": \"a\\u0062\"}")
+                .string(USERNS_REMAP)
+                .unwrap()
+                .as_deref(),
+            Some("ab")
+        );
+        assert_eq!(config("{}").string(USERNS_REMAP).unwrap(), None);
+        let e = config("{\n \"userns-remap\": 5\n}")
+            .string(USERNS_REMAP)
+            .unwrap_err();
+        assert_eq!((e.line, e.column), (2, Some(18)));
+    }
+
+    #[test]
+    fn removal_keeps_the_rest_valid_in_every_position() {
+        let text = "{\n  \"a\": 1,\n  \"userns-remap\": \"x\",\n  \"b\": 2\n}\n";
+        assert_eq!(
+            config(text).without(USERNS_REMAP),
+            "{\n  \"a\": 1,\n  \"b\": 2\n}\n"
+        );
+        let text = "{\n  \"a\": 1,\n  \"userns-remap\": \"x\"\n}\n";
+        assert_eq!(config(text).without(USERNS_REMAP), "{\n  \"a\": 1\n}\n");
+        let text = "{\"userns-remap\": \"x\"}";
+        assert_eq!(config(text).without(USERNS_REMAP), "{}");
+        assert_eq!(config("{\"a\": 1}").without(USERNS_REMAP), "{\"a\": 1}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let e = DaemonConfig::parse(Path::new("d.json"), b"{\n \"a\": \"\xff\"}").unwrap_err();
+        assert_eq!((e.line, e.column), (2, Some(8)));
+        assert!(e.to_string().starts_with("d.json:2:8: invalid UTF-8"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Talking to dockerd: its API socket, its service manager and its flags.

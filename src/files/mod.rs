@@ -1,0 +1,4 @@
+//! Writing files the way shadow-utils does: atomically, under its locks.
+
+pub mod atomic;
+pub mod lock;

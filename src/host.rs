@@ -1,0 +1,290 @@
+//! The one door to the machine: a root directory every path is resolved
+//! under, and the runner for the few external programs docker-userns uses.
+//!
+//! Paths in the rest of the crate are absolute as seen from inside the root
+//! (`/etc/subuid`); [`Host`] resolves them with `openat2(RESOLVE_IN_ROOT)`,
+//! so a symlink inside an image root can never lead outside it.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Files larger than this are refused: every file read here is a small
+/// config file, and a huge one is a mistake or an attack.
+pub const MAX_FILE_SIZE: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{path}: {what}")]
+    Refused { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program}: {message}")]
+    Command { program: PathBuf, message: String },
+}
+
+impl HostError {
+    pub fn io(path: &Path, errno: Errno) -> Self {
+        HostError::Io {
+            path: path.to_owned(),
+            source: errno.into(),
+        }
+    }
+}
+
+/// Ownership, mode and identity of a file, to recreate or compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+}
+
+impl FileMeta {
+    pub fn from_stat(st: &rfs::Stat) -> Self {
+        FileMeta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        }
+    }
+}
+
+/// A regular file as it was read.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub meta: FileMeta,
+    pub selinux_label: Option<Vec<u8>>,
+}
+
+/// Runs an external program by absolute path with an argument vector.
+pub trait Runner {
+    fn run(&self, program: &Path, args: &[OsString]) -> Result<String, HostError>;
+}
+
+/// Runs programs for real, with a fixed environment and no shell.
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(&self, program: &Path, args: &[OsString]) -> Result<String, HostError> {
+        let output = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| HostError::Io {
+                path: program.to_owned(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        Err(HostError::Command {
+            program: program.to_owned(),
+            message: format!(
+                "`{} {}` failed ({}): {}",
+                program.display(),
+                args.join(" "),
+                output.status,
+                stderr.trim()
+            ),
+        })
+    }
+}
+
+/// The machine (or image root) docker-userns acts on.
+pub struct Host {
+    root: PathBuf,
+    root_fd: OwnedFd,
+    runner: Box<dyn Runner>,
+}
+
+impl Host {
+    pub fn open(root: &Path, runner: Box<dyn Runner>) -> Result<Self, HostError> {
+        let root_fd = rfs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HostError::io(root, e))?;
+        Ok(Host {
+            root: root.to_owned(),
+            root_fd,
+            runner,
+        })
+    }
+
+    /// True when acting on the running system rather than an image root.
+    pub fn is_live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path as the user would find it from outside the root.
+    pub fn display(&self, path: &Path) -> PathBuf {
+        self.root.join(relative(path))
+    }
+
+    pub fn runner(&self) -> &dyn Runner {
+        self.runner.as_ref()
+    }
+
+    /// Opens a directory inside the root.
+    pub fn open_dir(&self, path: &Path) -> Result<OwnedFd, HostError> {
+        self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
+    pub fn exists(&self, path: &Path) -> bool {
+        self.resolve(path, OFlags::PATH).is_ok()
+    }
+
+    /// An executable regular file at `path` inside the root.
+    pub fn is_executable(&self, path: &Path) -> bool {
+        self.resolve(path, OFlags::PATH)
+            .and_then(|fd| rfs::fstat(&fd).map_err(|e| HostError::io(path, e)))
+            .is_ok_and(|st| {
+                rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+                    && st.st_mode & 0o111 != 0
+            })
+    }
+
+    fn resolve(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, HostError> {
+        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        rfs::openat2(
+            &self.root_fd,
+            relative(path),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )
+        .map_err(|e| HostError::io(&self.display(path), e))
+    }
+
+    /// Reads a regular file; `None` when it does not exist. A symlink, a
+    /// directory or any other kind of file is refused, never followed.
+    pub fn read(&self, path: &Path) -> Result<Option<Snapshot>, HostError> {
+        let (parent, name) = split(path);
+        let dir = match self.open_dir(parent) {
+            Ok(dir) => dir,
+            Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rfs::openat(&dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(self.refuse_link(&dir, path, name)),
+            Err(e) => return Err(HostError::io(&self.display(path), e)),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| HostError::io(&self.display(path), e))?;
+        self.require_regular(path, &st)?;
+        let bytes = read_all(&fd).map_err(|source| HostError::Io {
+            path: self.display(path),
+            source,
+        })?;
+        Ok(Some(Snapshot {
+            path: path.to_owned(),
+            bytes,
+            meta: FileMeta::from_stat(&st),
+            selinux_label: selinux_label(&fd),
+        }))
+    }
+
+    fn refuse_link(&self, dir: &OwnedFd, path: &Path, name: &std::ffi::OsStr) -> HostError {
+        let target = rfs::readlinkat(dir, name, Vec::new())
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".into());
+        HostError::Refused {
+            path: self.display(path),
+            what: format!(
+                "is a symbolic link to {target}; docker-userns does not write through links \
+                 (point --config at the real file, or replace the link with the file)"
+            ),
+        }
+    }
+
+    pub(crate) fn require_regular(&self, path: &Path, st: &rfs::Stat) -> Result<(), HostError> {
+        let kind = rfs::FileType::from_raw_mode(st.st_mode);
+        let what = match kind {
+            rfs::FileType::RegularFile if st.st_size as u64 > MAX_FILE_SIZE => {
+                format!(
+                    "is {} bytes, larger than the {} MiB accepted for a config file",
+                    st.st_size,
+                    MAX_FILE_SIZE >> 20
+                )
+            }
+            rfs::FileType::RegularFile => return Ok(()),
+            rfs::FileType::Directory => "is a directory, expected a regular file".to_owned(),
+            other => format!("is not a regular file ({other:?})"),
+        };
+        Err(HostError::Refused {
+            path: self.display(path),
+            what,
+        })
+    }
+}
+
+fn read_all(fd: &OwnedFd) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::from(fd.try_clone()?);
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The SELinux label, kept so a replaced file keeps its context.
+pub(crate) fn selinux_label(fd: &impl AsFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let len = rfs::fgetxattr(fd, "security.selinux", &mut buf[..]).ok()?;
+    buf.truncate(len);
+    Some(buf)
+}
+
+/// A root-relative form of an absolute in-root path (`/etc/x` -> `etc/x`).
+pub fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+/// The parent directory and file name of an in-root file path.
+pub fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
+    let name = path.file_name().expect("file paths have a name");
+    (path.parent().unwrap_or(Path::new("/")), name)
+}

@@ -1,0 +1,18 @@
+//! docker-userns: converge a Docker host to user-namespace remapping.
+//!
+//! Data flows one way: `cli` turns arguments into a [`request::Request`],
+//! [`plan`] observes the [`host::Host`] and computes a plan of actions from
+//! pure parsers in [`config`] and the allocator in [`ids`], [`report`]
+//! renders it, and `plan::apply` carries it out through the few modules with
+//! side effects ([`files`], [`account`]).
+
+pub mod account;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod files;
+pub mod host;
+pub mod ids;
+pub mod plan;
+pub mod report;
+pub mod request;

@@ -1,0 +1,62 @@
+//! The `docker-userns` binary: parse, run, print, map to an exit status.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use docker_userns::cli::Cli;
+use docker_userns::host::{Host, SystemRunner};
+use docker_userns::plan;
+use docker_userns::report::{self, Status};
+use docker_userns::request::{Command, Format, Request};
+
+fn main() -> ExitCode {
+    let request = Cli::parse().into_request();
+    let json = request.global.format == Format::Json;
+    let status = match run(&request) {
+        Ok(status) => status,
+        Err(error) => {
+            if json {
+                report::print_json(&report::error_json(command_name(&request), &error));
+            } else {
+                eprintln!("docker-userns: error: {error:#}");
+            }
+            Status::Error
+        }
+    };
+    ExitCode::from(status as u8)
+}
+
+fn command_name(request: &Request) -> &'static str {
+    match request.command {
+        Command::Enable(_) => "enable",
+    }
+}
+
+fn run(request: &Request) -> anyhow::Result<Status> {
+    let g = &request.global;
+    if !g.dry_run && !rustix::process::geteuid().is_root() {
+        bail!(
+            "changing a host needs root; run it with sudo, or add --dry-run to only see the plan"
+        );
+    }
+    let host = Host::open(&g.root, Box::new(SystemRunner))
+        .with_context(|| format!("opening --root {}", g.root.display()))?;
+    match &request.command {
+        Command::Enable(enable) => {
+            let outcome = plan::enable(&host, g, enable)?;
+            match g.format {
+                Format::Json => {
+                    report::print_json(&report::enable_json(&outcome, g.dry_run, g.diff))
+                }
+                Format::Human if g.quiet => {}
+                Format::Human => print!(
+                    "{}",
+                    report::enable_human(&outcome, g.dry_run, g.diff, g.verbose)
+                ),
+            }
+            Ok(Status::of(&outcome, g.dry_run))
+        }
+    }
+}

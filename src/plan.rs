@@ -1,0 +1,875 @@
+//! `enable`: observe the host, plan the actions, apply them, and prove the
+//! result by planning again (a converged host plans nothing).
+
+use std::path::{Path, PathBuf};
+
+use crate::account::{self, AccountError, AccountTool, GROUP, PASSWD};
+use crate::config::daemon_json::{DATA_ROOT, DaemonConfig, USERNS_REMAP};
+use crate::config::login_defs::{IdKind, LoginDefs};
+use crate::config::passwd::{Groups, Passwd};
+use crate::config::subid::SubIdFile;
+use crate::config::{Malformed, ParseError};
+use crate::files::{atomic, lock};
+use crate::host::{Host, HostError, Snapshot};
+use crate::ids::{self, IdRange, Principal, RemapSpec, SpecError};
+use crate::request::{EnableRequest, Global};
+
+pub const DEFAULT_CONFIG: &str = "/etc/docker/daemon.json";
+pub const SNAP_CONFIG: &str = "/var/snap/docker/current/config/daemon.json";
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
+pub const SUBUID: &str = "/etc/subuid";
+pub const SUBGID: &str = "/etc/subgid";
+const LOGIN_DEFS: &str = "/etc/login.defs";
+const NSSWITCH: &str = "/etc/nsswitch.conf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("--user {value:?}: {source}")]
+    Spec {
+        value: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error("--count {0}: at least {min} ids are needed (container images use ids up to 65534)", min = ids::MIN_COUNT)]
+    CountTooSmall(u64),
+    #[error(
+        "{file}: {what} does not exist; create it first (e.g. `useradd --system {hint}`) or use --user default"
+    )]
+    MissingUser {
+        file: PathBuf,
+        what: String,
+        hint: String,
+    },
+    #[error(
+        "{file}: {what} does not exist; dockerd needs it for {spec:?} (create it, or name a group with --user USER:GROUP)"
+    )]
+    MissingGroup {
+        file: PathBuf,
+        what: String,
+        spec: String,
+    },
+    #[error(
+        "{file}: no free range of {count} ids left within {min}..={max} (SUB_{kind}_MIN/MAX in login.defs); free one or raise SUB_{kind}_MAX"
+    )]
+    NoFreeRange {
+        file: PathBuf,
+        kind: &'static str,
+        count: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("the host did not converge: after applying, the plan still wants: {0}")]
+    NotConverged(String),
+}
+
+/// Which subordinate-id file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubIdKind {
+    Uid,
+    Gid,
+}
+
+impl SubIdKind {
+    pub fn path(self) -> &'static Path {
+        Path::new(match self {
+            SubIdKind::Uid => SUBUID,
+            SubIdKind::Gid => SUBGID,
+        })
+    }
+
+    fn id_kind(self) -> IdKind {
+        match self {
+            SubIdKind::Uid => IdKind::Uid,
+            SubIdKind::Gid => IdKind::Gid,
+        }
+    }
+}
+
+/// Everything `enable` reads, read once.
+pub struct Observed {
+    pub config_path: PathBuf,
+    pub config_file: Option<Snapshot>,
+    pub config: DaemonConfig,
+    pub passwd: Passwd,
+    pub groups: Groups,
+    pub subuid_file: Option<Snapshot>,
+    pub subuid: SubIdFile,
+    pub subgid_file: Option<Snapshot>,
+    pub subgid: SubIdFile,
+    pub login_defs: LoginDefs,
+    pub nsswitch_subid_line: Option<usize>,
+    pub tool: AccountTool,
+}
+
+/// One change `enable` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    CreateGroup {
+        name: String,
+        tool: &'static str,
+        command: Option<String>,
+    },
+    CreateUser {
+        name: String,
+        group: String,
+        tool: &'static str,
+        command: Option<String>,
+    },
+    AddRange {
+        kind: SubIdKind,
+        owner: String,
+        range: IdRange,
+    },
+    SetRemap {
+        path: PathBuf,
+        from: Option<String>,
+        to: String,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::CreateGroup { .. } => "create_group",
+            Action::CreateUser { .. } => "create_user",
+            Action::AddRange {
+                kind: SubIdKind::Uid,
+                ..
+            } => "add_subuid_range",
+            Action::AddRange {
+                kind: SubIdKind::Gid,
+                ..
+            } => "add_subgid_range",
+            Action::SetRemap { .. } => "set_userns_remap",
+        }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        match self {
+            Action::CreateGroup { .. } => GROUP.into(),
+            Action::CreateUser { .. } => PASSWD.into(),
+            Action::AddRange { kind, .. } => kind.path().into(),
+            Action::SetRemap { path, .. } => path.clone(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Action::CreateGroup { name, tool, .. } => {
+                format!("create system group {name} (with {tool})")
+            }
+            Action::CreateUser {
+                name, group, tool, ..
+            } => {
+                format!(
+                    "create system user {name} in group {group}, no home, no login (with {tool})"
+                )
+            }
+            Action::AddRange { kind, owner, range } => {
+                format!(
+                    "add {owner}:{}:{} to {} ({range})",
+                    range.start,
+                    range.count,
+                    kind.path().display()
+                )
+            }
+            Action::SetRemap {
+                path,
+                from: None,
+                to,
+            } => format!("set \"userns-remap\": {to:?} in {}", path.display()),
+            Action::SetRemap {
+                path,
+                from: Some(from),
+                to,
+            } => {
+                format!(
+                    "change \"userns-remap\" from {from:?} to {to:?} in {}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+/// A problem worth telling the user that does not stop `enable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A file's content before and after, for `--diff`.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub old: String,
+    pub new: String,
+}
+
+/// Who container root becomes, and with which ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub spec: String,
+    pub user: String,
+    pub group: String,
+    /// `None` while the account is still to be created.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// In the order dockerd stacks them: the first holds container id 0.
+    pub uid_ranges: Vec<IdRange>,
+    pub gid_ranges: Vec<IdRange>,
+}
+
+impl Mapping {
+    /// The name dockerd gives the namespaced data root: `<uid>.<gid>`.
+    pub fn data_root_dir(&self) -> Option<String> {
+        Some(format!(
+            "{}.{}",
+            self.uid_ranges.first()?.start,
+            self.gid_ranges.first()?.start
+        ))
+    }
+
+    pub fn uid_count(&self) -> u64 {
+        self.uid_ranges.iter().map(|r| r.count).sum()
+    }
+
+    pub fn gid_count(&self) -> u64 {
+        self.gid_ranges.iter().map(|r| r.count).sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mapping: Mapping,
+    pub actions: Vec<Action>,
+    pub changes: Vec<FileChange>,
+    pub warnings: Vec<Warning>,
+    pub config_path: PathBuf,
+    pub data_root: PathBuf,
+}
+
+/// The result of `enable`, for the report.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub applied: bool,
+}
+
+impl Outcome {
+    pub fn changed(&self) -> bool {
+        self.applied && !self.plan.actions.is_empty()
+    }
+}
+
+/// Runs `enable`: plan, and unless `--dry-run`, apply and verify.
+pub fn enable(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outcome, PlanError> {
+    let spec = RemapSpec::parse(&request.user).map_err(|source| PlanError::Spec {
+        value: request.user.clone(),
+        source,
+    })?;
+    if request.count < ids::MIN_COUNT {
+        return Err(PlanError::CountTooSmall(request.count));
+    }
+    let observed = observe(host, global)?;
+    let plan = plan(host, &observed, global, &spec, request)?;
+    if global.dry_run || plan.actions.is_empty() {
+        return Ok(Outcome {
+            plan,
+            applied: false,
+        });
+    }
+    apply(host, &observed, &plan, request.count)?;
+    let after = self::plan(host, &observe(host, global)?, global, &spec, request)?;
+    if !after.actions.is_empty() {
+        let pending: Vec<String> = after.actions.iter().map(Action::describe).collect();
+        return Err(PlanError::NotConverged(pending.join("; ")));
+    }
+    Ok(Outcome {
+        plan: Plan {
+            mapping: after.mapping,
+            ..plan
+        },
+        applied: true,
+    })
+}
+
+/// Where daemon.json is: `--config`, else the snap's when docker is a snap
+/// and /etc/docker/daemon.json does not exist, else /etc/docker/daemon.json.
+pub fn config_path(host: &Host, global: &Global) -> PathBuf {
+    if let Some(path) = &global.config {
+        return path.clone();
+    }
+    let snap_dir = Path::new(SNAP_CONFIG).parent().expect("has a parent");
+    if !host.exists(Path::new(DEFAULT_CONFIG)) && host.exists(snap_dir) {
+        return SNAP_CONFIG.into();
+    }
+    DEFAULT_CONFIG.into()
+}
+
+pub fn observe(host: &Host, global: &Global) -> Result<Observed, PlanError> {
+    let config_path = config_path(host, global);
+    let config_file = host.read(&config_path)?;
+    let config = match &config_file {
+        Some(s) => DaemonConfig::parse(&host.display(&config_path), &s.bytes)?,
+        None => DaemonConfig::empty(&host.display(&config_path)),
+    };
+    let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
+    let groups = read_parsed(host, GROUP, Groups::parse)?.1;
+    let (subuid_file, subuid) = read_parsed(host, SUBUID, SubIdFile::parse)?;
+    let (subgid_file, subgid) = read_parsed(host, SUBGID, SubIdFile::parse)?;
+    let login_defs = read_login_defs(host)?;
+    Ok(Observed {
+        config_path,
+        config_file,
+        config,
+        passwd,
+        groups,
+        subuid_file,
+        subuid,
+        subgid_file,
+        subgid,
+        login_defs,
+        nsswitch_subid_line: nsswitch_subid_line(host)?,
+        tool: account::detect_tool(host),
+    })
+}
+
+fn read_parsed<T: Default>(
+    host: &Host,
+    path: &str,
+    parse: fn(&Path, &[u8]) -> Result<T, ParseError>,
+) -> Result<(Option<Snapshot>, T), PlanError> {
+    let path = Path::new(path);
+    let snapshot = host.read(path)?;
+    let value = match &snapshot {
+        Some(s) => parse(&host.display(path), &s.bytes)?,
+        None => T::default(),
+    };
+    Ok((snapshot, value))
+}
+
+fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
+    let Some(file) = host.read(Path::new(NSSWITCH))? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&file.bytes);
+    Ok(text
+        .lines()
+        .position(|l| l.trim_start().starts_with("subid:"))
+        .map(|i| i + 1))
+}
+
+/// The accounts a spec names, and which of them must be created.
+struct Accounts {
+    user: String,
+    uid: Option<u32>,
+    group: String,
+    gid: Option<u32>,
+}
+
+fn resolve(
+    host: &Host,
+    observed: &Observed,
+    spec: &RemapSpec,
+    text: &str,
+) -> Result<Accounts, PlanError> {
+    let passwd_file = host.display(Path::new(PASSWD));
+    let group_file = host.display(Path::new(GROUP));
+    let (user, uid) = match &spec.user {
+        Principal::Name(name) => match observed.passwd.by_name(name) {
+            Some(entry) => (entry.name.clone(), Some(entry.uid)),
+            None if spec.default => (name.clone(), None),
+            None => {
+                return Err(PlanError::MissingUser {
+                    file: passwd_file,
+                    what: format!("user {name:?}"),
+                    hint: name.clone(),
+                });
+            }
+        },
+        Principal::Id(uid) => match observed.passwd.by_uid(*uid) {
+            Some(entry) => (entry.name.clone(), Some(*uid)),
+            None => {
+                return Err(PlanError::MissingUser {
+                    file: passwd_file,
+                    what: format!("uid {uid}"),
+                    hint: format!("--uid {uid} NAME"),
+                });
+            }
+        },
+    };
+    // dockerd's lookups: the group named like the user (or with the uid as
+    // gid) unless a group is given.
+    let group_spec = spec.group.clone().unwrap_or_else(|| spec.user.clone());
+    let found = match &group_spec {
+        Principal::Name(name) => observed.groups.by_name(name),
+        Principal::Id(gid) => observed.groups.by_gid(*gid),
+    };
+    let (group, gid) = match (found, &group_spec) {
+        (Some(entry), _) => (entry.name.clone(), Some(entry.gid)),
+        (None, Principal::Name(name)) if spec.default && spec.group.is_none() => {
+            (name.clone(), None)
+        }
+        (None, missing) => {
+            let what = match missing {
+                Principal::Name(name) => format!("group {name:?}"),
+                Principal::Id(gid) => format!("gid {gid}"),
+            };
+            return Err(PlanError::MissingGroup {
+                file: group_file,
+                what,
+                spec: text.into(),
+            });
+        }
+    };
+    Ok(Accounts {
+        user,
+        uid,
+        group,
+        gid,
+    })
+}
+
+/// Inputs to the range decision for one file, shared by planning and by
+/// the re-check under lock at apply time.
+pub struct RangeNeed<'a> {
+    pub kind: SubIdKind,
+    pub file: &'a SubIdFile,
+    pub owner: &'a str,
+    pub owner_uid: Option<u32>,
+    pub count: u64,
+    /// Ids that belong to accounts (uids for subuid, gids for subgid).
+    pub in_use: Vec<IdRange>,
+    pub bounds: (u64, u64),
+}
+
+/// The range to add, if the owner's stacked ranges fall short of `count`.
+pub fn range_to_add(need: &RangeNeed<'_>, display: &Path) -> Result<Option<IdRange>, PlanError> {
+    let have: u64 = owned_ranges(need).iter().map(|r| r.count).sum();
+    if have >= need.count {
+        return Ok(None);
+    }
+    let missing = need.count - have;
+    let mut taken: Vec<IdRange> = need.file.taken().collect();
+    taken.extend(need.in_use.iter().copied());
+    let (min, max) = need.bounds;
+    ids::first_fit(&taken, min, max, missing)
+        .map(Some)
+        .ok_or(PlanError::NoFreeRange {
+            file: display.to_owned(),
+            kind: match need.kind {
+                SubIdKind::Uid => "UID",
+                SubIdKind::Gid => "GID",
+            },
+            count: missing,
+            min,
+            max,
+        })
+}
+
+fn owned_ranges(need: &RangeNeed<'_>) -> Vec<IdRange> {
+    match need.owner_uid {
+        Some(uid) => need.file.ranges_of(need.owner, uid),
+        None => need
+            .file
+            .ranges_of(need.owner, u32::MAX)
+            .into_iter()
+            .collect(),
+    }
+}
+
+pub fn plan(
+    host: &Host,
+    observed: &Observed,
+    global: &Global,
+    spec: &RemapSpec,
+    request: &EnableRequest,
+) -> Result<Plan, PlanError> {
+    let accounts = resolve(host, observed, spec, &request.user)?;
+    let mut actions = Vec::new();
+    let mut changes = Vec::new();
+    if accounts.gid.is_none() {
+        actions.push(Action::CreateGroup {
+            name: accounts.group.clone(),
+            tool: observed.tool.name(),
+            command: account::group_command(host, &observed.tool, &accounts.group)
+                .map(show_command),
+        });
+    }
+    if accounts.uid.is_none() {
+        actions.push(Action::CreateUser {
+            name: accounts.user.clone(),
+            group: accounts.group.clone(),
+            tool: observed.tool.name(),
+            command: account::user_command(host, &observed.tool, &accounts.user, &accounts.group)
+                .map(show_command),
+        });
+    }
+    let creating = accounts.uid.is_none() || accounts.gid.is_none();
+    let mut mapping = Mapping {
+        spec: request.user.clone(),
+        user: accounts.user.clone(),
+        group: accounts.group.clone(),
+        uid: accounts.uid,
+        gid: accounts.gid,
+        uid_ranges: Vec::new(),
+        gid_ranges: Vec::new(),
+    };
+    for kind in [SubIdKind::Uid, SubIdKind::Gid] {
+        let (file, snapshot) = match kind {
+            SubIdKind::Uid => (&observed.subuid, &observed.subuid_file),
+            SubIdKind::Gid => (&observed.subgid, &observed.subgid_file),
+        };
+        let need = range_need(
+            &IdSources::of(observed),
+            kind,
+            file,
+            &accounts.user,
+            accounts.uid,
+            request.count,
+            creating,
+        )?;
+        let mut ranges = owned_ranges(&need);
+        if let Some(range) = range_to_add(&need, &host.display(kind.path()))? {
+            actions.push(Action::AddRange {
+                kind,
+                owner: accounts.user.clone(),
+                range,
+            });
+            changes.push(FileChange {
+                path: host.display(kind.path()),
+                old: snapshot_text(snapshot),
+                new: file.with_appended(&accounts.user, range),
+            });
+            ranges.push(range);
+        }
+        match kind {
+            SubIdKind::Uid => mapping.uid_ranges = ranges,
+            SubIdKind::Gid => mapping.gid_ranges = ranges,
+        }
+    }
+    let config_display = host.display(&observed.config_path);
+    let current = observed.config.string(USERNS_REMAP)?;
+    let equivalent = current
+        .as_deref()
+        .is_some_and(|value| same_accounts(host, observed, value, &accounts));
+    let new_config_text = if equivalent {
+        observed.config.text().to_owned()
+    } else {
+        let text = observed.config.with_string(USERNS_REMAP, &request.user);
+        actions.push(Action::SetRemap {
+            path: config_display.clone(),
+            from: current,
+            to: request.user.clone(),
+        });
+        changes.push(FileChange {
+            path: config_display.clone(),
+            old: observed.config.text().to_owned(),
+            new: text.clone(),
+        });
+        text
+    };
+    let data_root = data_root(global, &new_config_text, &config_display)?;
+    Ok(Plan {
+        warnings: warnings(host, observed, &mapping),
+        mapping,
+        actions,
+        changes,
+        config_path: config_display,
+        data_root,
+    })
+}
+
+/// The account databases that say which ids are in use.
+struct IdSources<'a> {
+    passwd: &'a Passwd,
+    groups: &'a Groups,
+    login_defs: &'a LoginDefs,
+}
+
+impl<'a> IdSources<'a> {
+    fn of(observed: &'a Observed) -> Self {
+        IdSources {
+            passwd: &observed.passwd,
+            groups: &observed.groups,
+            login_defs: &observed.login_defs,
+        }
+    }
+}
+
+fn range_need<'a>(
+    sources: &IdSources<'_>,
+    kind: SubIdKind,
+    file: &'a SubIdFile,
+    owner: &'a str,
+    owner_uid: Option<u32>,
+    count: u64,
+    creating: bool,
+) -> Result<RangeNeed<'a>, PlanError> {
+    let mut in_use: Vec<IdRange> = match kind {
+        SubIdKind::Uid => sources
+            .passwd
+            .entries
+            .iter()
+            .map(|e| IdRange::single(e.uid))
+            .collect(),
+        SubIdKind::Gid => sources
+            .groups
+            .entries
+            .iter()
+            .map(|e| IdRange::single(e.gid))
+            .collect(),
+    };
+    if creating {
+        // The account's id is not known yet; keep clear of where it will go.
+        let (min, max) = sources.login_defs.system_bounds(kind.id_kind())?;
+        in_use.extend(IdRange::new(min, max - min + 1));
+    }
+    Ok(RangeNeed {
+        kind,
+        file,
+        owner,
+        owner_uid,
+        count,
+        in_use,
+        bounds: sources.login_defs.subordinate_bounds(kind.id_kind())?,
+    })
+}
+
+fn same_accounts(host: &Host, observed: &Observed, value: &str, wanted: &Accounts) -> bool {
+    let Ok(spec) = RemapSpec::parse(value) else {
+        return false;
+    };
+    resolve(host, observed, &spec, value).is_ok_and(|got| {
+        got.user == wanted.user
+            && got.group == wanted.group
+            && got.uid.is_some()
+            && got.gid.is_some()
+    })
+}
+
+fn data_root(global: &Global, config_text: &str, config_path: &Path) -> Result<PathBuf, PlanError> {
+    if let Some(path) = &global.data_root {
+        return Ok(path.clone());
+    }
+    let config = DaemonConfig::parse(config_path, config_text.as_bytes())?;
+    Ok(config
+        .string(DATA_ROOT)?
+        .map_or_else(|| DEFAULT_DATA_ROOT.into(), PathBuf::from))
+}
+
+fn snapshot_text(snapshot: &Option<Snapshot>) -> String {
+    snapshot
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(&s.bytes).into_owned())
+        .unwrap_or_default()
+}
+
+fn show_command((program, args): (PathBuf, Vec<std::ffi::OsString>)) -> String {
+    let mut words = vec![program.display().to_string()];
+    words.extend(args.iter().map(|a| {
+        let a = a.to_string_lossy();
+        if a.contains(' ') {
+            format!("'{a}'")
+        } else {
+            a.into_owned()
+        }
+    }));
+    words.join(" ")
+}
+
+fn warnings(host: &Host, observed: &Observed, mapping: &Mapping) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let mut malformed = |path: &str, list: &[Malformed]| {
+        for m in list {
+            out.push(Warning {
+                file: host.display(Path::new(path)),
+                line: Some(m.line),
+                message: format!("line kept as is but ignored: {}", m.reason),
+            });
+        }
+    };
+    malformed(SUBUID, &observed.subuid.malformed);
+    malformed(SUBGID, &observed.subgid.malformed);
+    malformed(PASSWD, &observed.passwd.malformed);
+    malformed(GROUP, &observed.groups.malformed);
+    if let Some(line) = observed.nsswitch_subid_line {
+        out.push(Warning {
+            file: host.display(Path::new(NSSWITCH)),
+            line: Some(line),
+            message: "a `subid:` source is configured, but dockerd reads only /etc/subuid and /etc/subgid".into(),
+        });
+    }
+    out.extend(overlap_warnings(host, observed, mapping, SubIdKind::Uid));
+    out.extend(overlap_warnings(host, observed, mapping, SubIdKind::Gid));
+    out
+}
+
+/// Ranges already owned by the remap user that collide with someone else's.
+fn overlap_warnings(
+    host: &Host,
+    observed: &Observed,
+    mapping: &Mapping,
+    kind: SubIdKind,
+) -> Vec<Warning> {
+    let (file, ours) = match kind {
+        SubIdKind::Uid => (&observed.subuid, &mapping.uid_ranges),
+        SubIdKind::Gid => (&observed.subgid, &mapping.gid_ranges),
+    };
+    let uid = mapping.uid.map(|u| u.to_string());
+    let is_ours = |owner: &str| owner == mapping.user || Some(owner) == uid.as_deref();
+    let mut out = Vec::new();
+    for entry in file.entries.iter().filter(|e| is_ours(&e.owner)) {
+        let clash = file
+            .entries
+            .iter()
+            .find(|other| !is_ours(&other.owner) && other.range.overlaps(&entry.range));
+        if let Some(other) = clash {
+            out.push(Warning {
+                file: host.display(kind.path()),
+                line: Some(entry.line),
+                message: format!(
+                    "{}'s range {} overlaps {}'s range {} (line {}): files of one can be reached by the other",
+                    mapping.user, entry.range, other.owner, other.range, other.line
+                ),
+            });
+        }
+    }
+    let accounts: Vec<(String, u32)> = match kind {
+        SubIdKind::Uid => observed
+            .passwd
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.uid))
+            .collect(),
+        SubIdKind::Gid => observed
+            .groups
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.gid))
+            .collect(),
+    };
+    for range in ours {
+        if let Some((name, id)) = accounts
+            .iter()
+            .find(|(_, id)| range.overlaps(&IdRange::single(*id)))
+        {
+            out.push(Warning {
+                file: host.display(kind.path()),
+                line: None,
+                message: format!(
+                    "{}'s range {range} contains the id {id} of account {name}",
+                    mapping.user
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Carries out a plan. Every step re-reads what it changes under the lock
+/// and re-decides, so a concurrent useradd cannot make it write stale data.
+fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Result<(), PlanError> {
+    let creating = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. }));
+    for action in &plan.actions {
+        match action {
+            Action::CreateGroup { name, .. } => account::create_group(host, &observed.tool, name)?,
+            Action::CreateUser { name, group, .. } => {
+                account::create_user(host, &observed.tool, name, group)?
+            }
+            Action::AddRange { kind, owner, .. } => add_range(host, *kind, owner, count, creating)?,
+            Action::SetRemap { .. } => write_config(host, observed, plan)?,
+        }
+    }
+    Ok(())
+}
+
+fn add_range(
+    host: &Host,
+    kind: SubIdKind,
+    owner: &str,
+    count: u64,
+    created: bool,
+) -> Result<(), PlanError> {
+    let _locks = lock::lock(host, &[kind.path()])?;
+    let (snapshot, file) = read_parsed(host, path_str(kind), SubIdFile::parse)?;
+    let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
+    let groups = read_parsed(host, GROUP, Groups::parse)?.1;
+    let login_defs = read_login_defs(host)?;
+    let sources = IdSources {
+        passwd: &passwd,
+        groups: &groups,
+        login_defs: &login_defs,
+    };
+    let owner_uid = passwd.by_name(owner).map(|e| e.uid);
+    let need = range_need(&sources, kind, &file, owner, owner_uid, count, created)?;
+    let Some(range) = range_to_add(&need, &host.display(kind.path()))? else {
+        return Ok(());
+    };
+    let text = file.with_appended(owner, range);
+    let job = atomic::Replace {
+        path: kind.path(),
+        bytes: text.as_bytes(),
+        previous: snapshot.as_ref(),
+        backup: snapshot.as_ref().map(|_| account::backup_name(kind.path())),
+    };
+    Ok(atomic::replace(host, &job)?)
+}
+
+fn path_str(kind: SubIdKind) -> &'static str {
+    match kind {
+        SubIdKind::Uid => SUBUID,
+        SubIdKind::Gid => SUBGID,
+    }
+}
+
+fn read_login_defs(host: &Host) -> Result<LoginDefs, PlanError> {
+    let path = Path::new(LOGIN_DEFS);
+    Ok(match host.read(path)? {
+        Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
+        None => LoginDefs::absent(&host.display(path)),
+    })
+}
+
+/// The backup of daemon.json kept beside it.
+pub fn config_backup_name(path: &Path) -> std::ffi::OsString {
+    let mut name = path.file_name().expect("file path").to_owned();
+    name.push(".docker-userns.bak");
+    name
+}
+
+fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), PlanError> {
+    let change = plan
+        .changes
+        .iter()
+        .find(|c| c.path == plan.config_path)
+        .expect("a SetRemap action has its file change");
+    let path = &observed.config_path;
+    if let Some(parent) = path.parent() {
+        atomic::ensure_dir(host, parent)?;
+    }
+    let job = atomic::Replace {
+        path,
+        bytes: change.new.as_bytes(),
+        previous: observed.config_file.as_ref(),
+        backup: observed
+            .config_file
+            .as_ref()
+            .map(|_| config_backup_name(path)),
+    };
+    Ok(atomic::replace(host, &job)?)
+}

@@ -1,0 +1,236 @@
+//! Rendering results and errors: human text, JSON, unified diffs; and the
+//! exit status scripts rely on.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::config::ParseError;
+use crate::ids::IdRange;
+use crate::plan::{Action, FileChange, Outcome, Warning};
+
+/// The process exit status, as documented for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Done, or nothing to do.
+    Ok = 0,
+    /// `--dry-run` found changes to make (or `check` found a failure).
+    Pending = 1,
+    /// Nothing was changed: bad input, a refusal, or a failure.
+    Error = 2,
+}
+
+impl Status {
+    pub fn of(outcome: &Outcome, dry_run: bool) -> Status {
+        if dry_run && !outcome.plan.actions.is_empty() {
+            Status::Pending
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+/// Whether to colour human output: only on a terminal, never with NO_COLOR.
+pub fn use_colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
+    let plan = &outcome.plan;
+    let m = &plan.mapping;
+    let mut value = json!({
+        "command": "enable",
+        "ok": true,
+        "changed": outcome.changed(),
+        "dry_run": dry_run,
+        "remap": m.spec,
+        "user": m.user,
+        "group": m.group,
+        "uid": m.uid,
+        "gid": m.gid,
+        "uid_start": m.uid_ranges.first().map(|r| r.start),
+        "gid_start": m.gid_ranges.first().map(|r| r.start),
+        "count": m.uid_count().min(m.gid_count()),
+        "uid_ranges": ranges_json(&m.uid_ranges),
+        "gid_ranges": ranges_json(&m.gid_ranges),
+        "data_root": plan.data_root,
+        "data_root_dir": m.data_root_dir(),
+        "remapped_data_root": m.data_root_dir().map(|d| plan.data_root.join(d)),
+        "config": plan.config_path,
+        "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
+        "warnings": plan.warnings.iter().map(warning_json).collect::<Vec<_>>(),
+        "daemon": {"restarted": false, "note": restart_hint()},
+    });
+    if diff {
+        value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
+    }
+    value
+}
+
+fn ranges_json(ranges: &[IdRange]) -> Value {
+    ranges
+        .iter()
+        .map(|r| json!({"start": r.start, "count": r.count}))
+        .collect()
+}
+
+fn action_json(action: &Action) -> Value {
+    let mut value = json!({
+        "action": action.kind(),
+        "file": action.file(),
+        "description": action.describe(),
+    });
+    match action {
+        Action::CreateGroup { command, .. } | Action::CreateUser { command, .. } => {
+            value["command"] = json!(command);
+        }
+        Action::AddRange { owner, range, .. } => {
+            value["owner"] = json!(owner);
+            value["start"] = json!(range.start);
+            value["count"] = json!(range.count);
+        }
+        Action::SetRemap { from, to, .. } => {
+            value["from"] = json!(from);
+            value["to"] = json!(to);
+        }
+    }
+    value
+}
+
+fn warning_json(w: &Warning) -> Value {
+    json!({"file": w.file, "line": w.line, "message": w.message})
+}
+
+fn restart_hint() -> &'static str {
+    "userns-remap takes effect when dockerd restarts (e.g. `systemctl restart docker`); running containers stop"
+}
+
+pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool) -> String {
+    let paint = Paint(use_colour());
+    let plan = &outcome.plan;
+    let m = &plan.mapping;
+    let mut out = String::new();
+    if diff {
+        out.extend(plan.changes.iter().map(unified_diff));
+    }
+    let n = plan.actions.len();
+    let headline = match (n, dry_run) {
+        (0, _) => "enable: nothing to change, the files already say so".to_owned(),
+        (_, true) => format!("enable (dry run): {n} change{} to make", plural(n)),
+        (_, false) => format!("enable: {n} change{} made", plural(n)),
+    };
+    out.push_str(&headline);
+    out.push('\n');
+    for action in &plan.actions {
+        out.push_str(&format!(
+            "  {} {}\n",
+            paint.wrap("32", "+"),
+            action.describe()
+        ));
+        if let (
+            true,
+            Action::CreateGroup {
+                command: Some(c), ..
+            }
+            | Action::CreateUser {
+                command: Some(c), ..
+            },
+        ) = (verbose, action)
+        {
+            out.push_str(&format!("      $ {c}\n"));
+        }
+    }
+    let id = |v: Option<u32>| v.map_or("to be created".to_owned(), |v| v.to_string());
+    out.push_str(&format!(
+        "remap user  {}:{} (uid {}, gid {})\n",
+        m.user,
+        m.group,
+        id(m.uid),
+        id(m.gid)
+    ));
+    out.push_str(&format!("subuid      {}\n", show_ranges(&m.uid_ranges)));
+    out.push_str(&format!("subgid      {}\n", show_ranges(&m.gid_ranges)));
+    if let Some(dir) = m.data_root_dir() {
+        out.push_str(&format!(
+            "data root   {}\n",
+            plan.data_root.join(dir).display()
+        ));
+    }
+    out.push_str(&format!("config      {}\n", plan.config_path.display()));
+    for w in &plan.warnings {
+        out.push_str(&format!(
+            "{} {}\n",
+            paint.wrap("33", "warning:"),
+            located(&w.file, w.line, &w.message)
+        ));
+    }
+    if !dry_run && n > 0 {
+        out.push_str(&format!("next: {}\n", restart_hint()));
+    }
+    out
+}
+
+fn show_ranges(ranges: &[IdRange]) -> String {
+    let shown: Vec<String> = ranges.iter().map(IdRange::to_string).collect();
+    shown.join(", then ")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn located(file: &Path, line: Option<usize>, message: &str) -> String {
+    match line {
+        Some(line) => format!("{}:{line}: {message}", file.display()),
+        None => format!("{}: {message}", file.display()),
+    }
+}
+
+/// A unified diff of one file, with `a/` and `b/` paths as git shows them.
+pub fn unified_diff(change: &FileChange) -> String {
+    let shown = change.path.display().to_string();
+    let shown = shown.trim_start_matches('/');
+    similar::TextDiff::from_lines(&change.old, &change.new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{shown}"), &format!("b/{shown}"))
+        .to_string()
+}
+
+/// An error as one JSON object, with the file and line when known.
+pub fn error_json(command: &str, error: &anyhow::Error) -> Value {
+    let located = error.chain().find_map(|e| e.downcast_ref::<ParseError>());
+    json!({
+        "command": command,
+        "ok": false,
+        "changed": false,
+        "error": {
+            "message": format!("{error:#}"),
+            "file": located.map(|l| &l.path),
+            "line": located.map(|l| l.line),
+            "column": located.and_then(|l| l.column),
+        }
+    })
+}
+
+pub fn print_json(value: &Value) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
