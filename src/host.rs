@@ -22,7 +22,7 @@ pub const MAX_FILE_SIZE: u64 = 16 << 20;
 pub enum HostError {
     #[error("{path}: {what}")]
     Refused { path: PathBuf, what: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -32,7 +32,7 @@ pub enum PlanError {
     Account(#[from] AccountError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    #[error("--user {value:?}: {source}")]
+    #[error("--user {value:?}")]
     Spec {
         value: String,
         #[source]
@@ -68,6 +68,17 @@ pub enum PlanError {
     },
     #[error("the host did not converge: after applying, the plan still wants: {0}")]
     NotConverged(String),
+}
+
+impl PlanError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<&ParseError> {
+        match self {
+            PlanError::Parse(e) => Some(e),
+            PlanError::Account(AccountError::Parse(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Which subordinate-id file.

@@ -212,7 +212,12 @@ pub fn unified_diff(change: &FileChange) -> String {
 
 /// An error as one JSON object, with the file and line when known.
 pub fn error_json(command: &str, error: &anyhow::Error) -> Value {
-    let located = error.chain().find_map(|e| e.downcast_ref::<ParseError>());
+    let located = error.chain().find_map(|e| {
+        e.downcast_ref::<ParseError>().or_else(|| {
+            e.downcast_ref::<crate::plan::PlanError>()
+                .and_then(|p| p.location())
+        })
+    });
     json!({
         "command": command,
         "ok": false,

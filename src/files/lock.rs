@@ -22,7 +22,7 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{path}: cannot lock: {source}")]
+    #[error("{path}: cannot lock")]
     Io {
         path: PathBuf,
         #[source]

@@ -1,0 +1,203 @@
+//! Temp roots shaped like real systems, the binary under test, and
+//! snapshots of a tree to prove what did or did not change.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
+
+/// These tests create accounts and chown files: they need root and say so
+/// instead of passing vacuously.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test must run as root (it creates accounts with useradd and files owned by root)"
+    );
+}
+
+pub struct TestRoot {
+    pub dir: tempfile::TempDir,
+}
+
+pub const DEBIAN_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+bin:x:2:2:bin:/bin:/usr/sbin/nologin
+sys:x:3:3:sys:/dev:/usr/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+_apt:x:42:65534::/nonexistent:/usr/sbin/nologin
+systemd-network:x:998:998:systemd Network Management:/:/usr/sbin/nologin
+alice:x:1000:1000:Alice:/home/alice:/bin/bash
+";
+pub const DEBIAN_GROUP: &str = "root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:alice
+nogroup:x:65534:
+systemd-network:x:998:
+alice:x:1000:
+";
+pub const DEBIAN_SHADOW: &str = "root:*:19700:0:99999:7:::
+daemon:*:19700:0:99999:7:::
+bin:*:19700:0:99999:7:::
+sys:*:19700:0:99999:7:::
+nobody:*:19700:0:99999:7:::
+_apt:*:19700:0:99999:7:::
+systemd-network:!*:19700::::::
+alice:$y$j9T$abc:19700:0:99999:7:::
+";
+pub const DEBIAN_GSHADOW: &str = "root:*::
+daemon:*::
+bin:*::
+sys:*::
+adm:*::alice
+nogroup:*::
+systemd-network:!::
+alice:!::
+";
+
+impl TestRoot {
+    /// A Debian-like root: account files, login.defs, shadow's tools
+    /// present (so the machine's useradd is used with --prefix), nologin.
+    pub fn debian() -> Self {
+        let root = TestRoot::bare();
+        root.write("etc/passwd", DEBIAN_PASSWD, 0o644);
+        root.write("etc/group", DEBIAN_GROUP, 0o644);
+        root.write("etc/shadow", DEBIAN_SHADOW, 0o640);
+        root.write("etc/gshadow", DEBIAN_GSHADOW, 0o640);
+        fs::copy("/etc/login.defs", root.path("etc/login.defs")).unwrap();
+        for tool in ["useradd", "groupadd", "nologin"] {
+            root.write(&format!("usr/sbin/{tool}"), "#!/bin/false\n", 0o755);
+        }
+        root
+    }
+
+    /// A BusyBox-style root: account files but no shadow tools at all.
+    pub fn busybox_style() -> Self {
+        let root = TestRoot::bare();
+        root.write(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/ash\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n",
+            0o644,
+        );
+        root.write(
+            "etc/group",
+            "root:x:0:root\nnogroup:x:65533:\nnobody:x:65534:\n",
+            0o644,
+        );
+        root.write("etc/shadow", "root:*::0:::::\nnobody:!::0:::::\n", 0o640);
+        root.write("sbin/nologin", "#!/bin/false\n", 0o755);
+        root
+    }
+
+    pub fn bare() -> Self {
+        TestRoot {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>, mode: u32) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--root", self.root().to_str().unwrap()];
+        full.extend_from_slice(args);
+        Command::new(BIN)
+            .args(&full)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs with `--format json` and parses the one object on stdout.
+    pub fn run_json(&self, args: &[&str]) -> (i32, Value) {
+        let mut full = args.to_vec();
+        full.extend(["--format", "json"]);
+        let out = self.run(&full);
+        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap(), value)
+    }
+
+    /// Every entry under the root with its bytes, inode, mode and mtime.
+    pub fn snapshot(&self) -> Tree {
+        let mut tree = BTreeMap::new();
+        walk(self.root(), self.root(), &mut tree);
+        tree
+    }
+}
+
+pub type Tree = BTreeMap<PathBuf, (Vec<u8>, u64, u32, i64, i64)>;
+
+fn walk(base: &Path, dir: &Path, out: &mut Tree) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let bytes = if meta.is_file() {
+            fs::read(&path).unwrap()
+        } else {
+            Vec::new()
+        };
+        let rel = path.strip_prefix(base).unwrap().to_owned();
+        out.insert(
+            rel,
+            (
+                bytes,
+                meta.ino(),
+                meta.mode(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            ),
+        );
+        if meta.is_dir() {
+            walk(base, &path, out);
+        }
+    }
+}
+
+/// Fails with the first difference between two snapshots.
+pub fn assert_same_tree(before: &Tree, after: &Tree) {
+    let keys_before: Vec<_> = before.keys().collect();
+    let keys_after: Vec<_> = after.keys().collect();
+    assert_eq!(keys_before, keys_after, "the set of files changed");
+    for (path, old) in before {
+        let new = &after[path];
+        assert!(
+            old == new,
+            "{} changed (content, inode, mode or mtime)",
+            path.display()
+        );
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
