@@ -70,7 +70,7 @@ pub fn first_fit(taken: &[IdRange], min: u64, max: u64, count: u64) -> Option<Id
             return None;
         }
     }
-    (max - low + 1 >= count).then(|| IdRange { start: low, count })
+    (max - low + 1 >= count).then_some(IdRange { start: low, count })
 }
 
 /// Errors in a `userns-remap` value.
@@ -150,6 +150,23 @@ fn principal(part: &str) -> Principal {
     match part.parse::<i32>() {
         Ok(id) if id >= 0 => Principal::Id(id as u32),
         _ => Principal::Name(part.into()),
+    }
+}
+
+/// The highest single id in `[min, max]` not in `taken`: shadow hands out
+/// system ids from the top of their range down.
+pub fn first_fit_descending(taken: &[IdRange], min: u64, max: u64) -> Option<u64> {
+    let mut id = max.min(ID_LIMIT - 1);
+    let mut sorted: Vec<&IdRange> = taken.iter().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    loop {
+        if id < min {
+            return None;
+        }
+        match sorted.iter().find(|r| r.start <= id && id < r.end()) {
+            Some(r) => id = r.start.checked_sub(1)?,
+            None => return Some(id),
+        }
     }
 }
 
@@ -276,21 +293,13 @@ mod tests {
             prop_assert_eq!(a, first_fit(&taken, 1000, 500_000, count));
         }
     }
-}
 
-/// The highest single id in `[min, max]` not in `taken`: shadow hands out
-/// system ids from the top of their range down.
-pub fn first_fit_descending(taken: &[IdRange], min: u64, max: u64) -> Option<u64> {
-    let mut id = max.min(ID_LIMIT - 1);
-    let mut sorted: Vec<&IdRange> = taken.iter().collect();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    loop {
-        if id < min {
-            return None;
-        }
-        match sorted.iter().find(|r| r.start <= id && id < r.end()) {
-            Some(r) => id = r.start.checked_sub(1)?,
-            None => return Some(id),
-        }
+    #[test]
+    fn first_fit_descending_takes_the_highest_free_id() {
+        assert_eq!(first_fit_descending(&[], 101, 999), Some(999));
+        let taken = [IdRange::single(999), IdRange::single(998), r(500, 10)];
+        assert_eq!(first_fit_descending(&taken, 101, 999), Some(997));
+        assert_eq!(first_fit_descending(&[r(101, 899)], 101, 999), None);
+        assert_eq!(first_fit_descending(&[r(0, 1000)], 0, 999), None);
     }
 }
