@@ -20,7 +20,11 @@ impl PrivateEtc {
     fn new() -> Self {
         require_root();
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("cp").args(["-a", "/etc"]).arg(dir.path().join("etc")).status().unwrap();
+        let status = Command::new("cp")
+            .args(["-a", "/etc"])
+            .arg(dir.path().join("etc"))
+            .status()
+            .unwrap();
         assert!(status.success(), "copying /etc");
         for sub in ["home", "log", "mail"] {
             fs::create_dir(dir.path().join(sub)).unwrap();
@@ -56,14 +60,25 @@ mount --bind "$T/log" /var/log
 mount --bind "$T/mail" /var/mail
 "#;
         let out = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-ec"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-ec",
+            ])
             .arg(format!("{prelude}{script}"))
             .env("T", self.dir.path())
             .env("BIN", BIN)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "script failed: {}\nstdout:\n{stdout}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "script failed: {}\nstdout:\n{stdout}",
+            stderr(&out)
+        );
         stdout
     }
 
@@ -112,8 +127,14 @@ fn assert_cross_check(etc: &PrivateEtc, out: &str, first_run_changes: bool) {
     assert_eq!(ours_g, (first["gid_start"].as_u64().unwrap(), 65536));
     let tester_u = range_of(&getsubids_line(out, "u", "tester"));
     let tester_g = range_of(&getsubids_line(out, "g", "tester"));
-    assert!(disjoint(ours_u, tester_u), "useradd's range {tester_u:?} overlaps ours {ours_u:?}");
-    assert!(disjoint(ours_g, tester_g), "useradd's range {tester_g:?} overlaps ours {ours_g:?}");
+    assert!(
+        disjoint(ours_u, tester_u),
+        "useradd's range {tester_u:?} overlaps ours {ours_u:?}"
+    );
+    assert!(
+        disjoint(ours_g, tester_g),
+        "useradd's range {tester_g:?} overlaps ours {ours_g:?}"
+    );
 }
 
 #[test]
@@ -122,8 +143,17 @@ fn getsubids_reads_our_ranges_and_useradd_allocates_around_them() {
     let real_passwd = fs::read("/etc/passwd").unwrap();
     let out = etc.run(CROSS_CHECK);
     assert_cross_check(&etc, &out, true);
-    assert!(etc.json("first.json")["actions"][1]["description"].as_str().unwrap().contains("with useradd"));
-    assert_eq!(fs::read("/etc/passwd").unwrap(), real_passwd, "the real /etc is untouched");
+    assert!(
+        etc.json("first.json")["actions"][1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("with useradd")
+    );
+    assert_eq!(
+        fs::read("/etc/passwd").unwrap(),
+        real_passwd,
+        "the real /etc is untouched"
+    );
     assert!(!Path::new("/home/tester").exists());
 }
 
@@ -143,8 +173,19 @@ getent group dockremap
     );
     let out = etc.run(&script);
     let files = etc.json("files.json");
-    assert!(files["actions"][1]["description"].as_str().unwrap().contains("with files"), "{files}");
-    assert!(out.lines().any(|l| l.starts_with("dockremap:x:") && l.ends_with(":/nonexistent:/usr/sbin/nologin")), "{out}");
+    assert!(
+        files["actions"][1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("with files"),
+        "{files}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("dockremap:x:") && l.ends_with(":/nonexistent:/usr/sbin/nologin")
+        ),
+        "{out}"
+    );
     // Once shadow's tools are back, `enable` finds nothing left to do.
     assert_cross_check(&etc, &out, false);
 }
