@@ -884,3 +884,55 @@ fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), Pla
     };
     Ok(atomic::replace(host, &job)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ("[a-z]{1,6}", 0u64..700_000, 1u64..100_000)
+                .prop_map(|(o, s, c)| format!("{o}:{s}:{c}")),
+            (0u32..3000, 0u64..700_000, 1u64..100_000).prop_map(|(o, s, c)| format!("{o}:{s}:{c}")),
+            (0u64..700_000, 1u64..100_000).prop_map(|(s, c)| format!("x:{s}:{c}\r")),
+            (0u64..700_000, 1u64..100_000).prop_map(|(s, c)| format!(" y : {s} : {c} ")),
+            "[a-z:#0-9 ]{0,20}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn allocated_ranges_overlap_nothing_any_line_claims(
+            lines in prop::collection::vec(arb_line(), 0..30),
+            ids in prop::collection::vec(0u32..700_000, 0..10),
+            count in 65536u64..140_000,
+        ) {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let file = SubIdFile::parse(Path::new("/etc/subuid"), text.as_bytes()).unwrap();
+            let need = RangeNeed {
+                kind: SubIdKind::Uid,
+                file: &file,
+                owner: "dockremap",
+                owner_uid: Some(4000),
+                count,
+                in_use: ids.iter().map(|&i| IdRange::single(i)).collect(),
+                bounds: (100_000, 600_100_000),
+            };
+            let added = range_to_add(&need, Path::new("/etc/subuid")).unwrap().expect("the owner has no range");
+            prop_assert_eq!(added.count, count);
+            prop_assert!(added.start >= 100_000 && added.last() <= 600_100_000);
+            for taken in file.taken() {
+                prop_assert!(!added.overlaps(&taken), "{} overlaps {}", added, taken);
+            }
+            for id in ids {
+                prop_assert!(!added.overlaps(&IdRange::single(id)));
+            }
+            // Appending keeps every existing byte and parses back to our line.
+            let appended = file.with_appended("dockremap", added);
+            prop_assert!(appended.starts_with(&text));
+            let again = SubIdFile::parse(Path::new("/etc/subuid"), appended.as_bytes()).unwrap();
+            prop_assert_eq!(again.ranges_of("dockremap", 4000), vec![added]);
+        }
+    }
+}

@@ -224,3 +224,69 @@ mod tests {
         assert!(e.to_string().starts_with("d.json:2:8: invalid UTF-8"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\u{e9}\"\\\\ ]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z-]{1,6}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn arb_document() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(("[a-z-]{1,8}", arb_value()), 1..6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(members, pretty, bom)| {
+                let object = Value::Object(
+                    members
+                        .into_iter()
+                        .filter(|(k, _)| k != USERNS_REMAP)
+                        .collect(),
+                );
+                let text = if pretty {
+                    serde_json::to_string_pretty(&object).unwrap()
+                } else {
+                    serde_json::to_string(&object).unwrap()
+                };
+                format!("{}{text}\n", if bom { "\u{feff}" } else { "" })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn setting_then_removing_a_new_key_restores_the_exact_bytes(text in arb_document()) {
+            prop_assume!(text.trim_start_matches('\u{feff}').trim() != "{}");
+            let original = DaemonConfig::parse(Path::new("d.json"), text.as_bytes()).unwrap();
+            let edited_text = original.with_string(USERNS_REMAP, "default");
+            let edited = DaemonConfig::parse(Path::new("d.json"), edited_text.as_bytes()).unwrap();
+            let mut keys = original.keys();
+            keys.push(USERNS_REMAP);
+            prop_assert_eq!(edited.keys(), keys);
+            let value = edited.string(USERNS_REMAP).unwrap();
+            prop_assert_eq!(value.as_deref(), Some("default"));
+            // Every other member's value is untouched, byte for byte.
+            let strip = |t: &str| serde_json::from_str::<Value>(t.trim_start_matches('\u{feff}')).unwrap();
+            let mut expected = strip(&text);
+            expected.as_object_mut().unwrap().insert(USERNS_REMAP.into(), "default".into());
+            prop_assert_eq!(strip(&edited_text), expected);
+            prop_assert_eq!(edited.without(USERNS_REMAP), text);
+        }
+    }
+}
