@@ -46,11 +46,14 @@ pub enum AccountTool {
 }
 
 impl AccountTool {
-    pub fn name(&self) -> &'static str {
-        match self {
-            AccountTool::Shadow { .. } => "useradd",
-            AccountTool::BusyBox { .. } => "busybox",
-            AccountTool::Files => "files",
+    /// How a user (or group) gets created, for the plan.
+    pub fn label(&self, user: bool) -> &'static str {
+        match (self, user) {
+            (AccountTool::Shadow { .. }, true) => "useradd",
+            (AccountTool::Shadow { .. }, false) => "groupadd",
+            (AccountTool::BusyBox { .. }, true) => "busybox adduser",
+            (AccountTool::BusyBox { .. }, false) => "busybox addgroup",
+            (AccountTool::Files, _) => "direct edit under shadow's locks",
         }
     }
 }

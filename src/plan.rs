@@ -175,18 +175,16 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::CreateGroup { name, tool, .. } => {
-                format!("create system group {name} (with {tool})")
+                format!("create system group {name} ({tool})")
             }
             Action::CreateUser {
                 name, group, tool, ..
             } => {
-                format!(
-                    "create system user {name} in group {group}, no home, no login (with {tool})"
-                )
+                format!("create system user {name} in group {group} ({tool})")
             }
             Action::AddRange { kind, owner, range } => {
                 format!(
-                    "add {owner}:{}:{} to {} ({range})",
+                    "add {owner}:{}:{} to {}",
                     range.start,
                     range.count,
                     kind.path().display()
@@ -513,7 +511,7 @@ pub fn plan(
     if accounts.gid.is_none() {
         actions.push(Action::CreateGroup {
             name: accounts.group.clone(),
-            tool: observed.tool.name(),
+            tool: observed.tool.label(false),
             command: account::group_command(host, &observed.tool, &accounts.group)
                 .map(show_command),
         });
@@ -522,7 +520,7 @@ pub fn plan(
         actions.push(Action::CreateUser {
             name: accounts.user.clone(),
             group: accounts.group.clone(),
-            tool: observed.tool.name(),
+            tool: observed.tool.label(true),
             command: account::user_command(host, &observed.tool, &accounts.user, &accounts.group)
                 .map(show_command),
         });

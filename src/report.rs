@@ -72,7 +72,7 @@ pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
         "config": plan.config_path,
         "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
         "warnings": plan.warnings.iter().map(warning_json).collect::<Vec<_>>(),
-        "daemon": {"restarted": false, "note": restart_hint()},
+        "daemon": {"restarted": false, "note": restart_hint().replace("\n     ", "")},
     });
     if diff {
         value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
@@ -115,7 +115,7 @@ fn warning_json(w: &Warning) -> Value {
 }
 
 fn restart_hint() -> &'static str {
-    "userns-remap takes effect when dockerd restarts (e.g. `systemctl restart docker`); running containers stop"
+    "userns-remap takes effect when dockerd restarts\n      (e.g. `systemctl restart docker`); running containers stop"
 }
 
 pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool) -> String {

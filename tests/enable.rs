@@ -257,7 +257,7 @@ fn busybox_style_root_gets_the_account_by_direct_edits() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out["actions"][0]["description"],
-        "create system group dockremap (with files)"
+        "create system group dockremap (direct edit under shadow's locks)"
     );
     let user = passwd_entry(&root, "dockremap");
     assert_eq!(
@@ -455,4 +455,57 @@ fn malformed_subid_lines_are_kept_and_reported() {
         root.read("etc/subuid"),
         format!("{subuid}dockremap:165536:65536\n")
     );
+}
+
+#[test]
+fn numeric_uid_spec_resolves_user_and_group_like_dockerd() {
+    require_root();
+    let root = TestRoot::debian();
+    let (code, out) = root.run_json(&["enable", "--user", "1000"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["user"].as_str(), out["group"].as_str()),
+        (Some("alice"), Some("alice"))
+    );
+    assert_eq!(
+        root.read("etc/subuid"),
+        "alice:100000:65536\n",
+        "subuid keyed by the user name"
+    );
+    assert_eq!(
+        root.read("etc/subgid"),
+        "alice:100000:65536\n",
+        "subgid keyed by the user name too"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&root.read("etc/docker/daemon.json")).unwrap();
+    assert_eq!(config["userns-remap"], "1000");
+    // The same mapping spelled by name is already in place.
+    assert_eq!(
+        root.run_json(&["enable", "--user", "alice:1000"]).1["changed"],
+        false
+    );
+}
+
+#[test]
+fn human_output_lists_actions_and_the_mapping() {
+    require_root();
+    let root = TestRoot::debian();
+    let out = root.run(&["enable"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("enable: 5 changes made\n"), "{text}");
+    assert!(
+        text.contains("  + add dockremap:100000:65536 to /etc/subuid"),
+        "{text}"
+    );
+    assert!(
+        text.contains("data root   /var/lib/docker/100000.100000\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    let quiet = root.run(&["enable", "-q"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty());
 }

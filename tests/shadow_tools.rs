@@ -147,7 +147,7 @@ fn getsubids_reads_our_ranges_and_useradd_allocates_around_them() {
         etc.json("first.json")["actions"][1]["description"]
             .as_str()
             .unwrap()
-            .contains("with useradd")
+            .ends_with("(useradd)")
     );
     assert_eq!(
         fs::read("/etc/passwd").unwrap(),
@@ -177,7 +177,7 @@ getent group dockremap
         files["actions"][1]["description"]
             .as_str()
             .unwrap()
-            .contains("with files"),
+            .contains("(direct edit"),
         "{files}"
     );
     assert!(

@@ -1,1 +1,5 @@
 //! Talking to dockerd: its API socket, its service manager and its flags.
+
+pub mod api;
+pub mod flags;
+pub mod service;

@@ -1,0 +1,885 @@
+//! Blocking HTTP/1.1 client for the Docker Engine API over its unix socket.
+//!
+//! Only the few read-only calls docker-userns needs: `/_ping`, `/info` and
+//! `/containers/json`. Every request opens a fresh connection with
+//! `Connection: close`, and one deadline bounds connect, write and read.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// Where the Docker CLI and dockerd put the API socket by default.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+const MAX_LINE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_MESSAGE: usize = 512;
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A response that could not be read as HTTP/1.x.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Malformed(String),
+}
+
+fn malformed<T>(reason: impl Into<String>) -> Result<T, HttpError> {
+    Err(HttpError::Malformed(reason.into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{value:?} is not a Docker unix socket address: {reason}")]
+    Host { value: String, reason: String },
+    #[error("cannot connect to the Docker socket {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sending a request to the Docker socket {path}: {source}")]
+    Send {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the answer to GET {target} from {path}: {source}")]
+    Http {
+        path: PathBuf,
+        target: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("GET {target} on {path} answered HTTP {status}: {message}")]
+    Status {
+        path: PathBuf,
+        target: String,
+        status: u16,
+        message: String,
+    },
+    #[error("unexpected answer to GET {target} from {path}: {reason}")]
+    Unexpected {
+        path: PathBuf,
+        target: String,
+        reason: String,
+    },
+    #[error("dockerd did not answer on {path} in time; last error: {last}")]
+    NotReady { path: PathBuf, last: Box<ApiError> },
+}
+
+/// One HTTP response with its body already de-framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header with this name, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The parts of `GET /info` that matter for remapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DaemonInfo {
+    #[serde(rename = "ID", default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(
+        rename = "ServerVersion",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    pub server_version: String,
+    #[serde(
+        rename = "SecurityOptions",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    pub security_options: Vec<String>,
+    #[serde(
+        rename = "DockerRootDir",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    pub docker_root_dir: String,
+}
+
+impl DaemonInfo {
+    /// Whether the running daemon reports user-namespace remapping.
+    ///
+    /// Entries look like `name=seccomp,profile=default`; daemons older than
+    /// API 1.26 listed bare names such as `userns`, which are accepted too.
+    pub fn userns_active(&self) -> bool {
+        self.security_options
+            .iter()
+            .any(|opt| security_option_name(opt) == Some("userns"))
+    }
+
+    /// The `<uid>.<gid>` that a remapping daemon appends to its data root.
+    pub fn remapped_suffix(&self) -> Option<(u32, u32)> {
+        let last = Path::new(&self.docker_root_dir).file_name()?.to_str()?;
+        let (uid, gid) = last.split_once('.')?;
+        Some((parse_id(uid)?, parse_id(gid)?))
+    }
+}
+
+fn security_option_name(option: &str) -> Option<&str> {
+    if !option.contains('=') {
+        return Some(option);
+    }
+    option
+        .split(',')
+        .find_map(|field| field.strip_prefix("name="))
+}
+
+fn parse_id(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// One entry of `GET /containers/json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerSummary {
+    #[serde(rename = "Id", default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(rename = "Names", default, deserialize_with = "null_as_default")]
+    pub names: Vec<String>,
+    #[serde(rename = "State", default, deserialize_with = "null_as_default")]
+    pub state: String,
+    #[serde(rename = "Image", default, deserialize_with = "null_as_default")]
+    pub image: String,
+}
+
+// The Engine sends `null` instead of `[]` or `""` in several fields.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Turns a `--host`/`DOCKER_HOST` value into a socket path. Only
+/// `unix:///abs/path` is accepted: remapping has to be changed on the
+/// machine that runs dockerd, so remote endpoints are refused.
+pub fn parse_host(value: &str) -> Result<PathBuf, ApiError> {
+    let fail = |reason: &str| ApiError::Host {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    if let Some(path) = value.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Ok(PathBuf::from(DEFAULT_SOCKET));
+        }
+        if !path.starts_with('/') {
+            return Err(fail(
+                "the socket path must be absolute, as in unix:///var/run/docker.sock",
+            ));
+        }
+        return Ok(PathBuf::from(path));
+    }
+    match value.split_once("://") {
+        Some((scheme, _)) => Err(fail(&format!(
+            "{scheme}:// endpoints are not supported; run docker-userns on the Docker host \
+             and give the local socket as unix:///path/to/docker.sock"
+        ))),
+        None => Err(fail("expected unix:///path/to/docker.sock")),
+    }
+}
+
+/// The socket to use: the `--host` flag wins over `DOCKER_HOST`, and an
+/// empty `DOCKER_HOST` counts as unset, as the Docker CLI treats it.
+pub fn resolve_socket(flag: Option<&str>, env: Option<&str>) -> Result<PathBuf, ApiError> {
+    match flag.or(env.filter(|v| !v.is_empty())) {
+        Some(value) => parse_host(value),
+        None => Ok(PathBuf::from(DEFAULT_SOCKET)),
+    }
+}
+
+/// A Docker Engine API endpoint on a unix socket.
+#[derive(Debug, Clone)]
+pub struct DockerApi {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl DockerApi {
+    /// `timeout` bounds each whole request: connect, send and receive.
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        DockerApi {
+            socket: socket.into(),
+            timeout,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /_ping`, which answers `OK` once the daemon serves requests.
+    pub fn ping(&self) -> Result<(), ApiError> {
+        let target = "/_ping";
+        let response = self.get(target, self.timeout)?;
+        let body = String::from_utf8_lossy(&response.body);
+        if body.trim() != "OK" {
+            return Err(self.unexpected(target, format!("expected OK, got {:?}", truncate(&body))));
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> Result<DaemonInfo, ApiError> {
+        self.get_json("/info")
+    }
+
+    pub fn containers(&self, all: bool) -> Result<Vec<ContainerSummary>, ApiError> {
+        self.get_json(if all {
+            "/containers/json?all=1"
+        } else {
+            "/containers/json"
+        })
+    }
+
+    /// Polls `/_ping` until it answers or `deadline` passes; the error then
+    /// carries the last failure, which usually says why (no socket, refused).
+    pub fn wait_ready(&self, deadline: Instant) -> Result<(), ApiError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = DockerApi::new(&self.socket, self.timeout.min(left));
+            let last = match attempt.ping() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApiError::NotReady {
+                    path: self.socket.clone(),
+                    last: Box::new(last),
+                });
+            }
+            thread::sleep(POLL_INTERVAL.min(left));
+        }
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, target: &str) -> Result<T, ApiError> {
+        let response = self.get(target, self.timeout)?;
+        serde_json::from_slice(&response.body).map_err(|e| self.unexpected(target, e.to_string()))
+    }
+
+    fn get(&self, target: &str, timeout: Duration) -> Result<Response, ApiError> {
+        let deadline = Instant::now() + timeout;
+        let stream = self.connect(timeout)?;
+        let mut stream = DeadlineStream { stream, deadline };
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: docker-userns\r\n\
+             Accept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .and_then(|()| stream.flush())
+            .map_err(|source| ApiError::Send {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let response = read_response(BufReader::new(stream)).map_err(|source| ApiError::Http {
+            path: self.socket.clone(),
+            target: target.to_string(),
+            source,
+        })?;
+        self.check_status(target, response)
+    }
+
+    // std has no connect timeout; a unix connect blocks only when the
+    // listener's backlog is full, i.e. when dockerd is wedged, so the
+    // attempt runs on a thread that is abandoned if it does not return.
+    fn connect(&self, timeout: Duration) -> Result<UnixStream, ApiError> {
+        let (tx, rx) = mpsc::channel();
+        let path = self.socket.clone();
+        thread::spawn(move || {
+            let _ = tx.send(UnixStream::connect(path));
+        });
+        let result = rx.recv_timeout(timeout).unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            ))
+        });
+        result.map_err(|source| ApiError::Connect {
+            path: self.socket.clone(),
+            source,
+        })
+    }
+
+    fn check_status(&self, target: &str, response: Response) -> Result<Response, ApiError> {
+        if (200..300).contains(&response.status) {
+            return Ok(response);
+        }
+        Err(ApiError::Status {
+            path: self.socket.clone(),
+            target: target.to_string(),
+            status: response.status,
+            message: error_message(&response.body),
+        })
+    }
+
+    fn unexpected(&self, target: &str, reason: String) -> ApiError {
+        ApiError::Unexpected {
+            path: self.socket.clone(),
+            target: target.to_string(),
+            reason,
+        }
+    }
+}
+
+/// Docker errors are `{"message": "..."}`; anything else is shown as text.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => e.message,
+        Err(_) => truncate(String::from_utf8_lossy(body).trim()),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// A stream whose every read and write is cut off at one deadline, so a
+/// daemon that trickles bytes cannot stretch a request past its timeout.
+struct DeadlineStream {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl DeadlineStream {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
+        }
+        Ok(left)
+    }
+}
+
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return io::Error::new(io::ErrorKind::TimedOut, "request timed out");
+    }
+    e
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        self.stream.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        self.stream.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// Reads one HTTP/1.x response, de-framing the body by
+/// `Transfer-Encoding: chunked`, `Content-Length`, or end of stream.
+/// Interim `1xx` responses are skipped.
+pub fn read_response<R: BufRead>(mut reader: R) -> Result<Response, HttpError> {
+    loop {
+        let status = read_status_line(&mut reader)?;
+        let headers = read_headers(&mut reader)?;
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let body = read_body(&mut reader, status, &headers)?;
+        return Ok(Response {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+fn read_status_line(reader: &mut impl BufRead) -> Result<u16, HttpError> {
+    let line = read_line(reader)?;
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return malformed(format!(
+            "not an HTTP/1.x status line: {:?}",
+            truncate(&line)
+        ));
+    }
+    let code = parts.next().unwrap_or_default();
+    match code.parse::<u16>() {
+        Ok(status) if code.len() == 3 && (100..600).contains(&status) => Ok(status),
+        _ => malformed(format!("bad status code {code:?}")),
+    }
+}
+
+fn read_headers(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, HttpError> {
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        if line.is_empty() {
+            return Ok(headers);
+        }
+        if headers.len() == MAX_HEADERS {
+            return malformed("too many headers");
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return malformed(format!("header without a colon: {:?}", truncate(&line)));
+        };
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+/// One CRLF- (or bare LF-) terminated line without its terminator.
+fn read_line(reader: &mut impl BufRead) -> Result<String, HttpError> {
+    let mut buf = Vec::new();
+    reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
+    if buf.last() != Some(&b'\n') {
+        if buf.len() > MAX_LINE {
+            return malformed("line too long");
+        }
+        return malformed("connection closed in the middle of the response head");
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn read_body(
+    reader: &mut impl BufRead,
+    status: u16,
+    headers: &[(String, String)],
+) -> Result<Vec<u8>, HttpError> {
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(coding) = find("transfer-encoding") {
+        if coding
+            .rsplit(',')
+            .next()
+            .map(str::trim)
+            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
+        {
+            return read_chunked(reader);
+        }
+        return read_to_end(reader);
+    }
+    if status == 204 || status == 304 {
+        return Ok(Vec::new());
+    }
+    match find("content-length") {
+        Some(value) => read_exact_body(reader, parse_length(value)?),
+        None => read_to_end(reader),
+    }
+}
+
+fn parse_length(value: &str) -> Result<usize, HttpError> {
+    match value.parse::<usize>() {
+        Ok(n) if n <= MAX_BODY => Ok(n),
+        Ok(_) => malformed("body too large"),
+        Err(_) => malformed(format!("bad Content-Length {value:?}")),
+    }
+}
+
+fn read_exact_body(reader: &mut impl BufRead, len: usize) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    reader.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return malformed(format!("body ended after {} of {len} bytes", body.len()));
+    }
+    Ok(body)
+}
+
+fn read_to_end(reader: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    reader.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
+    if body.len() > MAX_BODY {
+        return malformed("body too large");
+    }
+    Ok(body)
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    loop {
+        let size = chunk_size(&read_line(reader)?)?;
+        if size == 0 {
+            skip_trailers(reader)?;
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY {
+            return malformed("body too large");
+        }
+        body.extend(read_exact_body(reader, size)?);
+        if !read_line(reader)?.is_empty() {
+            return malformed("chunk longer than its declared size");
+        }
+    }
+}
+
+fn chunk_size(line: &str) -> Result<usize, HttpError> {
+    let digits = line.split(';').next().unwrap_or_default().trim();
+    match usize::from_str_radix(digits, 16) {
+        Ok(n) if !digits.is_empty() && !digits.starts_with('+') => Ok(n),
+        _ => malformed(format!("bad chunk size {:?}", truncate(line))),
+    }
+}
+
+fn skip_trailers(reader: &mut impl BufRead) -> Result<(), HttpError> {
+    for _ in 0..=MAX_HEADERS {
+        if read_line(reader)?.is_empty() {
+            return Ok(());
+        }
+    }
+    malformed("too many trailers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    fn parse(bytes: &[u8]) -> Result<Response, HttpError> {
+        read_response(bytes)
+    }
+
+    #[test]
+    fn content_length_body_stops_at_length() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nApi-Version: 1.41\r\n\r\nOKextra")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"OK");
+        assert_eq!(r.header("api-version"), Some("1.41"));
+    }
+
+    #[test]
+    fn chunked_body_is_joined_and_trailers_skipped() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    4\r\n{\"a\"\r\nA;ext=1\r\n:[1,2,3]}\n\r\n0\r\nX-Trailer: y\r\n\r\n";
+        let r = parse(raw).unwrap();
+        assert_eq!(r.body, b"{\"a\":[1,2,3]}\n");
+    }
+
+    #[test]
+    fn body_without_framing_runs_to_end_of_stream() {
+        let r = parse(b"HTTP/1.0 200 OK\nContent-Type: text/plain\n\nall of it").unwrap();
+        assert_eq!(r.body, b"all of it");
+    }
+
+    #[test]
+    fn interim_and_empty_responses() {
+        let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!(r.status, 204);
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn error_status_is_parsed_like_any_other() {
+        let raw = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+                    Content-Length: 32\r\n\r\n{\"message\":\"page not found\"}\n\n\n\n";
+        let r = parse(raw).unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(error_message(&r.body), "page not found");
+        assert_eq!(error_message(b"  plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Le",
+        ];
+        for raw in cases {
+            assert!(
+                parse(raw).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_LINE));
+        assert!(
+            matches!(parse(long.as_bytes()), Err(HttpError::Malformed(m)) if m.contains("too long"))
+        );
+    }
+
+    #[test]
+    fn userns_is_read_from_the_name_field() {
+        let mut info = DaemonInfo {
+            security_options: vec![
+                "name=seccomp,profile=default".into(),
+                "name=cgroupns".into(),
+            ],
+            docker_root_dir: "/var/lib/docker".into(),
+            ..DaemonInfo::default()
+        };
+        assert!(!info.userns_active());
+        assert_eq!(info.remapped_suffix(), None);
+        info.security_options.push("name=userns".into());
+        info.docker_root_dir = "/var/lib/docker/231072.231072".into();
+        assert!(info.userns_active());
+        assert_eq!(info.remapped_suffix(), Some((231072, 231072)));
+        let old = DaemonInfo {
+            security_options: vec!["apparmor".into(), "userns".into()],
+            ..DaemonInfo::default()
+        };
+        assert!(old.userns_active());
+        let lookalike = DaemonInfo {
+            security_options: vec!["name=seccomp,profile=userns".into(), "name=usernsx".into()],
+            ..DaemonInfo::default()
+        };
+        assert!(!lookalike.userns_active());
+    }
+
+    #[test]
+    fn remapped_suffix_needs_two_plain_numbers() {
+        for dir in [
+            "/d/100000",
+            "/d/1.2.3",
+            "/d/+1.2",
+            "/d/1.",
+            "/d/4294967296.1",
+            "",
+        ] {
+            let info = DaemonInfo {
+                docker_root_dir: dir.into(),
+                ..DaemonInfo::default()
+            };
+            assert_eq!(info.remapped_suffix(), None, "{dir}");
+        }
+    }
+
+    #[test]
+    fn info_tolerates_nulls_and_extra_fields() {
+        let info: DaemonInfo = serde_json::from_str(
+            r#"{"ID":"X:Y","Containers":3,"SecurityOptions":null,"ServerVersion":"20.10.24+dfsg1","DockerRootDir":"/var/lib/docker"}"#,
+        )
+        .unwrap();
+        assert_eq!(info.id, "X:Y");
+        assert!(info.security_options.is_empty());
+        assert_eq!(info.server_version, "20.10.24+dfsg1");
+    }
+
+    #[test]
+    fn host_values() {
+        assert_eq!(
+            parse_host("unix:///run/d.sock").unwrap(),
+            PathBuf::from("/run/d.sock")
+        );
+        assert_eq!(
+            parse_host("unix://").unwrap(),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        for bad in [
+            "tcp://1.2.3.4:2375",
+            "ssh://me@host",
+            "fd://",
+            "unix://rel.sock",
+            "/run/d.sock",
+        ] {
+            assert!(
+                matches!(parse_host(bad), Err(ApiError::Host { .. })),
+                "{bad}"
+            );
+        }
+        let err = parse_host("tcp://x:2376").unwrap_err().to_string();
+        assert!(err.contains("tcp:// endpoints are not supported"), "{err}");
+        assert_eq!(
+            resolve_socket(None, None).unwrap(),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            resolve_socket(None, Some("")).unwrap(),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            resolve_socket(None, Some("unix:///e")).unwrap(),
+            PathBuf::from("/e")
+        );
+        assert_eq!(
+            resolve_socket(Some("unix:///f"), Some("unix:///e")).unwrap(),
+            PathBuf::from("/f")
+        );
+    }
+
+    /// Serves canned responses, one per connection, recording requests.
+    struct Server {
+        dir: tempfile::TempDir,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Server {
+        fn start(responses: Vec<&'static [u8]>) -> Server {
+            let dir = tempfile::tempdir().unwrap();
+            let listener = UnixListener::bind(dir.path().join("docker.sock")).unwrap();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            thread::spawn(move || {
+                for response in responses {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(read_request(&mut conn));
+                    let _ = conn.write_all(response);
+                }
+            });
+            Server { dir, requests }
+        }
+
+        fn api(&self) -> DockerApi {
+            DockerApi::new(self.dir.path().join("docker.sock"), Duration::from_secs(5))
+        }
+    }
+
+    fn read_request(conn: &mut UnixStream) -> String {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            seen.push(byte[0]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[test]
+    fn client_pings_and_reads_info_and_containers() {
+        let server = Server::start(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              1e\r\n{\"SecurityOptions\":[\"name=user\r\n\
+              2b\r\nns\"],\"DockerRootDir\":\"/var/lib/docker/5.6\"}\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\n[{\"Id\":\"abc\",\"Names\":[\"/x\"],\"State\":\"running\",\"Image\":\"busybox\"}]",
+        ]);
+        let api = server.api();
+        api.ping().unwrap();
+        let info = api.info().unwrap();
+        assert!(info.userns_active());
+        assert_eq!(info.remapped_suffix(), Some((5, 6)));
+        let containers = api.containers(true).unwrap();
+        assert_eq!(containers[0].names, ["/x"]);
+        assert_eq!(containers[0].state, "running");
+        let requests = server.requests.lock().unwrap();
+        assert!(
+            requests[0].starts_with("GET /_ping HTTP/1.1\r\n"),
+            "{}",
+            requests[0]
+        );
+        assert!(requests[0].contains("\r\nHost: docker\r\n"));
+        assert!(requests[2].starts_with("GET /containers/json?all=1 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn client_reports_docker_error_messages() {
+        let server = Server::start(vec![
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 27\r\n\r\n{\"message\":\"daemon is ill\"}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nNOPE",
+        ]);
+        let api = server.api();
+        match api.info() {
+            Err(ApiError::Status {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 500);
+                assert_eq!(message, "daemon is ill");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(api.ping(), Err(ApiError::Unexpected { .. })));
+    }
+
+    #[test]
+    fn silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let api = DockerApi::new(&path, Duration::from_millis(300));
+        let started = Instant::now();
+        let err = api.ping().unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, ApiError::Http { .. }), "{err:?}");
+        drop(listener);
+    }
+
+    #[test]
+    fn wait_ready_gives_up_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = DockerApi::new(dir.path().join("missing.sock"), Duration::from_secs(1));
+        let started = Instant::now();
+        let err = api
+            .wait_ready(Instant::now() + Duration::from_millis(500))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        match err {
+            ApiError::NotReady { last, .. } => assert!(matches!(*last, ApiError::Connect { .. })),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_ready_returns_once_the_daemon_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let late = path.clone();
+        let server = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            let listener = UnixListener::bind(late).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            read_request(&mut conn);
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+                .unwrap();
+        });
+        let api = DockerApi::new(&path, Duration::from_secs(1));
+        api.wait_ready(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        server.join().unwrap();
+    }
+}
