@@ -65,6 +65,9 @@ enum FormatArg {
 enum CommandArgs {
     /// Configure remapping: remap user, subuid/subgid ranges, daemon.json.
     Enable(EnableArgs),
+    /// Diagnose remapping: what is wrong and how to fix it (read-only).
+    #[command(visible_alias = "--check")]
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,7 @@ impl Cli {
                     user: e.user,
                     count: e.count,
                 }),
+                CommandArgs::Check => Command::Check,
             },
         }
     }
@@ -130,7 +134,9 @@ mod tests {
         let request = cli.into_request();
         assert_eq!(request.global.root, PathBuf::from("/img"));
         assert!(request.global.dry_run);
-        let Command::Enable(e) = request.command;
+        let Command::Enable(e) = request.command else {
+            panic!("enable expected");
+        };
         assert_eq!((e.user.as_str(), e.count), ("a:b", 65536));
     }
 }

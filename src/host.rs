@@ -160,6 +160,26 @@ impl Host {
         self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY)
     }
 
+    /// The status of a path inside the root (following links within it).
+    pub fn stat(&self, path: &Path) -> Result<Option<rfs::Stat>, HostError> {
+        match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => rfs::fstat(&fd)
+                .map(Some)
+                .map_err(|e| HostError::io(&self.display(path), e)),
+            Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The filesystem type (statfs f_type) holding a path inside the root.
+    pub fn filesystem_type(&self, path: &Path) -> Result<i64, HostError> {
+        let fd = self.resolve(path, OFlags::PATH)?;
+        let st = rfs::fstatfs(&fd).map_err(|e| HostError::io(&self.display(path), e))?;
+        Ok(st.f_type as i64)
+    }
+
     pub fn exists(&self, path: &Path) -> bool {
         self.resolve(path, OFlags::PATH).is_ok()
     }

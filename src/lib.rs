@@ -7,6 +7,7 @@
 //! side effects ([`files`], [`account`]).
 
 pub mod account;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

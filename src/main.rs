@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use docker_userns::check;
 use docker_userns::cli::Cli;
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::plan;
@@ -31,12 +32,14 @@ fn main() -> ExitCode {
 fn command_name(request: &Request) -> &'static str {
     match request.command {
         Command::Enable(_) => "enable",
+        Command::Check => "check",
     }
 }
 
 fn run(request: &Request) -> anyhow::Result<Status> {
     let g = &request.global;
-    if !g.dry_run && !rustix::process::geteuid().is_root() {
+    let read_only = g.dry_run || matches!(request.command, Command::Check);
+    if !read_only && !rustix::process::geteuid().is_root() {
         bail!(
             "changing a host needs root; run it with sudo, or add --dry-run to only see the plan"
         );
@@ -57,6 +60,18 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 ),
             }
             Ok(Status::of(&outcome, g.dry_run))
+        }
+        Command::Check => {
+            let checks = check::run(&host, g);
+            match g.format {
+                Format::Json => report::print_json(&report::check_json(&checks)),
+                Format::Human => print!("{}", report::check_human(&checks, g.quiet)),
+            }
+            Ok(if check::healthy(&checks) {
+                Status::Ok
+            } else {
+                Status::Pending
+            })
         }
     }
 }

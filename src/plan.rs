@@ -19,8 +19,8 @@ pub const SNAP_CONFIG: &str = "/var/snap/docker/current/config/daemon.json";
 pub const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
 pub const SUBUID: &str = "/etc/subuid";
 pub const SUBGID: &str = "/etc/subgid";
-const LOGIN_DEFS: &str = "/etc/login.defs";
-const NSSWITCH: &str = "/etc/nsswitch.conf";
+pub const LOGIN_DEFS: &str = "/etc/login.defs";
+pub const NSSWITCH: &str = "/etc/nsswitch.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -368,7 +368,7 @@ fn read_parsed<T: Default>(
     Ok((snapshot, value))
 }
 
-fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
+pub fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
     let Some(file) = host.read(Path::new(NSSWITCH))? else {
         return Ok(None);
     };
@@ -380,11 +380,11 @@ fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
 }
 
 /// The accounts a spec names, and which of them must be created.
-struct Accounts {
-    user: String,
-    uid: Option<u32>,
-    group: String,
-    gid: Option<u32>,
+pub struct Accounts {
+    pub user: String,
+    pub uid: Option<u32>,
+    pub group: String,
+    pub gid: Option<u32>,
 }
 
 fn resolve(
@@ -393,10 +393,22 @@ fn resolve(
     spec: &RemapSpec,
     text: &str,
 ) -> Result<Accounts, PlanError> {
+    resolve_accounts(host, &observed.passwd, &observed.groups, spec, text)
+}
+
+/// Resolves a `userns-remap` value against the account files, as dockerd
+/// does; with `default`, a missing dockremap is to be created.
+pub fn resolve_accounts(
+    host: &Host,
+    passwd: &Passwd,
+    groups: &Groups,
+    spec: &RemapSpec,
+    text: &str,
+) -> Result<Accounts, PlanError> {
     let passwd_file = host.display(Path::new(PASSWD));
     let group_file = host.display(Path::new(GROUP));
     let (user, uid) = match &spec.user {
-        Principal::Name(name) => match observed.passwd.by_name(name) {
+        Principal::Name(name) => match passwd.by_name(name) {
             Some(entry) => (entry.name.clone(), Some(entry.uid)),
             None if spec.default => (name.clone(), None),
             None => {
@@ -407,7 +419,7 @@ fn resolve(
                 });
             }
         },
-        Principal::Id(uid) => match observed.passwd.by_uid(*uid) {
+        Principal::Id(uid) => match passwd.by_uid(*uid) {
             Some(entry) => (entry.name.clone(), Some(*uid)),
             None => {
                 return Err(PlanError::MissingUser {
@@ -422,8 +434,8 @@ fn resolve(
     // gid) unless a group is given.
     let group_spec = spec.group.clone().unwrap_or_else(|| spec.user.clone());
     let found = match &group_spec {
-        Principal::Name(name) => observed.groups.by_name(name),
-        Principal::Id(gid) => observed.groups.by_gid(*gid),
+        Principal::Name(name) => groups.by_name(name),
+        Principal::Id(gid) => groups.by_gid(*gid),
     };
     let (group, gid) = match (found, &group_spec) {
         (Some(entry), _) => (entry.name.clone(), Some(entry.gid)),

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::check::{self, Check, Status as CheckStatus};
 use crate::config::ParseError;
 use crate::ids::IdRange;
 use crate::plan::{Action, FileChange, Outcome, Warning};
@@ -197,6 +198,55 @@ fn located(file: &Path, line: Option<usize>, message: &str) -> String {
         Some(line) => format!("{}:{line}: {message}", file.display()),
         None => format!("{}: {message}", file.display()),
     }
+}
+
+/// `check` results as `{"ok": bool, "checks": [...]}`.
+pub fn check_json(checks: &[Check]) -> Value {
+    json!({
+        "command": "check",
+        "ok": check::healthy(checks),
+        "checks": checks,
+    })
+}
+
+/// `check` results as an aligned list; with `quiet`, only what is not ok.
+pub fn check_human(checks: &[Check], quiet: bool) -> String {
+    let paint = Paint(use_colour());
+    let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in checks
+        .iter()
+        .filter(|c| !quiet || matches!(c.status, CheckStatus::Warn | CheckStatus::Fail))
+    {
+        let label = format!("{:<4}", c.status.label());
+        let label = match c.status {
+            CheckStatus::Ok => paint.wrap("32", &label),
+            CheckStatus::Warn => paint.wrap("33", &label),
+            CheckStatus::Fail => paint.wrap("1;31", &label),
+            CheckStatus::Skip => paint.wrap("2", &label),
+        };
+        let detail = match (&c.file, c.line) {
+            (Some(file), Some(line))
+                if !c.detail.contains(&format!("{}:{line}", file.display())) =>
+            {
+                format!("{} ({}:{line})", c.detail, file.display())
+            }
+            _ => c.detail.clone(),
+        };
+        out.push_str(&format!("{label}  {:<width$}  {detail}\n", c.id));
+        if let (Some(remedy), CheckStatus::Warn | CheckStatus::Fail) = (&c.remedy, c.status) {
+            out.push_str(&format!("      {:<width$}  fix: {remedy}\n", ""));
+        }
+    }
+    let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
+    out.push_str(&format!(
+        "{} ok, {} warnings, {} failed, {} skipped\n",
+        count(CheckStatus::Ok),
+        count(CheckStatus::Warn),
+        count(CheckStatus::Fail),
+        count(CheckStatus::Skip)
+    ));
+    out
 }
 
 /// A unified diff of one file, with `a/` and `b/` paths as git shows them.

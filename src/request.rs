@@ -33,6 +33,7 @@ pub struct EnableRequest {
 #[derive(Debug, Clone)]
 pub enum Command {
     Enable(EnableRequest),
+    Check,
 }
 
 #[derive(Debug, Clone)]

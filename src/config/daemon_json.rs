@@ -51,6 +51,18 @@ impl DaemonConfig {
             .collect()
     }
 
+    /// The value of a top-level key, decoded.
+    pub fn value(&self, key: &str) -> Option<serde_json::Value> {
+        let member = self.root.as_ref()?.get(key)?;
+        serde_json::from_str(&self.text[member.value.clone()]).ok()
+    }
+
+    /// The line a top-level key is set on.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        let member = self.root.as_ref()?.get(key)?;
+        Some(json::line_column(&self.text, member.span.start).0)
+    }
+
     /// The value of a key that must be a string, if set.
     pub fn string(&self, key: &str) -> Result<Option<String>, ParseError> {
         let Some(member) = self.root.as_ref().and_then(|r| r.get(key)) else {

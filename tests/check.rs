@@ -1,0 +1,282 @@
+//! `check` on temp roots: each finding names the file and line and gives
+//! a remedy; exit 0 when nothing fails, 1 when something does.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use support::*;
+
+fn check(root: &TestRoot) -> (i32, Value) {
+    root.run_json(&["check"])
+}
+
+fn find<'a>(out: &'a Value, id: &str) -> &'a Value {
+    out["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {out}"))
+}
+
+fn status(out: &Value, id: &str) -> String {
+    find(out, id)["status"].as_str().unwrap().to_owned()
+}
+
+fn enabled_root() -> TestRoot {
+    let root = TestRoot::debian();
+    assert_eq!(root.run_json(&["enable"]).0, 0);
+    root
+}
+
+#[test]
+fn unconfigured_root_fails_with_the_remedy() {
+    require_root();
+    let root = TestRoot::debian();
+    let before = root.snapshot();
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    assert_eq!(out["ok"], false);
+    let present = find(&out, "config.present");
+    assert_eq!(present["status"], "fail");
+    assert_eq!(present["remedy"], "docker-userns enable");
+    assert_eq!(
+        status(&out, "kernel.userns_enabled"),
+        "skip",
+        "--root has no kernel of its own"
+    );
+    for c in out["checks"].as_array().unwrap() {
+        for key in ["id", "title", "status", "detail", "remedy", "file", "line"] {
+            assert!(c.get(key).is_some(), "{key} missing in {c}");
+        }
+    }
+    assert_same_tree(&before, &root.snapshot());
+}
+
+#[test]
+fn enabled_root_passes_and_says_the_daemon_has_not_made_its_root_yet() {
+    require_root();
+    let root = enabled_root();
+    let (code, out) = check(&root);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["ok"], true);
+    for id in [
+        "config.valid",
+        "config.permissions",
+        "config.userns_remap",
+        "accounts.remap_user",
+        "ranges.subuid",
+        "ranges.subgid",
+        "ranges.overlap",
+        "ranges.account_ids",
+    ] {
+        assert_eq!(status(&out, id), "ok", "{id}: {}", find(&out, id));
+    }
+    assert_eq!(status(&out, "data_root.remapped_dir"), "warn");
+    assert!(
+        find(&out, "data_root.remapped_dir")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("100000.100000 does not exist yet")
+    );
+    let text = String::from_utf8(root.run(&["check"]).stdout).unwrap();
+    assert!(text.contains("ok    config.userns_remap"), "{text}");
+    assert!(text.lines().last().unwrap().ends_with("skipped"), "{text}");
+}
+
+#[test]
+fn invalid_daemon_json_is_reported_with_its_line() {
+    require_root();
+    let root = enabled_root();
+    root.write(
+        "etc/docker/daemon.json",
+        "{\n  \"userns-remap\": \"default\",\n}\n",
+        0o644,
+    );
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let valid = find(&out, "config.valid");
+    assert_eq!(valid["status"], "fail");
+    assert_eq!(valid["line"], 3);
+    assert!(
+        valid["detail"]
+            .as_str()
+            .unwrap()
+            .contains("daemon.json:3:1: trailing comma"),
+        "{valid}"
+    );
+}
+
+#[test]
+fn loose_permissions_and_the_containerd_store_fail() {
+    require_root();
+    let root = enabled_root();
+    root.write(
+        "etc/docker/daemon.json",
+        "{\"userns-remap\": \"default\",\n \"features\": {\"containerd-snapshotter\": true}}",
+        0o666,
+    );
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let perms = find(&out, "config.permissions");
+    assert_eq!(perms["status"], "fail");
+    assert!(perms["remedy"].as_str().unwrap().contains("chmod 0644"));
+    let snap = find(&out, "config.containerd_snapshotter");
+    assert_eq!(snap["status"], "fail");
+    assert_eq!(snap["line"], 2);
+}
+
+#[test]
+fn overlapping_and_missing_ranges_fail() {
+    require_root();
+    let root = enabled_root();
+    root.write(
+        "etc/subuid",
+        "alice:100000:65536\ndockremap:150000:65536\n",
+        0o644,
+    );
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let overlap = find(&out, "ranges.overlap");
+    assert_eq!(overlap["status"], "fail");
+    assert_eq!(overlap["line"], 2);
+    assert!(
+        overlap["detail"]
+            .as_str()
+            .unwrap()
+            .contains("overlaps alice's 100000-165535"),
+        "{overlap}"
+    );
+
+    root.write("etc/subgid", "alice:100000:65536\n", 0o644);
+    let (_, out) = check(&root);
+    let subgid = find(&out, "ranges.subgid");
+    assert_eq!(subgid["status"], "fail");
+    assert!(
+        subgid["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no entry for dockremap"),
+        "{subgid}"
+    );
+    assert_eq!(subgid["remedy"], "docker-userns enable");
+}
+
+#[test]
+fn ranges_over_account_ids_and_malformed_lines_are_reported() {
+    require_root();
+    let root = enabled_root();
+    root.write(
+        "etc/passwd",
+        format!("{}ldap:x:100500:100::/:/bin/sh\n", root.read("etc/passwd")),
+        0o644,
+    );
+    root.write(
+        "etc/subgid",
+        format!("{}oops\n", root.read("etc/subgid")),
+        0o644,
+    );
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    assert!(
+        find(&out, "ranges.account_ids")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("uid 100500 (ldap)")
+    );
+    let syntax = find(&out, "ranges.subgid_syntax");
+    assert_eq!(syntax["status"], "warn");
+    assert_eq!(syntax["line"], 2);
+}
+
+#[test]
+fn unresolvable_remap_user_fails() {
+    require_root();
+    let root = TestRoot::debian();
+    root.write(
+        "etc/docker/daemon.json",
+        "{\"userns-remap\": \"ghost\"}",
+        0o644,
+    );
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let user = find(&out, "accounts.remap_user");
+    assert_eq!(user["status"], "fail");
+    assert!(
+        user["detail"]
+            .as_str()
+            .unwrap()
+            .contains("user \"ghost\" does not exist"),
+        "{user}"
+    );
+}
+
+#[test]
+fn data_root_ownership_traversal_and_hidden_content() {
+    require_root();
+    let root = enabled_root();
+    let data = root.path("var/lib/docker");
+    for dir in [
+        "100000.100000",
+        "231072.231072/containers/c1",
+        "containers/a",
+        "containers/b",
+        "volumes/v1",
+        "image/overlay2/imagedb/content/sha256/x",
+    ] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    std::fs::write(data.join("volumes/metadata.db"), "").unwrap();
+    std::fs::set_permissions(root.path("var/lib"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let dir = find(&out, "data_root.remapped_dir");
+    assert_eq!(dir["status"], "warn");
+    assert!(
+        dir["remedy"]
+            .as_str()
+            .unwrap()
+            .starts_with("chown root:100000 "),
+        "{dir}"
+    );
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "fail");
+    assert!(
+        traverse["remedy"].as_str().unwrap().ends_with("var/lib"),
+        "{traverse}"
+    );
+    let hidden = find(&out, "data_root.inactive");
+    assert_eq!(hidden["status"], "warn");
+    let detail = hidden["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("231072.231072 (0 images, 1 containers, 0 volumes)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("non-remapped root (1 images, 2 containers, 1 volumes)"),
+        "{detail}"
+    );
+
+    std::fs::set_permissions(root.path("var/lib"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("100000.100000"),
+        std::fs::Permissions::from_mode(0o710),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(data.join("100000.100000"), Some(0), Some(100000)).unwrap();
+    let (_, out) = check(&root);
+    assert_eq!(status(&out, "data_root.remapped_dir"), "ok");
+    assert_eq!(status(&out, "data_root.traversable"), "ok");
+}
+
+#[test]
+fn check_spelled_as_an_option_works() {
+    require_root();
+    let root = enabled_root();
+    let out = root.run(&["--check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["ok"], true);
+}
