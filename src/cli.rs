@@ -53,6 +53,16 @@ struct GlobalArgs {
     /// Print the commands run for each action.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Docker API socket [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long = "host", global = true, value_name = "unix:///PATH")]
+    socket: Option<String>,
+    /// Command that restarts dockerd where no service manager is recognised
+    /// (split into words, run without a shell).
+    #[arg(long, global = true, value_name = "CMD")]
+    restart_command: Option<String>,
+    /// Seconds to wait for dockerd to come back and show the mapping.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,6 +89,12 @@ struct EnableArgs {
     /// Number of subordinate ids (at least 65536).
     #[arg(long, value_name = "N", default_value_t = MIN_COUNT, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     count: u64,
+    /// Change the files only; do not restart dockerd.
+    #[arg(long)]
+    no_restart: bool,
+    /// Restart even though running containers will stop.
+    #[arg(long)]
+    yes: bool,
 }
 
 impl Cli {
@@ -97,11 +113,16 @@ impl Cli {
                 diff: g.diff,
                 quiet: g.quiet,
                 verbose: g.verbose,
+                socket: g.socket,
+                restart_command: g.restart_command,
+                timeout: std::time::Duration::from_secs(g.timeout),
             },
             command: match self.command {
                 CommandArgs::Enable(e) => Command::Enable(EnableRequest {
                     user: e.user,
                     count: e.count,
+                    restart: !e.no_restart,
+                    yes: e.yes,
                 }),
                 CommandArgs::Check => Command::Check,
             },

@@ -7,10 +7,12 @@
 //! side effects ([`files`], [`account`]).
 
 pub mod account;
+pub mod activate;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod enable;
 pub mod files;
 pub mod host;
 pub mod ids;

@@ -7,8 +7,8 @@ use clap::Parser;
 
 use docker_userns::check;
 use docker_userns::cli::Cli;
+use docker_userns::enable;
 use docker_userns::host::{Host, SystemRunner};
-use docker_userns::plan;
 use docker_userns::report::{self, Status};
 use docker_userns::request::{Command, Format, Request};
 
@@ -48,7 +48,7 @@ fn run(request: &Request) -> anyhow::Result<Status> {
         .with_context(|| format!("opening --root {}", g.root.display()))?;
     match &request.command {
         Command::Enable(enable) => {
-            let outcome = plan::enable(&host, g, enable)?;
+            let outcome = enable::run(&host, g, enable)?;
             match g.format {
                 Format::Json => {
                     report::print_json(&report::enable_json(&outcome, g.dry_run, g.diff))

@@ -144,6 +144,8 @@ pub enum Action {
         from: Option<String>,
         to: String,
     },
+    /// Restart dockerd so the configuration takes effect, then verify it.
+    RestartDaemon { command: String },
 }
 
 impl Action {
@@ -160,15 +162,17 @@ impl Action {
                 ..
             } => "add_subgid_range",
             Action::SetRemap { .. } => "set_userns_remap",
+            Action::RestartDaemon { .. } => "restart_daemon",
         }
     }
 
-    pub fn file(&self) -> PathBuf {
+    pub fn file(&self) -> Option<PathBuf> {
         match self {
-            Action::CreateGroup { .. } => GROUP.into(),
-            Action::CreateUser { .. } => PASSWD.into(),
-            Action::AddRange { kind, .. } => kind.path().into(),
-            Action::SetRemap { path, .. } => path.clone(),
+            Action::CreateGroup { .. } => Some(GROUP.into()),
+            Action::CreateUser { .. } => Some(PASSWD.into()),
+            Action::AddRange { kind, .. } => Some(kind.path().into()),
+            Action::SetRemap { path, .. } => Some(path.clone()),
+            Action::RestartDaemon { .. } => None,
         }
     }
 
@@ -205,6 +209,7 @@ impl Action {
                     path.display()
                 )
             }
+            Action::RestartDaemon { command } => format!("restart dockerd ({command}) and verify"),
         }
     }
 }
@@ -266,51 +271,6 @@ pub struct Plan {
     pub warnings: Vec<Warning>,
     pub config_path: PathBuf,
     pub data_root: PathBuf,
-}
-
-/// The result of `enable`, for the report.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub plan: Plan,
-    pub applied: bool,
-}
-
-impl Outcome {
-    pub fn changed(&self) -> bool {
-        self.applied && !self.plan.actions.is_empty()
-    }
-}
-
-/// Runs `enable`: plan, and unless `--dry-run`, apply and verify.
-pub fn enable(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outcome, PlanError> {
-    let spec = RemapSpec::parse(&request.user).map_err(|source| PlanError::Spec {
-        value: request.user.clone(),
-        source,
-    })?;
-    if request.count < ids::MIN_COUNT {
-        return Err(PlanError::CountTooSmall(request.count));
-    }
-    let observed = observe(host, global)?;
-    let plan = plan(host, &observed, global, &spec, request)?;
-    if global.dry_run || plan.actions.is_empty() {
-        return Ok(Outcome {
-            plan,
-            applied: false,
-        });
-    }
-    apply(host, &observed, &plan, request.count)?;
-    let after = self::plan(host, &observe(host, global)?, global, &spec, request)?;
-    if !after.actions.is_empty() {
-        let pending: Vec<String> = after.actions.iter().map(Action::describe).collect();
-        return Err(PlanError::NotConverged(pending.join("; ")));
-    }
-    Ok(Outcome {
-        plan: Plan {
-            mapping: after.mapping,
-            ..plan
-        },
-        applied: true,
-    })
 }
 
 /// Where daemon.json is: `--config`, else the snap's when docker is a snap
@@ -801,7 +761,7 @@ fn overlap_warnings(
 
 /// Carries out a plan. Every step re-reads what it changes under the lock
 /// and re-decides, so a concurrent useradd cannot make it write stale data.
-fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Result<(), PlanError> {
+pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Result<(), PlanError> {
     let creating = plan
         .actions
         .iter()
@@ -814,6 +774,7 @@ fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Result<()
             }
             Action::AddRange { kind, owner, .. } => add_range(host, *kind, owner, count, creating)?,
             Action::SetRemap { .. } => write_config(host, observed, plan)?,
+            Action::RestartDaemon { .. } => {}
         }
     }
     Ok(())

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use crate::check::{self, Check, Status as CheckStatus};
 use crate::config::ParseError;
+use crate::enable::{DaemonState, Outcome};
 use crate::ids::IdRange;
-use crate::plan::{Action, FileChange, Outcome, Warning};
+use crate::plan::{Action, FileChange, Warning};
 
 /// The process exit status, as documented for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
         "config": plan.config_path,
         "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
         "warnings": plan.warnings.iter().map(warning_json).collect::<Vec<_>>(),
-        "daemon": {"restarted": false, "note": restart_hint().replace("\n     ", "")},
+        "daemon": daemon_json(&outcome.daemon),
     });
     if diff {
         value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
@@ -107,16 +108,34 @@ fn action_json(action: &Action) -> Value {
             value["from"] = json!(from);
             value["to"] = json!(to);
         }
+        Action::RestartDaemon { command } => {
+            value["command"] = json!(command);
+        }
     }
     value
 }
 
-fn warning_json(w: &Warning) -> Value {
-    json!({"file": w.file, "line": w.line, "message": w.message})
+fn daemon_json(state: &DaemonState) -> Value {
+    match state {
+        DaemonState::NotManaged { reason } => {
+            json!({"managed": false, "restarted": false, "note": reason})
+        }
+        DaemonState::Planned { restart } => {
+            json!({"managed": true, "restarted": false, "restart_needed": restart})
+        }
+        DaemonState::Verified { restarted, info } => json!({
+            "managed": true,
+            "restarted": restarted,
+            "userns_active": info.userns_active(),
+            "docker_root_dir": info.docker_root_dir,
+            "security_options": info.security_options,
+            "server_version": info.server_version,
+        }),
+    }
 }
 
-fn restart_hint() -> &'static str {
-    "userns-remap takes effect when dockerd restarts\n      (e.g. `systemctl restart docker`); running containers stop"
+fn warning_json(w: &Warning) -> Value {
+    json!({"file": w.file, "line": w.line, "message": w.message})
 }
 
 pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool) -> String {
@@ -178,10 +197,29 @@ pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool)
             located(&w.file, w.line, &w.message)
         ));
     }
-    if !dry_run && n > 0 {
-        out.push_str(&format!("next: {}\n", restart_hint()));
-    }
+    out.push_str(&daemon_human(&outcome.daemon));
     out
+}
+
+fn daemon_human(state: &DaemonState) -> String {
+    match state {
+        DaemonState::NotManaged { reason } => format!("daemon      not restarted: {reason}\n"),
+        DaemonState::Planned { restart: true } => {
+            "daemon      would be restarted and verified\n".into()
+        }
+        DaemonState::Planned { restart: false } => {
+            "daemon      already runs with this mapping\n".into()
+        }
+        DaemonState::Verified { restarted, info } => format!(
+            "daemon      {} remapping active, DockerRootDir {}\n",
+            if *restarted {
+                "restarted;"
+            } else {
+                "unchanged;"
+            },
+            info.docker_root_dir
+        ),
+    }
 }
 
 fn show_ranges(ranges: &[IdRange]) -> String {
@@ -263,10 +301,9 @@ pub fn unified_diff(change: &FileChange) -> String {
 /// An error as one JSON object, with the file and line when known.
 pub fn error_json(command: &str, error: &anyhow::Error) -> Value {
     let located = error.chain().find_map(|e| {
-        e.downcast_ref::<ParseError>().or_else(|| {
-            e.downcast_ref::<crate::plan::PlanError>()
-                .and_then(|p| p.location())
-        })
+        e.downcast_ref::<ParseError>()
+            .or_else(|| e.downcast_ref::<crate::plan::PlanError>()?.location())
+            .or_else(|| e.downcast_ref::<crate::enable::EnableError>()?.location())
     });
     json!({
         "command": command,

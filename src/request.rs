@@ -1,6 +1,7 @@
 //! What the user asked for, as plain data: the only thing `cli` hands on.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -21,6 +22,12 @@ pub struct Global {
     pub diff: bool,
     pub quiet: bool,
     pub verbose: bool,
+    /// The Docker API socket as `unix:///PATH` (`--host`, else DOCKER_HOST).
+    pub socket: Option<String>,
+    /// How to restart dockerd when no service manager is recognised.
+    pub restart_command: Option<String>,
+    /// How long to wait for dockerd to come back and show the mapping.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +35,10 @@ pub struct EnableRequest {
     /// The `userns-remap` value: `default`, NAME, NAME:GROUP, UID or UID:GID.
     pub user: String,
     pub count: u64,
+    /// Restart dockerd and verify; off with `--no-restart` (and under `--root`).
+    pub restart: bool,
+    /// Allow a restart that stops running containers.
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -105,8 +105,8 @@ fn disjoint(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 const CROSS_CHECK: &str = r#"
-"$BIN" enable --format json > "$T/first.json"
-"$BIN" enable --format json > "$T/second.json"
+"$BIN" enable --no-restart --format json > "$T/first.json"
+"$BIN" enable --no-restart --format json > "$T/second.json"
 for u in dockremap tester; do
   if [ "$u" = tester ]; then useradd -m tester; fi
   printf 'u '; getsubids "$u"
@@ -165,7 +165,7 @@ fn direct_edits_under_lckpwdf_satisfy_pwck_and_later_useradd() {
         r#"
 mount --bind /dev/null /usr/sbin/useradd
 mount --bind /dev/null /usr/sbin/groupadd
-"$BIN" enable --format json > "$T/files.json"
+"$BIN" enable --no-restart --format json > "$T/files.json"
 umount /usr/sbin/useradd /usr/sbin/groupadd
 getent passwd dockremap
 getent group dockremap

@@ -152,3 +152,14 @@ fn temp_name(name: &std::ffi::OsStr) -> OsString {
     temp.push(format!(".{}.tmp", std::process::id()));
     temp
 }
+
+/// Removes a file and makes the removal durable.
+pub fn remove(host: &Host, path: &Path) -> Result<(), HostError> {
+    let (parent, name) = split(path);
+    let dir = host.open_dir(parent)?;
+    match rfs::unlinkat(&dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(HostError::io(&host.display(path), e)),
+    }
+    rfs::fsync(&dir).map_err(|e| HostError::io(&host.display(path), e))
+}

@@ -1,0 +1,332 @@
+//! Making a configuration live: checks before dockerd is restarted, the
+//! restart, proof from the daemon itself, and the roll-back when that
+//! proof does not come.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::daemon::api::{ApiError, ContainerSummary, DaemonInfo, DockerApi};
+use crate::daemon::flags::{self, FlagSource};
+use crate::daemon::service::{self, Action as ServiceAction, ServiceError, ServiceManager};
+use crate::files::atomic;
+use crate::host::{Host, HostError, Snapshot};
+
+/// Log lines quoted from dockerd when it fails.
+const LOG_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error(
+        "{} already passes {} to dockerd (line {}); dockerd refuses a setting given both as a flag and in daemon.json; \
+         remove the flag there and run again (nothing was changed)",
+        .0.file.display(), .0.flag, .0.line
+    )]
+    FlagConflict(FlagSource),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(
+        "{count} running container{s} would stop and be hidden by the restart: {names}; \
+         stop them first or pass --yes (nothing was changed)",
+        s = if *.count == 1 { "" } else { "s" }
+    )]
+    Running { count: usize, names: String },
+    #[error("running {command}: {message}")]
+    Restart { command: String, message: String },
+    #[error("{0}")]
+    Verify(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(
+        "{cause}\n{rollback}{logs}",
+        logs = .logs.as_deref().map(|l| format!("\ndockerd's last log lines:\n{l}")).unwrap_or_default()
+    )]
+    RolledBack {
+        cause: String,
+        rollback: String,
+        logs: Option<String>,
+    },
+}
+
+/// What the daemon must show once restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Remapped {
+        uid: u64,
+        gid: u64,
+        data_root: PathBuf,
+    },
+    NotRemapped,
+}
+
+impl Expect {
+    pub fn met_by(&self, info: &DaemonInfo) -> bool {
+        match self {
+            Expect::NotRemapped => !info.userns_active(),
+            Expect::Remapped {
+                uid,
+                gid,
+                data_root,
+            } => {
+                info.userns_active()
+                    && info
+                        .remapped_suffix()
+                        .map(|(u, g)| (u64::from(u), u64::from(g)))
+                        == Some((*uid, *gid))
+                    && Path::new(&info.docker_root_dir).parent() == Some(data_root.as_path())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Expect::NotRemapped => "no name=userns in SecurityOptions".into(),
+            Expect::Remapped {
+                uid,
+                gid,
+                data_root,
+            } => format!(
+                "name=userns in SecurityOptions and DockerRootDir {}",
+                data_root.join(format!("{uid}.{gid}")).display()
+            ),
+        }
+    }
+}
+
+/// How to reach and restart the daemon.
+pub struct Daemon {
+    pub manager: ServiceManager,
+    pub api: DockerApi,
+    pub timeout: Duration,
+    root: PathBuf,
+}
+
+impl Daemon {
+    pub fn new(
+        host: &Host,
+        restart_command: Option<&str>,
+        socket: PathBuf,
+        timeout: Duration,
+    ) -> Result<Self, ActivateError> {
+        Ok(Daemon {
+            manager: service::detect(host.root(), restart_command)?,
+            api: DockerApi::new(socket, Duration::from_secs(5).min(timeout)),
+            timeout,
+            root: host.root().to_owned(),
+        })
+    }
+
+    /// What the daemon says now, or `None` when it does not answer.
+    pub fn observe(&self) -> Option<DaemonInfo> {
+        self.api.info().ok()
+    }
+
+    pub fn restart_command(&self) -> Result<String, ActivateError> {
+        Ok(self
+            .manager
+            .command(&self.root, ServiceAction::Restart)?
+            .to_string())
+    }
+
+    /// Restarts dockerd and waits until it shows `expect`.
+    pub fn restart_and_verify(&self, expect: &Expect) -> Result<DaemonInfo, ActivateError> {
+        self.restart()?;
+        self.wait_for(expect)
+    }
+
+    fn restart(&self) -> Result<(), ActivateError> {
+        let invocation = self.manager.command(&self.root, ServiceAction::Restart)?;
+        let output = invocation
+            .command()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| ActivateError::Restart {
+                command: invocation.to_string(),
+                message: e.to_string(),
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(ActivateError::Restart {
+            command: invocation.to_string(),
+            message: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+
+    /// Polls until the daemon answers and shows `expect`: a restart command
+    /// may return before the new daemon is up, or while the old one still
+    /// answers.
+    fn wait_for(&self, expect: &Expect) -> Result<DaemonInfo, ActivateError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last = None;
+        loop {
+            if self.api.wait_ready(deadline).is_ok() {
+                if let Ok(info) = self.api.info() {
+                    if expect.met_by(&info) {
+                        return Ok(info);
+                    }
+                    last = Some(info);
+                }
+            }
+            if Instant::now() >= deadline {
+                let seen = match last {
+                    None => format!("dockerd did not answer on {}", self.api.socket().display()),
+                    Some(info) => format!(
+                        "dockerd answers with SecurityOptions {:?} and DockerRootDir {:?}",
+                        info.security_options, info.docker_root_dir
+                    ),
+                };
+                return Err(ActivateError::Verify(format!(
+                    "after {:?}, expected {}; {seen}",
+                    self.timeout,
+                    expect.describe()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn last_logs(&self) -> Option<String> {
+        service::last_log_lines(&self.root, &self.manager, LOG_LINES)
+    }
+}
+
+/// Refuses when a key about to be set in daemon.json is also a flag.
+pub fn refuse_flag_conflicts(host: &Host, keys: &[&str]) -> Result<(), ActivateError> {
+    let found = flags::scan(host.root())
+        .map_err(|e| ActivateError::Verify(format!("cannot read how dockerd is started: {e}")))?;
+    match flags::conflicts(&found, keys).into_iter().next() {
+        Some(conflict) => Err(ActivateError::FlagConflict(conflict)),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a restart that would stop running containers, unless allowed.
+pub fn refuse_running(containers: &[ContainerSummary], allowed: bool) -> Result<(), ActivateError> {
+    let running: Vec<&ContainerSummary> =
+        containers.iter().filter(|c| c.state == "running").collect();
+    if running.is_empty() || allowed {
+        return Ok(());
+    }
+    let names: Vec<String> = running
+        .iter()
+        .map(|c| {
+            c.names.first().map_or_else(
+                || c.id.chars().take(12).collect(),
+                |n| n.trim_start_matches('/').to_owned(),
+            )
+        })
+        .collect();
+    Err(ActivateError::Running {
+        count: running.len(),
+        names: names.join(", "),
+    })
+}
+
+/// Puts daemon.json back byte for byte (or removes it if it did not
+/// exist), restarts dockerd and checks it answers; returns the failure
+/// with what the roll-back did.
+pub fn roll_back(
+    host: &Host,
+    daemon: &Daemon,
+    config_path: &Path,
+    original: Option<&Snapshot>,
+    cause: ActivateError,
+) -> ActivateError {
+    let logs = daemon.last_logs();
+    let restored = restore(host, config_path, original);
+    let rollback = match restored {
+        Err(e) => format!(
+            "roll-back FAILED: could not restore {}: {e:#}",
+            host.display(config_path).display()
+        ),
+        Ok(()) => match daemon.restart().and_then(|()| {
+            daemon
+                .api
+                .wait_ready(Instant::now() + daemon.timeout)
+                .map_err(Into::into)
+        }) {
+            Ok(()) => format!(
+                "rolled back: {} restored byte for byte and dockerd answers again",
+                host.display(config_path).display()
+            ),
+            Err(e) => format!(
+                "rolled back {} byte for byte, but dockerd does not answer after the restart: {e:#}",
+                host.display(config_path).display()
+            ),
+        },
+    };
+    ActivateError::RolledBack {
+        cause: format!("{cause:#}"),
+        rollback,
+        logs,
+    }
+}
+
+fn restore(host: &Host, path: &Path, original: Option<&Snapshot>) -> Result<(), HostError> {
+    let current = host.read(path)?;
+    match original {
+        Some(snapshot) => {
+            let job = atomic::Replace {
+                path,
+                bytes: &snapshot.bytes,
+                previous: current.as_ref(),
+                backup: None,
+            };
+            atomic::replace(host, &job)
+        }
+        None => atomic::remove(host, path),
+    }
+}
+
+/// Whether the running dockerd has `--validate` (Engine 23 and later).
+pub fn dockerd_validates(host: &Host) -> Option<PathBuf> {
+    let dockerd = crate::account::find_program(host, "dockerd")?;
+    let version = host.runner().run(&dockerd, &["--version".into()]).ok()?;
+    let major: u32 = version
+        .split("version ")
+        .nth(1)?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()?;
+    (major >= 23).then_some(dockerd)
+}
+
+/// Runs `dockerd --validate` on the new content, in a temp file beside it.
+pub fn validate_with_dockerd(host: &Host, dockerd: &Path, text: &str) -> Result<(), ActivateError> {
+    let dir = tempfile_in_tmp()?;
+    let file = dir.join("daemon.json");
+    std::fs::write(&file, text).map_err(|source| HostError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let result = host.runner().run(
+        dockerd,
+        &[
+            "--validate".into(),
+            "--config-file".into(),
+            file.clone().into(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(drop).map_err(|e| {
+        ActivateError::Verify(format!(
+            "dockerd --validate rejects the new daemon.json: {e}"
+        ))
+    })
+}
+
+fn tempfile_in_tmp() -> Result<PathBuf, HostError> {
+    let dir = std::env::temp_dir().join(format!("docker-userns-validate.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| HostError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
