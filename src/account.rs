@@ -320,6 +320,42 @@ mod files {
     }
 }
 
+/// Removes the lines `doomed` picks from each file, under shadow's locks,
+/// atomically and with `NAME-` backups; returns how many went. Files that
+/// do not exist or lose nothing are not rewritten.
+pub fn remove_lines(
+    host: &Host,
+    paths: &[&str],
+    doomed: &dyn Fn(&str, &str) -> bool,
+) -> Result<usize, AccountError> {
+    let locked: Vec<&Path> = paths.iter().map(Path::new).collect();
+    let _locks = lock::lock(host, &locked)?;
+    let mut removed = 0;
+    for path in &locked {
+        let Some(snapshot) = host.read(path)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&snapshot.bytes);
+        let file = path.to_str().expect("fixed paths are UTF-8");
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|line| !doomed(file, line.trim_end_matches('\n')))
+            .collect();
+        if kept.len() == text.len() {
+            continue;
+        }
+        removed += text.split_inclusive('\n').count() - kept.split_inclusive('\n').count();
+        let job = atomic::Replace {
+            path,
+            bytes: kept.as_bytes(),
+            previous: Some(&snapshot),
+            backup: Some(backup_name(path)),
+        };
+        atomic::replace(host, &job)?;
+    }
+    Ok(removed)
+}
+
 /// shadow's backup name: `NAME-` beside the file.
 pub fn backup_name(path: &Path) -> OsString {
     let mut name = path.file_name().expect("file path").to_owned();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::ids::MIN_COUNT;
-use crate::request::{Command, EnableRequest, Format, Global, Request};
+use crate::request::{Command, DisableRequest, EnableRequest, Format, Global, Request};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -75,6 +75,8 @@ enum FormatArg {
 enum CommandArgs {
     /// Configure remapping: remap user, subuid/subgid ranges, daemon.json.
     Enable(EnableArgs),
+    /// Turn remapping off (the account and ranges stay unless --purge).
+    Disable(DisableArgs),
     /// Diagnose remapping: what is wrong and how to fix it (read-only).
     #[command(visible_alias = "--check")]
     Check,
@@ -89,6 +91,19 @@ struct EnableArgs {
     /// Number of subordinate ids (at least 65536).
     #[arg(long, value_name = "N", default_value_t = MIN_COUNT, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     count: u64,
+    /// Change the files only; do not restart dockerd.
+    #[arg(long)]
+    no_restart: bool,
+    /// Restart even though running containers will stop.
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, Args)]
+struct DisableArgs {
+    /// Also remove the dockremap account and its subuid/subgid ranges.
+    #[arg(long)]
+    purge: bool,
     /// Change the files only; do not restart dockerd.
     #[arg(long)]
     no_restart: bool,
@@ -123,6 +138,11 @@ impl Cli {
                     count: e.count,
                     restart: !e.no_restart,
                     yes: e.yes,
+                }),
+                CommandArgs::Disable(d) => Command::Disable(DisableRequest {
+                    purge: d.purge,
+                    restart: !d.no_restart,
+                    yes: d.yes,
                 }),
                 CommandArgs::Check => Command::Check,
             },

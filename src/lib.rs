@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod disable;
 pub mod enable;
 pub mod files;
 pub mod host;

@@ -7,10 +7,10 @@ use clap::Parser;
 
 use docker_userns::check;
 use docker_userns::cli::Cli;
-use docker_userns::enable;
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
 use docker_userns::request::{Command, Format, Request};
+use docker_userns::{disable, enable};
 
 fn main() -> ExitCode {
     let request = Cli::parse().into_request();
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 fn command_name(request: &Request) -> &'static str {
     match request.command {
         Command::Enable(_) => "enable",
+        Command::Disable(_) => "disable",
         Command::Check => "check",
     }
 }
@@ -60,6 +61,18 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 ),
             }
             Ok(Status::of(&outcome, g.dry_run))
+        }
+        Command::Disable(disable) => {
+            let outcome = disable::run(&host, g, disable)?;
+            match g.format {
+                Format::Json => {
+                    report::print_json(&report::disable_json(&outcome, g.dry_run, g.diff))
+                }
+                Format::Human if g.quiet => {}
+                Format::Human => print!("{}", report::disable_human(&outcome, g.dry_run, g.diff)),
+            }
+            let pending = g.dry_run && !outcome.actions.is_empty();
+            Ok(if pending { Status::Pending } else { Status::Ok })
         }
         Command::Check => {
             let checks = check::run(&host, g);

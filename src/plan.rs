@@ -819,6 +819,11 @@ fn path_str(kind: SubIdKind) -> &'static str {
     }
 }
 
+/// /etc/passwd under the root (empty when missing).
+pub fn read_passwd(host: &Host) -> Result<Passwd, PlanError> {
+    Ok(read_parsed(host, PASSWD, Passwd::parse)?.1)
+}
+
 fn read_login_defs(host: &Host) -> Result<LoginDefs, PlanError> {
     let path = Path::new(LOGIN_DEFS);
     Ok(match host.read(path)? {

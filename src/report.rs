@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::check::{self, Check, Status as CheckStatus};
 use crate::config::ParseError;
+use crate::disable::DisableOutcome;
 use crate::enable::{DaemonState, Outcome};
 use crate::ids::IdRange;
 use crate::plan::{Action, FileChange, Warning};
@@ -211,11 +212,12 @@ fn daemon_human(state: &DaemonState) -> String {
             "daemon      already runs with this mapping\n".into()
         }
         DaemonState::Verified { restarted, info } => format!(
-            "daemon      {} remapping active, DockerRootDir {}\n",
-            if *restarted {
-                "restarted;"
+            "daemon      {}; remapping {}, DockerRootDir {}\n",
+            if *restarted { "restarted" } else { "unchanged" },
+            if info.userns_active() {
+                "active"
             } else {
-                "unchanged;"
+                "off"
             },
             info.docker_root_dir
         ),
@@ -236,6 +238,58 @@ fn located(file: &Path, line: Option<usize>, message: &str) -> String {
         Some(line) => format!("{}:{line}: {message}", file.display()),
         None => format!("{}: {message}", file.display()),
     }
+}
+
+pub fn disable_json(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Value {
+    let actions: Vec<Value> = outcome
+        .actions
+        .iter()
+        .map(|a| json!({"action": a.kind(), "description": a.describe()}))
+        .collect();
+    let mut value = json!({
+        "command": "disable",
+        "ok": true,
+        "changed": outcome.changed(),
+        "dry_run": dry_run,
+        "config": outcome.config_path,
+        "actions": actions,
+        "warnings": outcome.warnings.iter().map(warning_json).collect::<Vec<_>>(),
+        "daemon": daemon_json(&outcome.daemon),
+    });
+    if diff {
+        value["diff"] = Value::String(outcome.changes.iter().map(unified_diff).collect());
+    }
+    value
+}
+
+pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> String {
+    let paint = Paint(use_colour());
+    let mut out = String::new();
+    if diff {
+        out.extend(outcome.changes.iter().map(unified_diff));
+    }
+    let n = outcome.actions.len();
+    out.push_str(&match (n, dry_run) {
+        (0, _) => "disable: nothing to change, remapping is already off\n".to_owned(),
+        (_, true) => format!("disable (dry run): {n} change{} to make\n", plural(n)),
+        (_, false) => format!("disable: {n} change{} made\n", plural(n)),
+    });
+    for action in &outcome.actions {
+        out.push_str(&format!(
+            "  {} {}\n",
+            paint.wrap("31", "-"),
+            action.describe()
+        ));
+    }
+    for w in &outcome.warnings {
+        out.push_str(&format!(
+            "{} {}\n",
+            paint.wrap("33", "warning:"),
+            located(&w.file, w.line, &w.message)
+        ));
+    }
+    out.push_str(&daemon_human(&outcome.daemon));
+    out
 }
 
 /// `check` results as `{"ok": bool, "checks": [...]}`.

@@ -42,8 +42,17 @@ pub struct EnableRequest {
 }
 
 #[derive(Debug, Clone)]
+pub struct DisableRequest {
+    /// Also remove the `dockremap` account and its ranges.
+    pub purge: bool,
+    pub restart: bool,
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone)]
 pub enum Command {
     Enable(EnableRequest),
+    Disable(DisableRequest),
     Check,
 }
 

@@ -1,0 +1,277 @@
+//! `disable`: take `userns-remap` out of daemon.json, restart dockerd and
+//! verify remapping is gone; with `--purge`, then remove the `dockremap`
+//! account and its ranges.
+
+use std::path::{Path, PathBuf};
+
+use crate::account::{self, GROUP, GSHADOW, PASSWD, SHADOW};
+use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::config::daemon_json::USERNS_REMAP;
+use crate::daemon::api;
+use crate::enable::DaemonState;
+use crate::files::atomic;
+use crate::host::Host;
+use crate::ids::{DEFAULT_USER, RemapSpec};
+use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
+use crate::request::{DisableRequest, Global};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DisableError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Activate(#[from] ActivateError),
+    #[error(transparent)]
+    Account(#[from] account::AccountError),
+}
+
+/// One change `disable` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisableAction {
+    RemoveRemap { path: PathBuf, from: String },
+    RestartDaemon { command: String },
+    RemoveRanges { owner: String },
+    RemoveAccount { name: String },
+}
+
+impl DisableAction {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DisableAction::RemoveRemap { .. } => "remove_userns_remap",
+            DisableAction::RestartDaemon { .. } => "restart_daemon",
+            DisableAction::RemoveRanges { .. } => "remove_ranges",
+            DisableAction::RemoveAccount { .. } => "remove_account",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            DisableAction::RemoveRemap { path, from } => {
+                format!("remove \"userns-remap\": {from:?} from {}", path.display())
+            }
+            DisableAction::RestartDaemon { command } => {
+                format!("restart dockerd ({command}) and verify")
+            }
+            DisableAction::RemoveRanges { owner } => {
+                format!("remove {owner}'s lines from {SUBUID} and {SUBGID}")
+            }
+            DisableAction::RemoveAccount { name } => format!("remove user and group {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DisableOutcome {
+    pub actions: Vec<DisableAction>,
+    pub changes: Vec<FileChange>,
+    pub warnings: Vec<Warning>,
+    pub config_path: PathBuf,
+    pub applied: bool,
+    pub daemon: DaemonState,
+}
+
+impl DisableOutcome {
+    pub fn changed(&self) -> bool {
+        self.applied && !self.actions.is_empty()
+    }
+}
+
+pub fn run(
+    host: &Host,
+    global: &Global,
+    request: &DisableRequest,
+) -> Result<DisableOutcome, DisableError> {
+    let observed = plan::observe(host, global)?;
+    let config_path = host.display(&observed.config_path);
+    let current = observed
+        .config
+        .string(USERNS_REMAP)
+        .map_err(PlanError::from)?;
+    let mut outcome = DisableOutcome {
+        actions: Vec::new(),
+        changes: Vec::new(),
+        warnings: Vec::new(),
+        config_path: config_path.clone(),
+        applied: false,
+        daemon: DaemonState::NotManaged {
+            reason: if host.is_live() {
+                "--no-restart".into()
+            } else {
+                "--root: an image root has no running daemon".into()
+            },
+        },
+    };
+    if let Some(from) = &current {
+        outcome.actions.push(DisableAction::RemoveRemap {
+            path: config_path.clone(),
+            from: from.clone(),
+        });
+        outcome.changes.push(FileChange {
+            path: config_path.clone(),
+            old: observed.config.text().to_owned(),
+            new: observed.config.without(USERNS_REMAP),
+        });
+    }
+    let daemon = managed_daemon(host, global, request)?;
+    if let Some(daemon) = &daemon {
+        activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
+        let info = daemon.observe();
+        let active = info.as_ref().is_some_and(|i| i.userns_active());
+        if current.is_some() || active {
+            if info.is_some() {
+                let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
+                activate::refuse_running(&containers, request.yes)?;
+            }
+            outcome.actions.push(DisableAction::RestartDaemon {
+                command: daemon.restart_command()?,
+            });
+        }
+        outcome.daemon = DaemonState::Planned {
+            restart: outcome
+                .actions
+                .iter()
+                .any(|a| matches!(a, DisableAction::RestartDaemon { .. })),
+        };
+    }
+    if request.purge {
+        plan_purge(host, &observed, current.as_deref(), &mut outcome);
+    }
+    if global.dry_run || outcome.actions.is_empty() {
+        return Ok(outcome);
+    }
+    if current.is_some() {
+        write_config(host, &observed, &outcome)?;
+    }
+    if let Some(daemon) = &daemon {
+        if outcome
+            .actions
+            .iter()
+            .any(|a| matches!(a, DisableAction::RestartDaemon { .. }))
+        {
+            match daemon.restart_and_verify(&Expect::NotRemapped) {
+                Ok(info) => {
+                    outcome.daemon = DaemonState::Verified {
+                        restarted: true,
+                        info,
+                    }
+                }
+                Err(cause) => {
+                    let original = observed.config_file.as_ref();
+                    return Err(activate::roll_back(
+                        host,
+                        daemon,
+                        &observed.config_path,
+                        original,
+                        cause,
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    // Only once the daemon runs without the mapping: a roll-back must find
+    // the account and ranges the restored daemon.json needs.
+    purge(host, &outcome.actions)?;
+    outcome.applied = true;
+    Ok(outcome)
+}
+
+fn managed_daemon(
+    host: &Host,
+    global: &Global,
+    request: &DisableRequest,
+) -> Result<Option<Daemon>, DisableError> {
+    if !host.is_live() || !request.restart {
+        return Ok(None);
+    }
+    let env = std::env::var("DOCKER_HOST").ok();
+    let socket = api::resolve_socket(global.socket.as_deref(), env.as_deref())
+        .map_err(ActivateError::from)?;
+    Ok(Some(Daemon::new(
+        host,
+        global.restart_command.as_deref(),
+        socket,
+        global.timeout,
+    )?))
+}
+
+/// `--purge` removes only `dockremap`: another remap user's account and
+/// ranges may serve other tools (rootless podman, LXD).
+fn plan_purge(
+    host: &Host,
+    observed: &plan::Observed,
+    current: Option<&str>,
+    outcome: &mut DisableOutcome,
+) {
+    let user = current
+        .and_then(|v| RemapSpec::parse(v).ok())
+        .and_then(|s| plan::resolve_accounts(host, &observed.passwd, &observed.groups, &s, "").ok())
+        .map_or_else(|| DEFAULT_USER.to_owned(), |a| a.user);
+    if user != DEFAULT_USER {
+        outcome.warnings.push(Warning {
+            file: host.display(Path::new(PASSWD)),
+            line: None,
+            message: format!(
+                "--purge keeps {user}'s account and ranges: only {DEFAULT_USER} is removed"
+            ),
+        });
+        return;
+    }
+    let uid = observed.passwd.by_name(&user).map(|e| e.uid);
+    let has_ranges = [&observed.subuid, &observed.subgid]
+        .iter()
+        .any(|f| !f.ranges_of(&user, uid.unwrap_or(u32::MAX)).is_empty());
+    if has_ranges {
+        outcome.actions.push(DisableAction::RemoveRanges {
+            owner: user.clone(),
+        });
+    }
+    if uid.is_some() || observed.groups.by_name(&user).is_some() {
+        outcome
+            .actions
+            .push(DisableAction::RemoveAccount { name: user });
+    }
+}
+
+fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
+    for action in actions {
+        match action {
+            DisableAction::RemoveRanges { owner } => {
+                let uid = read_uid(host, owner)?;
+                let doomed = |_: &str, line: &str| {
+                    let first = line.split(':').next().unwrap_or("");
+                    first == owner || Some(first) == uid.as_deref()
+                };
+                account::remove_lines(host, &[SUBUID, SUBGID], &doomed)?;
+            }
+            DisableAction::RemoveAccount { name } => {
+                let prefix = format!("{name}:");
+                let doomed = |_: &str, line: &str| line.starts_with(&prefix);
+                account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
+            }
+            DisableAction::RemoveRemap { .. } | DisableAction::RestartDaemon { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_uid(host: &Host, user: &str) -> Result<Option<String>, DisableError> {
+    let observed = plan::read_passwd(host)?;
+    Ok(observed.by_name(user).map(|e| e.uid.to_string()))
+}
+
+fn write_config(
+    host: &Host,
+    observed: &plan::Observed,
+    outcome: &DisableOutcome,
+) -> Result<(), DisableError> {
+    let change = &outcome.changes[0];
+    let path = &observed.config_path;
+    let job = atomic::Replace {
+        path,
+        bytes: change.new.as_bytes(),
+        previous: observed.config_file.as_ref(),
+        backup: Some(plan::config_backup_name(path)),
+    };
+    atomic::replace(host, &job).map_err(|e| DisableError::Plan(e.into()))
+}
