@@ -1,0 +1,228 @@
+//! End to end against a real dockerd (Debian's docker.io), each scenario in
+//! its own private mount namespace with a copy of /etc, a temp data root and
+//! socket (see `e2e_support`). The proof is the daemon's own answer and a
+//! container process's real uid on the host.
+
+mod e2e_support;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use e2e_support::Harness;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
+const IMAGE: &str = "busybox:e2e";
+const TOOL_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Runs docker-userns inside the harness namespace, pointed at its daemon,
+/// and parses the one JSON object it prints.
+fn tool(h: &Harness, restart_command: &str, args: &[&str]) -> Result<(i32, Value)> {
+    let mut command = h.ns_command(BIN);
+    command
+        .args(["--format", "json", "--timeout", "90"])
+        .arg("--host")
+        .arg(h.docker_host())
+        .arg("--data-root")
+        .arg(&h.paths().data_root)
+        .arg("--restart-command")
+        .arg(restart_command)
+        .args(args);
+    let out = h.run(command, TOOL_TIMEOUT)?;
+    let value: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "docker-userns {args:?} printed no JSON: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.code().unwrap_or(-1), value))
+}
+
+fn start_with_image() -> Result<Harness> {
+    let h = Harness::new()?;
+    h.start()?;
+    h.import_busybox(IMAGE)?;
+    Ok(h)
+}
+
+fn etc_file(h: &Harness, name: &str) -> Vec<u8> {
+    fs::read(h.paths().etc.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result<()> {
+    let h = start_with_image()?;
+    let before = h.run_container_host_uid(IMAGE)?;
+    ensure!(
+        before.host_uid == 0,
+        "container root must start as host root: {before:?}"
+    );
+    h.docker_ok(&["rm", "-f", &before.id])?;
+
+    let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
+    ensure!(code == 0, "enable failed: {out}");
+    ensure!(
+        out["changed"] == true && out["daemon"]["restarted"] == true,
+        "{out}"
+    );
+    let uid = out["uid_start"].as_u64().context("uid_start")? as u32;
+    let gid = out["gid_start"].as_u64().context("gid_start")? as u32;
+    ensure!(out["user"] == "dockremap", "{out}");
+
+    // The daemon's own answer, through the real docker client.
+    let security = h.docker_ok(&["info", "--format", "{{json .SecurityOptions}}"])?;
+    ensure!(security.contains("name=userns"), "docker info: {security}");
+    let root_dir = h.docker_ok(&["info", "--format", "{{.DockerRootDir}}"])?;
+    ensure!(
+        Path::new(&root_dir) == h.paths().data_root.join(format!("{uid}.{gid}")),
+        "DockerRootDir {root_dir}"
+    );
+    // The image stayed in the non-remapped root; a container proves the rest.
+    h.import_busybox(IMAGE)?;
+    let probe = h.run_container_host_uid(IMAGE)?;
+    ensure!(
+        (probe.host_uid, probe.host_gid) == (uid, gid),
+        "{probe:?} vs {uid}.{gid}"
+    );
+    ensure!(
+        probe.uid_map == format!("0 {uid} 65536"),
+        "uid_map {}",
+        probe.uid_map
+    );
+    ensure!(
+        probe.gid_map == format!("0 {gid} 65536"),
+        "gid_map {}",
+        probe.gid_map
+    );
+    h.docker_ok(&["rm", "-f", &probe.id])?;
+
+    // A second run changes nothing and leaves the daemon alone.
+    let pid = h.daemon_pid().context("dockerd pid")?;
+    let (code, again) = tool(&h, &h.restart_command(), &["enable"])?;
+    ensure!(
+        code == 0 && again["changed"] == false,
+        "second enable: {again}"
+    );
+    ensure!(again["daemon"]["restarted"] == false, "{again}");
+    ensure!(
+        h.daemon_pid() == Some(pid),
+        "dockerd was restarted by an idempotent run"
+    );
+
+    // check agrees from the live daemon.
+    let mut check = h.ns_command(BIN);
+    check
+        .args(["check", "--format", "json", "--data-root"])
+        .arg(&h.paths().data_root)
+        .arg("--host")
+        .arg(h.docker_host());
+    let checked: Value = serde_json::from_slice(&h.run(check, TOOL_TIMEOUT)?.stdout)?;
+    let status = |id: &str| {
+        checked["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["status"].clone())
+    };
+    ensure!(
+        status("daemon.userns_active") == Some("ok".into()),
+        "{checked}"
+    );
+    ensure!(status("daemon.mapping") == Some("ok".into()), "{checked}");
+
+    let (code, off) = tool(&h, &h.restart_command(), &["disable"])?;
+    ensure!(code == 0 && off["changed"] == true, "disable: {off}");
+    ensure!(off["daemon"]["userns_active"] == false, "{off}");
+    let plain = h.run_container_host_uid(IMAGE)?;
+    ensure!(
+        plain.host_uid == 0 && plain.uid_map == "0 0 4294967295",
+        "after disable: {plain:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
+    let h = start_with_image()?;
+    h.ns_sh(
+        "useradd --system --user-group --no-create-home appuser && \
+         touch /etc/subuid /etc/subgid && \
+         usermod --add-subuids 300000-365535 --add-subgids 400000-465535 appuser",
+    )?;
+    let subuid = etc_file(&h, "subuid");
+    let (code, out) = tool(&h, &h.restart_command(), &["enable", "--user", "appuser"])?;
+    ensure!(code == 0, "{out}");
+    let kinds: Vec<&str> = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    ensure!(
+        kinds == ["set_userns_remap", "restart_daemon"],
+        "only the config and the restart: {kinds:?}"
+    );
+    ensure!(out["data_root_dir"] == "300000.400000", "{out}");
+    ensure!(etc_file(&h, "subuid") == subuid, "subuid was rewritten");
+    h.import_busybox(IMAGE)?;
+    let probe = h.run_container_host_uid(IMAGE)?;
+    ensure!(
+        (probe.host_uid, probe.host_gid) == (300000, 400000),
+        "{probe:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_flag_conflict_in_the_unit_is_refused_before_anything_is_written() -> Result<()> {
+    let h = start_with_image()?;
+    h.ns_sh(
+        "mkdir -p /run/systemd/system /etc/systemd/system && \
+         printf '[Service]\\nExecStart=/usr/sbin/dockerd -H fd:// \\\\\\n  --userns-remap=default\\n' \
+         > /etc/systemd/system/docker.service",
+    )?;
+    let files =
+        ["passwd", "group", "subuid", "subgid", "docker/daemon.json"].map(|f| etc_file(&h, f));
+    let pid = h.daemon_pid();
+    let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
+    ensure!(code == 2, "must refuse: {out}");
+    let message = out["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        // The ExecStart directive starts on line 2 and continues on line 3.
+        message.contains("/etc/systemd/system/docker.service")
+            && message.contains("--userns-remap")
+            && message.contains("line 2"),
+        "{message}"
+    );
+    let after =
+        ["passwd", "group", "subuid", "subgid", "docker/daemon.json"].map(|f| etc_file(&h, f));
+    ensure!(files == after, "a file changed although enable refused");
+    ensure!(h.daemon_pid() == pid, "dockerd was restarted");
+    Ok(())
+}
+
+#[test]
+fn a_daemon_that_fails_with_the_new_file_is_rolled_back() -> Result<()> {
+    let h = start_with_image()?;
+    let original = "{\n  \"debug\": false\n}\n";
+    h.write_daemon_json(original)?;
+    // The restart command passes a flag the new file conflicts with, which
+    // only dockerd itself finds out.
+    let restart = format!("{} --userns-remap=default", h.restart_command());
+    let (code, out) = tool(&h, &restart, &["enable"])?;
+    ensure!(code == 2, "must fail: {out}");
+    let message = out["error"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("rolled back"), "{message}");
+    ensure!(
+        fs::read_to_string(&h.paths().daemon_json)? == original,
+        "daemon.json is not byte-identical after the roll-back"
+    );
+    h.api()
+        .ping()
+        .context("dockerd answers after the roll-back")?;
+    Ok(())
+}
