@@ -154,7 +154,38 @@ fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
          usermod --add-subuids 300000-365535 --add-subgids 400000-465535 appuser",
     )?;
     let subuid = etc_file(&h, "subuid");
-    let (code, out) = tool(&h, &h.restart_command(), &["enable", "--user", "appuser"])?;
+    // A running container makes enable refuse, naming it, unless --yes.
+    h.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "600",
+    ])?;
+    let pid = h.daemon_pid();
+    let (code, refused) = tool(&h, &h.restart_command(), &["enable", "--user", "appuser"])?;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        code == 2 && message.contains("1 running container") && message.contains("web"),
+        "{refused}"
+    );
+    ensure!(
+        h.daemon_pid() == pid,
+        "dockerd was restarted although enable refused"
+    );
+    ensure!(
+        !h.paths().daemon_json.exists(),
+        "daemon.json was written although enable refused"
+    );
+    let (code, out) = tool(
+        &h,
+        &h.restart_command(),
+        &["enable", "--user", "appuser", "--yes"],
+    )?;
     ensure!(code == 0, "{out}");
     let kinds: Vec<&str> = out["actions"]
         .as_array()
