@@ -112,6 +112,32 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         "dockerd was restarted by an idempotent run"
     );
 
+    // Containers that bypass the mapping or lean on the Docker socket.
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "escape",
+        "--userns=host",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "600",
+    ])?;
+    let socket_mount = format!("{}:/var/run/docker.sock", h.paths().socket.display());
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "ci-agent",
+        "--user",
+        "1000",
+        "-v",
+        &socket_mount,
+        IMAGE,
+        "true",
+    ])?;
+
     // check agrees from the live daemon.
     let mut check = h.ns_command(BIN);
     check
@@ -133,6 +159,35 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         "{checked}"
     );
     ensure!(status("daemon.mapping") == Some("ok".into()), "{checked}");
+    let detail = |id: &str| {
+        checked["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["detail"].to_string())
+            .unwrap_or_default()
+    };
+    ensure!(
+        status("containers.bypass") == Some("warn".into()),
+        "{checked}"
+    );
+    ensure!(
+        detail("containers.bypass").contains("escape (--userns=host, privileged)"),
+        "{}",
+        detail("containers.bypass")
+    );
+    ensure!(
+        detail("containers.docker_socket").contains("ci-agent"),
+        "{}",
+        detail("containers.docker_socket")
+    );
+    ensure!(
+        detail("containers.root_inside").contains("1 of 2 run as uid 0 inside: escape"),
+        "{}",
+        detail("containers.root_inside")
+    );
+    h.docker_ok(&["rm", "-f", "escape", "ci-agent"])?;
 
     let (code, off) = tool(&h, &h.restart_command(), &["disable"])?;
     ensure!(code == 0 && off["changed"] == true, "disable: {off}");

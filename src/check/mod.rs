@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod containers;
 pub mod daemon;
 pub mod data_root;
 pub mod kernel;
@@ -255,8 +256,9 @@ pub fn run(host: &Host, global: &Global) -> Vec<Check> {
     checks.extend(config::checks(&facts));
     checks.extend(accounts::checks(&facts));
     checks.extend(data_root::checks(&facts));
-    let (live, _daemon) = daemon::checks(&facts, global.socket.as_deref());
+    let (live, daemon) = daemon::checks(&facts, global.socket.as_deref());
     checks.extend(live);
+    checks.extend(containers::checks(daemon.as_ref()));
     checks
 }
 

@@ -168,6 +168,97 @@ pub struct ContainerSummary {
 }
 
 // The Engine sends `null` instead of `[]` or `""` in several fields.
+/// `GET /containers/{id}/json`, reduced to what remapping changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerDetails {
+    #[serde(rename = "Id", default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(rename = "Name", default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(rename = "State", default, deserialize_with = "null_as_default")]
+    pub state: ContainerState,
+    #[serde(rename = "Config", default, deserialize_with = "null_as_default")]
+    pub config: ContainerConfig,
+    #[serde(rename = "HostConfig", default, deserialize_with = "null_as_default")]
+    pub host_config: HostConfig,
+    #[serde(rename = "Mounts", default, deserialize_with = "null_as_default")]
+    pub mounts: Vec<MountPoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerState {
+    #[serde(rename = "Running", default)]
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "User", default, deserialize_with = "null_as_default")]
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HostConfig {
+    #[serde(rename = "Privileged", default)]
+    pub privileged: bool,
+    #[serde(rename = "UsernsMode", default, deserialize_with = "null_as_default")]
+    pub userns_mode: String,
+    #[serde(rename = "NetworkMode", default, deserialize_with = "null_as_default")]
+    pub network_mode: String,
+    #[serde(rename = "PidMode", default, deserialize_with = "null_as_default")]
+    pub pid_mode: String,
+    #[serde(rename = "IpcMode", default, deserialize_with = "null_as_default")]
+    pub ipc_mode: String,
+    #[serde(rename = "UTSMode", default, deserialize_with = "null_as_default")]
+    pub uts_mode: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct MountPoint {
+    #[serde(rename = "Source", default, deserialize_with = "null_as_default")]
+    pub source: String,
+    #[serde(rename = "Destination", default, deserialize_with = "null_as_default")]
+    pub destination: String,
+}
+
+impl ContainerDetails {
+    pub fn display_name(&self) -> String {
+        let name = self.name.trim_start_matches('/');
+        if name.is_empty() {
+            self.id.chars().take(12).collect()
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// Host namespaces shared, by name (`net`, `pid`, `ipc`, `uts`).
+    pub fn host_namespaces(&self) -> Vec<&'static str> {
+        let h = &self.host_config;
+        [
+            ("net", &h.network_mode),
+            ("pid", &h.pid_mode),
+            ("ipc", &h.ipc_mode),
+            ("uts", &h.uts_mode),
+        ]
+        .into_iter()
+        .filter(|(_, mode)| mode.as_str() == "host")
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// True when the process runs as uid 0 inside (no user, or root/0).
+    pub fn runs_as_root(&self) -> bool {
+        let user = self.config.user.split(':').next().unwrap_or("");
+        user.is_empty() || user == "root" || user == "0"
+    }
+
+    pub fn mounts_docker_socket(&self) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.source.ends_with("/docker.sock"))
+    }
+}
+
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -254,6 +345,18 @@ impl DockerApi {
         } else {
             "/containers/json"
         })
+    }
+
+    /// One container's settings that matter under remapping. The id comes
+    /// from the daemon's own list, so it needs no escaping in the path.
+    pub fn inspect(&self, id: &str) -> Result<ContainerDetails, ApiError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(self.unexpected(
+                "/containers/{id}/json",
+                format!("{id:?} is not a container id"),
+            ));
+        }
+        self.get_json(&format!("/containers/{id}/json"))
     }
 
     /// Polls `/_ping` until it answers or `deadline` passes; the error then
