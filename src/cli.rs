@@ -80,6 +80,54 @@ enum CommandArgs {
     /// Diagnose remapping: what is wrong and how to fix it (read-only).
     #[command(visible_alias = "--check")]
     Check,
+    /// Print a shell completion script (bash, zsh, fish).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+}
+
+/// What the process was asked to do.
+pub enum Invocation {
+    Run(Request),
+    /// `docker-cli-plugin-metadata`: docker asking what this plugin is.
+    PluginMetadata,
+    Completions(clap_complete::Shell),
+}
+
+/// The Docker CLI calls a plugin as `docker-userns userns ARGS...` and
+/// asks `docker-userns docker-cli-plugin-metadata` what it is.
+pub const PLUGIN_NAME: &str = "userns";
+pub const PLUGIN_METADATA_COMMAND: &str = "docker-cli-plugin-metadata";
+
+/// Parses the process arguments, accepting the Docker CLI plugin protocol.
+pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Invocation {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == PLUGIN_METADATA_COMMAND) {
+        return Invocation::PluginMetadata;
+    }
+    if args.get(1).is_some_and(|a| a == PLUGIN_NAME) {
+        args.remove(1);
+    }
+    let cli = Cli::parse_from(args);
+    if let CommandArgs::Completions { shell } = cli.command {
+        return Invocation::Completions(shell);
+    }
+    Invocation::Run(cli.into_request())
+}
+
+/// The JSON the Docker CLI expects from `docker-cli-plugin-metadata`.
+pub fn plugin_metadata() -> serde_json::Value {
+    serde_json::json!({
+        "SchemaVersion": "0.1.0",
+        "Vendor": "docker-userns",
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ShortDescription": "User-namespace remapping: enable, check, disable",
+    })
+}
+
+/// Writes a completion script generated from this very CLI definition.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "docker-userns", out);
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +193,7 @@ impl Cli {
                     yes: d.yes,
                 }),
                 CommandArgs::Check => Command::Check,
+                CommandArgs::Completions { .. } => unreachable!("handled by parse_args"),
             },
         }
     }

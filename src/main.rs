@@ -3,17 +3,25 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-
 use docker_userns::check;
-use docker_userns::cli::Cli;
+use docker_userns::cli::{self, Invocation};
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
 use docker_userns::request::{Command, Format, Request};
 use docker_userns::{disable, enable};
 
 fn main() -> ExitCode {
-    let request = Cli::parse().into_request();
+    let request = match cli::parse_args(std::env::args_os()) {
+        Invocation::Run(request) => request,
+        Invocation::PluginMetadata => {
+            report::print_json(&cli::plugin_metadata());
+            return ExitCode::SUCCESS;
+        }
+        Invocation::Completions(shell) => {
+            cli::write_completions(shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+    };
     let json = request.global.format == Format::Json;
     let status = match run(&request) {
         Ok(status) => status,
