@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::ids::MIN_COUNT;
-use crate::request::{Command, DisableRequest, EnableRequest, Format, Global, Request};
+use crate::request::{
+    CheckRequest, Command, DisableRequest, EnableRequest, Format, Global, GrantRequest, InsideIds,
+    Request,
+};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -79,7 +82,9 @@ enum CommandArgs {
     Disable(DisableArgs),
     /// Diagnose remapping: what is wrong and how to fix it (read-only).
     #[command(visible_alias = "--check")]
-    Check,
+    Check(CheckArgs),
+    /// Make a bind-mount source usable by a container user under remapping.
+    Grant(GrantArgs),
     /// Print a shell completion script (bash, zsh, fish).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -160,6 +165,46 @@ struct DisableArgs {
     yes: bool,
 }
 
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Also check that a container user can traverse, read and write PATH
+    /// (a bind-mount source); repeatable.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The container user for --path: UID[:GID] inside the container.
+    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0")]
+    as_ids: InsideIds,
+}
+
+#[derive(Debug, Args)]
+struct GrantArgs {
+    /// The bind-mount source to open up.
+    path: PathBuf,
+    /// The container user: UID[:GID] inside the container.
+    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0")]
+    as_ids: InsideIds,
+    /// Grant with ACL entries instead of chown and chmod o+x.
+    #[arg(long)]
+    acl: bool,
+}
+
+fn parse_inside_ids(text: &str) -> Result<InsideIds, String> {
+    let number = |part: &str| {
+        part.parse::<u32>()
+            .map_err(|_| format!("{part:?} is not a numeric id"))
+    };
+    match text.split_once(':') {
+        Some((uid, gid)) => Ok(InsideIds {
+            uid: number(uid)?,
+            gid: number(gid)?,
+        }),
+        None => {
+            let uid = number(text)?;
+            Ok(InsideIds { uid, gid: uid })
+        }
+    }
+}
+
 impl Cli {
     pub fn into_request(self) -> Request {
         let g = self.global;
@@ -192,7 +237,15 @@ impl Cli {
                     restart: !d.no_restart,
                     yes: d.yes,
                 }),
-                CommandArgs::Check => Command::Check,
+                CommandArgs::Check(c) => Command::Check(CheckRequest {
+                    paths: c.paths,
+                    as_ids: c.as_ids,
+                }),
+                CommandArgs::Grant(g) => Command::Grant(GrantRequest {
+                    path: g.path,
+                    as_ids: g.as_ids,
+                    acl: g.acl,
+                }),
                 CommandArgs::Completions { .. } => unreachable!("handled by parse_args"),
             },
         }

@@ -180,6 +180,12 @@ impl Host {
         Ok(st.f_type as i64)
     }
 
+    /// An `O_PATH` handle on any kind of file inside the root, to stat it
+    /// or reach it through /proc/self/fd without following a link again.
+    pub fn open_path(&self, path: &Path) -> Result<OwnedFd, HostError> {
+        self.resolve(path, OFlags::PATH)
+    }
+
     pub fn exists(&self, path: &Path) -> bool {
         self.resolve(path, OFlags::PATH).is_ok()
     }

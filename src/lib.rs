@@ -6,6 +6,7 @@
 //! renders it, and `plan::apply` carries it out through the few modules with
 //! side effects ([`files`], [`account`]).
 
+pub mod access;
 pub mod account;
 pub mod activate;
 pub mod check;
@@ -15,8 +16,10 @@ pub mod daemon;
 pub mod disable;
 pub mod enable;
 pub mod files;
+pub mod grant;
 pub mod host;
 pub mod ids;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod shift;

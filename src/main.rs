@@ -7,8 +7,8 @@ use docker_userns::check;
 use docker_userns::cli::{self, Invocation};
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
-use docker_userns::request::{Command, Format, Request};
-use docker_userns::{disable, enable};
+use docker_userns::request::{Command, Format, Global, Request};
+use docker_userns::{disable, enable, grant};
 
 fn main() -> ExitCode {
     let request = match cli::parse_args(std::env::args_os()) {
@@ -41,13 +41,14 @@ fn command_name(request: &Request) -> &'static str {
     match request.command {
         Command::Enable(_) => "enable",
         Command::Disable(_) => "disable",
-        Command::Check => "check",
+        Command::Check(_) => "check",
+        Command::Grant(_) => "grant",
     }
 }
 
 fn run(request: &Request) -> anyhow::Result<Status> {
     let g = &request.global;
-    let read_only = g.dry_run || matches!(request.command, Command::Check);
+    let read_only = g.dry_run || matches!(request.command, Command::Check(_));
     if !read_only && !rustix::process::geteuid().is_root() {
         bail!(
             "changing a host needs root; run it with sudo, or add --dry-run to only see the plan"
@@ -58,41 +59,47 @@ fn run(request: &Request) -> anyhow::Result<Status> {
     match &request.command {
         Command::Enable(enable) => {
             let outcome = enable::run(&host, g, enable)?;
-            match g.format {
-                Format::Json => {
-                    report::print_json(&report::enable_json(&outcome, g.dry_run, g.diff))
-                }
-                Format::Human if g.quiet => {}
-                Format::Human => print!(
-                    "{}",
-                    report::enable_human(&outcome, g.dry_run, g.diff, g.verbose)
-                ),
-            }
+            emit(
+                g,
+                || report::enable_json(&outcome, g.dry_run, g.diff),
+                || report::enable_human(&outcome, g.dry_run, g.diff, g.verbose),
+            );
             Ok(Status::of(&outcome, g.dry_run))
         }
         Command::Disable(disable) => {
             let outcome = disable::run(&host, g, disable)?;
-            match g.format {
-                Format::Json => {
-                    report::print_json(&report::disable_json(&outcome, g.dry_run, g.diff))
-                }
-                Format::Human if g.quiet => {}
-                Format::Human => print!("{}", report::disable_human(&outcome, g.dry_run, g.diff)),
-            }
-            let pending = g.dry_run && !outcome.actions.is_empty();
-            Ok(if pending { Status::Pending } else { Status::Ok })
+            emit(
+                g,
+                || report::disable_json(&outcome, g.dry_run, g.diff),
+                || report::disable_human(&outcome, g.dry_run, g.diff),
+            );
+            Ok(Status::pending_if(g.dry_run && !outcome.actions.is_empty()))
         }
-        Command::Check => {
-            let checks = check::run(&host, g);
+        Command::Grant(grant) => {
+            let outcome = grant::run(&host, g, grant)?;
+            emit(
+                g,
+                || report::grant_json(&outcome, g.dry_run, g.diff),
+                || report::grant_human(&outcome, g.dry_run, g.diff),
+            );
+            Ok(Status::pending_if(g.dry_run && !outcome.fixes.is_empty()))
+        }
+        Command::Check(check) => {
+            let checks = check::run(&host, g, check);
             match g.format {
                 Format::Json => report::print_json(&report::check_json(&checks)),
                 Format::Human => print!("{}", report::check_human(&checks, g.quiet)),
             }
-            Ok(if check::healthy(&checks) {
-                Status::Ok
-            } else {
-                Status::Pending
-            })
+            Ok(Status::pending_if(!check::healthy(&checks)))
         }
+    }
+}
+
+/// Prints a result in the requested format (nothing for human with -q).
+fn emit(g: &Global, json: impl FnOnce() -> serde_json::Value, human: impl FnOnce() -> String) {
+    match g.format {
+        Format::Json => report::print_json(&json()),
+        Format::Human if g.quiet => {}
+        Format::Human => print!("{}", human()),
     }
 }

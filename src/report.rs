@@ -10,6 +10,7 @@ use crate::check::{self, Check, Status as CheckStatus};
 use crate::config::ParseError;
 use crate::disable::DisableOutcome;
 use crate::enable::{DaemonState, Outcome};
+use crate::grant::GrantOutcome;
 use crate::ids::IdRange;
 use crate::plan::{Action, FileChange, Warning};
 
@@ -25,6 +26,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// Pending (1) when something is left to do or failed a check, else Ok.
+    pub fn pending_if(pending: bool) -> Status {
+        if pending { Status::Pending } else { Status::Ok }
+    }
+
     pub fn of(outcome: &Outcome, dry_run: bool) -> Status {
         if dry_run && !outcome.plan.actions.is_empty() {
             Status::Pending
@@ -289,6 +295,41 @@ pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Str
         ));
     }
     out.push_str(&daemon_human(&outcome.daemon));
+    out
+}
+
+pub fn grant_json(outcome: &GrantOutcome, dry_run: bool, diff: bool) -> Value {
+    let mut value = json!({
+        "command": "grant",
+        "ok": true,
+        "changed": outcome.applied && !outcome.fixes.is_empty(),
+        "dry_run": dry_run,
+        "path": outcome.path,
+        "host_uid": outcome.host_uid,
+        "host_gid": outcome.host_gid,
+        "actions": outcome.fixes.iter().map(|f| json!({"description": f.describe()})).collect::<Vec<_>>(),
+    });
+    if diff {
+        value["diff"] = Value::String(outcome.changes.iter().map(unified_diff).collect());
+    }
+    value
+}
+
+pub fn grant_human(outcome: &GrantOutcome, dry_run: bool, diff: bool) -> String {
+    let mut out = String::new();
+    if diff {
+        out.extend(outcome.changes.iter().map(unified_diff));
+    }
+    let n = outcome.fixes.len();
+    let who = format!("host uid {} gid {}", outcome.host_uid, outcome.host_gid);
+    out.push_str(&match (n, dry_run) {
+        (0, _) => format!("grant: {who} can already use {}\n", outcome.path.display()),
+        (_, true) => format!("grant (dry run): {n} change{} for {who}\n", plural(n)),
+        (_, false) => format!("grant: {n} change{} made for {who}\n", plural(n)),
+    });
+    for fix in &outcome.fixes {
+        out.push_str(&format!("  + {}\n", fix.describe()));
+    }
     out
 }
 

@@ -49,11 +49,34 @@ pub struct DisableRequest {
     pub yes: bool,
 }
 
+/// A container user by its ids inside the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsideIds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckRequest {
+    /// Bind-mount sources to check access to.
+    pub paths: Vec<PathBuf>,
+    pub as_ids: InsideIds,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    pub path: PathBuf,
+    pub as_ids: InsideIds,
+    /// ACL entries instead of chown/chmod.
+    pub acl: bool,
+}
+
 #[derive(Debug, Clone)]
 pub enum Command {
     Enable(EnableRequest),
     Disable(DisableRequest),
-    Check,
+    Check(CheckRequest),
+    Grant(GrantRequest),
 }
 
 #[derive(Debug, Clone)]

@@ -260,6 +260,42 @@ fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
         (probe.host_uid, probe.host_gid) == (300000, 400000),
         "{probe:?}"
     );
+
+    // A root-owned bind-mount source is "permission denied" for remapped
+    // root until `grant` fixes it; then the container writes as 300000.
+    let vol = h.paths().root.join("vol");
+    fs::create_dir(&vol)?;
+    let mount = format!("{}:/data", vol.display());
+    let write = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi > /data/x",
+    ];
+    let denied = h.docker(&write)?;
+    ensure!(
+        !denied.status.success(),
+        "the write should be denied before grant"
+    );
+    ensure!(
+        String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
+        "{denied:?}"
+    );
+    let vol_arg = vol.display().to_string();
+    let (code, granted) = tool(&h, &h.restart_command(), &["grant", &vol_arg])?;
+    ensure!(code == 0 && granted["changed"] == true, "{granted}");
+    h.docker_ok(&write)?;
+    let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(vol.join("x"))?);
+    ensure!(
+        owner == 300000,
+        "the container's file is owned by {owner} on the host"
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod containers;
 pub mod daemon;
 pub mod data_root;
 pub mod kernel;
+pub mod paths;
 
 use std::path::{Path, PathBuf};
 
@@ -249,7 +250,7 @@ fn load<T>(
 }
 
 /// Runs every check group in order.
-pub fn run(host: &Host, global: &Global) -> Vec<Check> {
+pub fn run(host: &Host, global: &Global, request: &crate::request::CheckRequest) -> Vec<Check> {
     let facts = Facts::gather(host, global);
     let mut checks = Vec::new();
     checks.extend(kernel::checks(&facts));
@@ -259,6 +260,7 @@ pub fn run(host: &Host, global: &Global) -> Vec<Check> {
     let (live, daemon) = daemon::checks(&facts, global.socket.as_deref());
     checks.extend(live);
     checks.extend(containers::checks(daemon.as_ref()));
+    checks.extend(paths::checks(&facts, request));
     checks
 }
 

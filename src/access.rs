@@ -1,0 +1,295 @@
+//! Whether a container user can reach a bind-mount source on the host,
+//! component by component, and the smallest fix for the first block.
+//!
+//! The kernel's rules, from the host's side: the container's process has
+//! host ids `start + id`; container root keeps its capabilities (Docker's
+//! defaults include CAP_DAC_OVERRIDE) but only over inodes whose owner and
+//! group are both mapped into its namespace; everyone else goes through
+//! owner, ACL user, group (ACL group) and other bits.
+
+use std::path::{Path, PathBuf};
+
+use rustix::fs as rfs;
+
+use crate::host::{Host, HostError};
+use crate::ids::IdRange;
+use crate::shift::acl::{Acl, GROUP, USER};
+
+/// ACL entry tags besides the named ones (from `<linux/posix_acl.h>`).
+pub const USER_OBJ: u16 = 0x01;
+pub const GROUP_OBJ: u16 = 0x04;
+pub const MASK: u16 = 0x10;
+pub const OTHER: u16 = 0x20;
+pub const NO_ID: u32 = u32::MAX;
+
+pub const READ: u16 = 4;
+pub const WRITE: u16 = 2;
+pub const EXEC: u16 = 1;
+
+/// The container user, seen from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The id inside the container (`--as`), 0 for root.
+    pub inside_uid: u32,
+    pub inside_gid: u32,
+    pub uid_ranges: Vec<IdRange>,
+    pub gid_ranges: Vec<IdRange>,
+}
+
+impl Subject {
+    /// The host uid the container user has (the stacked ranges in order).
+    pub fn host_uid(&self) -> Option<u32> {
+        map_id(&self.uid_ranges, self.inside_uid)
+    }
+
+    pub fn host_gid(&self) -> Option<u32> {
+        map_id(&self.gid_ranges, self.inside_gid)
+    }
+
+    /// Root inside keeps DAC_OVERRIDE over inodes it can see the ids of.
+    fn overrides(&self, owner: u32, group: u32) -> bool {
+        self.inside_uid == 0 && covers(&self.uid_ranges, owner) && covers(&self.gid_ranges, group)
+    }
+}
+
+fn map_id(ranges: &[IdRange], inside: u32) -> Option<u32> {
+    let mut offset = u64::from(inside);
+    for range in ranges {
+        if offset < range.count {
+            return u32::try_from(range.start + offset).ok();
+        }
+        offset -= range.count;
+    }
+    None
+}
+
+fn covers(ranges: &[IdRange], id: u32) -> bool {
+    ranges.iter().any(|r| r.overlaps(&IdRange::single(id)))
+}
+
+/// One path component and what the subject lacks on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub is_dir: bool,
+    pub acl: Option<Acl>,
+    /// Permission bits needed here (x on parents; r, w and x on a dir).
+    pub needs: u16,
+    /// What of `needs` is not granted.
+    pub missing: u16,
+    /// Which rule decided (owner, ACL user, group, other, capability).
+    pub decided_by: &'static str,
+}
+
+impl Component {
+    pub fn blocked(&self) -> bool {
+        self.missing != 0
+    }
+}
+
+pub fn perm_letters(perm: u16) -> String {
+    [(READ, 'r'), (WRITE, 'w'), (EXEC, 'x')]
+        .iter()
+        .map(|&(bit, c)| if perm & bit != 0 { c } else { '-' })
+        .collect()
+}
+
+/// What `subject` may do on an inode: (granted bits, the deciding rule).
+pub fn granted(
+    subject: &Subject,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    acl: Option<&Acl>,
+) -> (u16, &'static str) {
+    if subject.overrides(uid, gid) {
+        return (
+            READ | WRITE | EXEC,
+            "capability of root over a mapped inode",
+        );
+    }
+    let (Some(me), Some(my_gid)) = (subject.host_uid(), subject.host_gid()) else {
+        return (0, "id outside the mapping");
+    };
+    let bits = |shift: u32| ((mode >> shift) & 7) as u16;
+    let Some(acl) = acl else {
+        return if me == uid {
+            (bits(6), "owner bits")
+        } else if my_gid == gid {
+            (bits(3), "group bits")
+        } else {
+            (bits(0), "other bits")
+        };
+    };
+    let entry = |tag: u16, id: Option<u32>| {
+        acl.entries
+            .iter()
+            .find(|e| e.tag == tag && id.is_none_or(|id| e.id == id))
+    };
+    let mask = entry(MASK, None).map_or(7, |e| e.perm);
+    if me == uid {
+        return (
+            entry(USER_OBJ, None).map_or(bits(6), |e| e.perm),
+            "owner bits",
+        );
+    }
+    if let Some(e) = entry(USER, Some(me)) {
+        return (e.perm & mask, "ACL user entry");
+    }
+    let group_perm = [
+        entry(GROUP_OBJ, None).filter(|_| my_gid == gid),
+        entry(GROUP, Some(my_gid)),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(None, |acc: Option<u16>, e| Some(acc.unwrap_or(0) | e.perm));
+    if let Some(perm) = group_perm {
+        return (perm & mask, "group entry");
+    }
+    (entry(OTHER, None).map_or(bits(0), |e| e.perm), "other bits")
+}
+
+/// Every component of `path`, from `/` down, with what the subject lacks.
+pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Component>, HostError> {
+    let prefixes: Vec<PathBuf> = {
+        let mut all: Vec<PathBuf> = path.ancestors().map(Path::to_owned).collect();
+        all.reverse();
+        all
+    };
+    let last = prefixes.len() - 1;
+    let mut out = Vec::new();
+    for (index, prefix) in prefixes.into_iter().enumerate() {
+        let fd = host.open_path(&prefix)?;
+        let st = rfs::fstat(&fd).map_err(|e| HostError::io(&host.display(&prefix), e))?;
+        let is_dir = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory;
+        let acl = read_acl(&fd, "system.posix_acl_access");
+        let needs = match (index == last, is_dir) {
+            (false, _) => EXEC,
+            (true, true) => READ | WRITE | EXEC,
+            (true, false) => READ | WRITE,
+        };
+        let (have, decided_by) = granted(
+            subject,
+            st.st_uid,
+            st.st_gid,
+            st.st_mode & 0o7777,
+            acl.as_ref(),
+        );
+        out.push(Component {
+            path: prefix,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            is_dir,
+            acl,
+            needs,
+            missing: needs & !have,
+            decided_by,
+        });
+    }
+    Ok(out)
+}
+
+/// The ACL xattr of an O_PATH handle, read through /proc/self/fd.
+pub fn read_acl(fd: &impl std::os::fd::AsRawFd, name: &str) -> Option<Acl> {
+    let mut buf = vec![0u8; 4096];
+    let len = rfs::getxattr(proc_fd(fd), name, &mut buf[..]).ok()?;
+    Acl::decode(&buf[..len]).ok()
+}
+
+pub fn proc_fd(fd: &impl std::os::fd::AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shift::acl::AclEntry;
+
+    fn root_subject() -> Subject {
+        Subject {
+            inside_uid: 0,
+            inside_gid: 0,
+            uid_ranges: vec![IdRange::new(100_000, 65536).unwrap()],
+            gid_ranges: vec![IdRange::new(100_000, 65536).unwrap()],
+        }
+    }
+
+    #[test]
+    fn container_root_is_other_on_host_root_files() {
+        let s = root_subject();
+        assert_eq!(granted(&s, 0, 0, 0o755, None), (READ | EXEC, "other bits"));
+        assert_eq!(granted(&s, 0, 0, 0o750, None).0, 0);
+    }
+
+    #[test]
+    fn container_root_overrides_on_mapped_inodes_only() {
+        let s = root_subject();
+        assert_eq!(granted(&s, 100_000, 100_005, 0o000, None).0, 7);
+        assert_eq!(
+            granted(&s, 100_000, 0, 0o000, None).0,
+            0,
+            "group not mapped: no override, owner bits 0"
+        );
+    }
+
+    #[test]
+    fn non_root_container_users_map_through_stacked_ranges() {
+        let s = Subject {
+            inside_uid: 70_000,
+            inside_gid: 70_000,
+            uid_ranges: vec![
+                IdRange::new(100_000, 65536).unwrap(),
+                IdRange::new(500_000, 65536).unwrap(),
+            ],
+            gid_ranges: vec![IdRange::new(100_000, 131072).unwrap()],
+        };
+        assert_eq!(s.host_uid(), Some(500_000 + 70_000 - 65536));
+        assert_eq!(s.host_gid(), Some(170_000));
+        assert_eq!(
+            granted(&s, 504_464, 0, 0o600, None),
+            (READ | WRITE, "owner bits")
+        );
+    }
+
+    #[test]
+    fn acl_user_entries_are_limited_by_the_mask() {
+        let s = root_subject();
+        let acl = Acl {
+            entries: vec![
+                AclEntry {
+                    tag: USER_OBJ,
+                    perm: 7,
+                    id: NO_ID,
+                },
+                AclEntry {
+                    tag: USER,
+                    perm: 7,
+                    id: 100_000,
+                },
+                AclEntry {
+                    tag: GROUP_OBJ,
+                    perm: 5,
+                    id: NO_ID,
+                },
+                AclEntry {
+                    tag: MASK,
+                    perm: 5,
+                    id: NO_ID,
+                },
+                AclEntry {
+                    tag: OTHER,
+                    perm: 0,
+                    id: NO_ID,
+                },
+            ],
+        };
+        assert_eq!(
+            granted(&s, 0, 0, 0o750, Some(&acl)),
+            (READ | EXEC, "ACL user entry")
+        );
+    }
+}
