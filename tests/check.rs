@@ -251,13 +251,30 @@ fn data_root_ownership_traversal_and_hidden_content() {
     assert_eq!(hidden["status"], "warn");
     let detail = hidden["detail"].as_str().unwrap();
     assert!(
-        detail.contains("231072.231072 (0 images, 1 containers, 0 volumes)"),
+        detail.contains("231072.231072 (0 images, 1 containers, 0 volumes, "),
         "{detail}"
     );
     assert!(
-        detail.contains("non-remapped root (1 images, 2 containers, 1 volumes)"),
+        detail.contains("non-remapped root (1 images, 2 containers, 1 volumes, "),
         "{detail}"
     );
+    // Sizes: the non-remapped root leaves out the namespaced roots in it.
+    std::fs::write(
+        data.join("231072.231072/containers/c1/log"),
+        vec![7u8; 1 << 20],
+    )
+    .unwrap();
+    let (_, out) = check(&root);
+    let detail = find(&out, "data_root.inactive")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("0 volumes, 1.0 MiB)") || detail.contains("0 volumes, 1.1 MiB)"),
+        "{detail}"
+    );
+    let own = detail.split("non-remapped root (").nth(1).unwrap();
+    assert!(own.ends_with(" KiB)"), "{detail}");
 
     std::fs::set_permissions(root.path("var/lib"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(
@@ -279,4 +296,25 @@ fn check_spelled_as_an_option_works() {
     assert_eq!(out.status.code(), Some(0));
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["ok"], true);
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    require_root();
+    let root = TestRoot::debian();
+    let command = format!("{BIN} --root {} check", root.root().display());
+    let on_tty = |no_color: bool| {
+        let mut script = std::process::Command::new("script");
+        script.args(["-qec", &command, "/dev/null"]);
+        script.env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        String::from_utf8(script.output().unwrap().stdout).unwrap()
+    };
+    let coloured = on_tty(false);
+    assert!(coloured.contains("\x1b[1;31mFAIL"), "{coloured:?}");
+    assert!(!on_tty(true).contains('\x1b'));
+    let piped = String::from_utf8(root.run(&["check"]).stdout).unwrap();
+    assert!(!piped.contains('\x1b'));
 }

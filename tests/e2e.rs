@@ -159,6 +159,14 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         "{checked}"
     );
     ensure!(status("daemon.mapping") == Some("ok".into()), "{checked}");
+    ensure!(
+        status("kernel.userns_probe") == Some("ok".into()),
+        "{checked}"
+    );
+    ensure!(
+        status("config.flag_conflict") == Some("ok".into()),
+        "{checked}"
+    );
     let detail = |id: &str| {
         checked["checks"]
             .as_array()

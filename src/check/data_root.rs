@@ -186,6 +186,75 @@ struct Content {
     images: usize,
     containers: usize,
     volumes: usize,
+    size: Size,
+}
+
+/// Disk usage, cut short on huge trees so `check` stays fast.
+struct Size {
+    bytes: u64,
+    complete: bool,
+}
+
+/// Entries looked at per data root before the size is reported as a minimum.
+const SIZE_BUDGET: usize = 200_000;
+
+impl Size {
+    /// Allocated bytes under `dir`, without following symlinks or crossing
+    /// into other filesystems; the namespaced roots inside a data root are
+    /// not part of it.
+    fn of(dir: &Path) -> Size {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(top) = std::fs::symlink_metadata(dir) else {
+            return Size {
+                bytes: 0,
+                complete: true,
+            };
+        };
+        let mut stack = vec![dir.to_owned()];
+        let (mut bytes, mut seen) = (0u64, 0usize);
+        while let Some(path) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if path == dir && is_remapped_name(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                seen += 1;
+                if seen > SIZE_BUDGET {
+                    return Size {
+                        bytes,
+                        complete: false,
+                    };
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                bytes += meta.blocks() * 512;
+                if meta.is_dir() && meta.dev() == top.dev() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        Size {
+            bytes,
+            complete: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (value, unit) = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+            .iter()
+            .find(|(_, shift)| self.bytes >= 1 << shift)
+            .map_or((self.bytes as f64, "B"), |(unit, shift)| {
+                (self.bytes as f64 / (1u64 << shift) as f64, unit)
+            });
+        write!(
+            f,
+            "{}{value:.1} {unit}",
+            if self.complete { "" } else { "at least " }
+        )
+    }
 }
 
 impl Content {
@@ -209,6 +278,7 @@ impl Content {
             images,
             containers: names("containers").len(),
             volumes,
+            size: Size::of(&facts.host.display(root)),
         }
     }
 
@@ -221,8 +291,8 @@ impl std::fmt::Display for Content {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} images, {} containers, {} volumes",
-            self.images, self.containers, self.volumes
+            "{} images, {} containers, {} volumes, {}",
+            self.images, self.containers, self.volumes, self.size
         )
     }
 }
