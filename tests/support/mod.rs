@@ -201,3 +201,80 @@ pub fn assert_same_tree(before: &Tree, after: &Tree) {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A private copy of /etc plus scratch dirs that a script mounts over the
+/// real ones inside its own mount namespace.
+pub struct PrivateEtc {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateEtc {
+    pub fn new() -> Self {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("cp")
+            .args(["-a", "/etc"])
+            .arg(dir.path().join("etc"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying /etc");
+        for sub in ["home", "log", "mail"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        // Start from a host without a remap user or ranges.
+        let etc = dir.path().join("etc");
+        for file in ["passwd", "group", "shadow", "gshadow"] {
+            let path = etc.join(file);
+            let kept: String = fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("dockremap:") && !l.starts_with("tester:"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            fs::write(&path, kept).unwrap();
+        }
+        let _ = fs::remove_file(etc.join("subuid"));
+        let _ = fs::remove_file(etc.join("subgid"));
+        PrivateEtc { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `script` with `sh -e` in a new mount namespace where the copy
+    /// is /etc; `$BIN` is docker-userns and `$T` the scratch dir.
+    pub fn run(&self, script: &str) -> String {
+        let prelude = r#"
+mount --bind "$T/etc" /etc
+mount --bind "$T/home" /home
+mount --bind "$T/log" /var/log
+mount --bind "$T/mail" /var/mail
+"#;
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-ec",
+            ])
+            .arg(format!("{prelude}{script}"))
+            .env("T", self.dir.path())
+            .env("BIN", BIN)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "script failed: {}\nstdout:\n{stdout}",
+            stderr(&out)
+        );
+        stdout
+    }
+
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.path(name)).unwrap()).unwrap()
+    }
+}
