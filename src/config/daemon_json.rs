@@ -103,8 +103,14 @@ impl DaemonConfig {
         };
         let first = &root.members[0];
         let lead = &self.text[root.open + 1..first.span.start];
+        // Same indentation and line ending as the first member.
+        let newline = if lead.contains("\r\n") { "\r\n" } else { "\n" };
         let addition = match lead.rfind('\n') {
-            Some(nl) => format!(",\n{}{}: {literal}", &lead[nl + 1..], json::quote(key)),
+            Some(nl) => format!(
+                ",{newline}{}{}: {literal}",
+                &lead[nl + 1..],
+                json::quote(key)
+            ),
             None => format!(", {}: {literal}", json::quote(key)),
         };
         splice(&self.text, last.span.end..last.span.end, &addition)
@@ -164,6 +170,15 @@ mod tests {
         assert_eq!(
             reparse(&out).keys(),
             ["log-driver", "features", "userns-remap"]
+        );
+    }
+
+    #[test]
+    fn crlf_files_get_crlf_lines() {
+        let out = config("{\r\n  \"debug\": true\r\n}\r\n").with_string(USERNS_REMAP, "default");
+        assert_eq!(
+            out,
+            "{\r\n  \"debug\": true,\r\n  \"userns-remap\": \"default\"\r\n}\r\n"
         );
     }
 
