@@ -202,3 +202,32 @@ fn missing_root_is_an_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn changing_a_host_needs_root() {
+    require_root();
+    let root = TestRoot::debian();
+    let before = root.snapshot();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                BIN,
+                "--root",
+            ])
+            .arg(root.root())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["enable"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("changing a host needs root"),
+        "{}",
+        stderr(&out)
+    );
+    assert_same_tree(&before, &root.snapshot());
+}
