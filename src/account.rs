@@ -268,17 +268,38 @@ mod files {
             &format!("{user}:x:{uid}:{gid}:{GECOS}:{HOME}:{shell}\n"),
         )?;
         if let Some(shadow) = read(host, SHADOW)? {
-            let days = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() / 86_400);
-            append(
-                host,
-                SHADOW,
-                Some(&shadow),
-                &format!("{user}:!:{days}::::::\n"),
-            )?;
+            append(host, SHADOW, Some(&shadow), &shadow_line(user))?;
         }
         Ok(())
+    }
+
+    /// A locked shadow entry, changed today, as useradd writes it.
+    pub fn shadow_line(user: &str) -> String {
+        let days = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400);
+        format!("{user}:!:{days}::::::\n")
+    }
+
+    /// Appends `line` to an existing file unless `name` already has one.
+    pub fn ensure_line(
+        host: &Host,
+        path: &str,
+        name: &str,
+        line: &str,
+    ) -> Result<(), AccountError> {
+        let _locks = lock::lock(host, &[Path::new(path)])?;
+        let Some(current) = read(host, path)? else {
+            return Ok(());
+        };
+        let prefix = format!("{name}:");
+        if String::from_utf8_lossy(&current.bytes)
+            .lines()
+            .any(|l| l.starts_with(&prefix))
+        {
+            return Ok(());
+        }
+        append(host, path, Some(&current), line)
     }
 
     fn read(host: &Host, path: &str) -> Result<Option<crate::host::Snapshot>, AccountError> {
@@ -320,6 +341,36 @@ mod files {
     }
 }
 
+/// The first field of every line of a shadow-style file, `None` when the
+/// file does not exist. Only names are kept: no hash stays in memory.
+pub fn names_in(host: &Host, path: &str) -> Result<Option<Vec<String>>, HostError> {
+    let Some(snapshot) = host.read(Path::new(path))? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&snapshot.bytes);
+    Ok(Some(
+        text.lines()
+            .filter_map(|l| l.split(':').next())
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+/// Adds the shadow and gshadow entries of an existing account when they
+/// are missing, as useradd would have written them.
+pub fn complete(host: &Host, name: &str, shadow: bool, gshadow: bool) -> Result<(), AccountError> {
+    if !is_valid_account_name(name) {
+        return Err(AccountError::InvalidName(name.into()));
+    }
+    if shadow {
+        files::ensure_line(host, SHADOW, name, &files::shadow_line(name))?;
+    }
+    if gshadow {
+        files::ensure_line(host, GSHADOW, name, &format!("{name}:!::\n"))?;
+    }
+    Ok(())
+}
+
 /// Removes the lines `doomed` picks from each file, under shadow's locks,
 /// atomically and with `NAME-` backups; returns how many went. Files that
 /// do not exist or lose nothing are not rewritten.
@@ -332,6 +383,7 @@ pub fn remove_lines(
     let _locks = lock::lock(host, &locked)?;
     let mut removed = 0;
     for path in &locked {
+        crate::failpoint::hit("account.between_files");
         let Some(snapshot) = host.read(path)? else {
             continue;
         };

@@ -132,6 +132,7 @@ impl Daemon {
     /// Restarts dockerd and waits until it shows `expect`.
     pub fn restart_and_verify(&self, expect: &Expect) -> Result<DaemonInfo, ActivateError> {
         self.restart()?;
+        crate::failpoint::hit("daemon.after_restart");
         self.wait_for(expect)
     }
 

@@ -169,6 +169,7 @@ pub fn run(
             }
         }
     }
+    crate::failpoint::hit("disable.before_purge");
     // Only once the daemon runs without the mapping: a roll-back must find
     // the account and ranges the restored daemon.json needs.
     purge(host, &outcome.actions)?;
@@ -226,7 +227,13 @@ fn plan_purge(
             owner: user.clone(),
         });
     }
-    if uid.is_some() || observed.groups.by_name(&user).is_some() {
+    let listed = |names: &Option<Vec<String>>| names.as_ref().is_some_and(|n| n.contains(&user));
+    // Any of the four files: an interrupted purge may have left only some.
+    if uid.is_some()
+        || observed.groups.by_name(&user).is_some()
+        || listed(&observed.shadow_names)
+        || listed(&observed.gshadow_names)
+    {
         outcome
             .actions
             .push(DisableAction::RemoveAccount { name: user });

@@ -98,6 +98,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     if let Some(pending) = after.actions.first() {
         return Err(PlanError::NotConverged(pending.describe()).into());
     }
+    crate::failpoint::hit("enable.before_restart");
     let state = match &daemon {
         None => daemon_state(false),
         Some(d) if restart => match d.restart_and_verify(&expect) {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod disable;
 pub mod enable;
+pub mod failpoint;
 pub mod files;
 pub mod grant;
 pub mod host;

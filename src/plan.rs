@@ -118,6 +118,9 @@ pub struct Observed {
     pub login_defs: LoginDefs,
     pub nsswitch_subid_line: Option<usize>,
     pub tool: AccountTool,
+    /// Names in /etc/shadow and /etc/gshadow (`None` when a file is absent).
+    pub shadow_names: Option<Vec<String>>,
+    pub gshadow_names: Option<Vec<String>>,
 }
 
 /// One change `enable` makes.
@@ -146,6 +149,12 @@ pub enum Action {
     },
     /// Restart dockerd so the configuration takes effect, then verify it.
     RestartDaemon { command: String },
+    /// Add the shadow/gshadow entries an interrupted creation left out.
+    CompleteAccount {
+        name: String,
+        shadow: bool,
+        gshadow: bool,
+    },
 }
 
 impl Action {
@@ -163,6 +172,7 @@ impl Action {
             } => "add_subgid_range",
             Action::SetRemap { .. } => "set_userns_remap",
             Action::RestartDaemon { .. } => "restart_daemon",
+            Action::CompleteAccount { .. } => "complete_account",
         }
     }
 
@@ -173,6 +183,7 @@ impl Action {
             Action::AddRange { kind, .. } => Some(kind.path().into()),
             Action::SetRemap { path, .. } => Some(path.clone()),
             Action::RestartDaemon { .. } => None,
+            Action::CompleteAccount { .. } => Some(account::SHADOW.into()),
         }
     }
 
@@ -210,6 +221,17 @@ impl Action {
                 )
             }
             Action::RestartDaemon { command } => format!("restart dockerd ({command}) and verify"),
+            Action::CompleteAccount {
+                name,
+                shadow,
+                gshadow,
+            } => {
+                let files: Vec<&str> = [(*shadow, "/etc/shadow"), (*gshadow, "/etc/gshadow")]
+                    .into_iter()
+                    .filter_map(|(missing, file)| missing.then_some(file))
+                    .collect();
+                format!("add {name}'s missing entry to {}", files.join(" and "))
+            }
         }
     }
 }
@@ -311,6 +333,8 @@ pub fn observe(host: &Host, global: &Global) -> Result<Observed, PlanError> {
         login_defs,
         nsswitch_subid_line: nsswitch_subid_line(host)?,
         tool: account::detect_tool(host),
+        shadow_names: account::names_in(host, account::SHADOW)?,
+        gshadow_names: account::names_in(host, account::GSHADOW)?,
     })
 }
 
@@ -497,6 +521,9 @@ pub fn plan(
                 .map(show_command),
         });
     }
+    if spec.default {
+        actions.extend(completion(observed, &accounts));
+    }
     let creating = accounts.uid.is_none() || accounts.gid.is_none();
     let mut mapping = Mapping {
         spec: request.user.clone(),
@@ -587,6 +614,21 @@ impl<'a> IdSources<'a> {
             login_defs: &observed.login_defs,
         }
     }
+}
+
+/// The dockremap account exists but an interrupted creation left its
+/// shadow or gshadow entry out (pwck would flag it): put it back.
+fn completion(observed: &Observed, accounts: &Accounts) -> Option<Action> {
+    let lacks = |names: &Option<Vec<String>>, name: &str| {
+        names.as_ref().is_some_and(|n| !n.iter().any(|x| x == name))
+    };
+    let shadow = accounts.uid.is_some() && lacks(&observed.shadow_names, &accounts.user);
+    let gshadow = accounts.gid.is_some() && lacks(&observed.gshadow_names, &accounts.group);
+    (shadow || gshadow).then(|| Action::CompleteAccount {
+        name: accounts.user.clone(),
+        shadow,
+        gshadow,
+    })
 }
 
 fn range_need<'a>(
@@ -767,6 +809,7 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
         .iter()
         .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. }));
     for action in &plan.actions {
+        crate::failpoint::hit("enable.before_action");
         match action {
             Action::CreateGroup { name, .. } => account::create_group(host, &observed.tool, name)?,
             Action::CreateUser { name, group, .. } => {
@@ -774,6 +817,11 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
             }
             Action::AddRange { kind, owner, .. } => add_range(host, *kind, owner, count, creating)?,
             Action::SetRemap { .. } => write_config(host, observed, plan)?,
+            Action::CompleteAccount {
+                name,
+                shadow,
+                gshadow,
+            } => account::complete(host, name, *shadow, *gshadow)?,
             Action::RestartDaemon { .. } => {}
         }
     }

@@ -118,6 +118,9 @@ fn action_json(action: &Action) -> Value {
         Action::RestartDaemon { command } => {
             value["command"] = json!(command);
         }
+        Action::CompleteAccount { name, .. } => {
+            value["user"] = json!(name);
+        }
     }
     value
 }

@@ -315,6 +315,16 @@ fn existing_dockremap_without_ranges_is_repaired_not_recreated() {
         format!("{DEBIAN_GROUP}dockremap:x:997:\n"),
         0o644,
     );
+    root.write(
+        "etc/shadow",
+        format!("{DEBIAN_SHADOW}dockremap:!:19700::::::\n"),
+        0o640,
+    );
+    root.write(
+        "etc/gshadow",
+        format!("{DEBIAN_GSHADOW}dockremap:!::\n"),
+        0o640,
+    );
     let (code, out) = root.run_json(&["enable"]);
     assert_eq!(code, 0, "{out}");
     let kinds: Vec<_> = out["actions"]
@@ -508,4 +518,35 @@ fn human_output_lists_actions_and_the_mapping() {
     let quiet = root.run(&["enable", "-q"]);
     assert_eq!(quiet.status.code(), Some(0));
     assert!(quiet.stdout.is_empty());
+}
+
+#[test]
+fn dockremap_missing_from_shadow_and_gshadow_is_completed() {
+    require_root();
+    let root = TestRoot::debian();
+    root.write(
+        "etc/passwd",
+        format!("{DEBIAN_PASSWD}dockremap:x:997:997::/nonexistent:/bin/false\n"),
+        0o644,
+    );
+    root.write(
+        "etc/group",
+        format!("{DEBIAN_GROUP}dockremap:x:997:\n"),
+        0o644,
+    );
+    let (code, out) = root.run_json(&["enable"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["actions"][0]["action"], "complete_account");
+    assert!(
+        root.read("etc/shadow")
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("dockremap:!:")
+    );
+    assert_eq!(
+        root.read("etc/gshadow").lines().last().unwrap(),
+        "dockremap:!::"
+    );
+    assert_eq!(root.run_json(&["enable"]).1["changed"], false);
 }

@@ -45,6 +45,7 @@ pub fn replace(host: &Host, job: &Replace<'_>) -> Result<(), HostError> {
             (uid, gid, mode),
             label,
         )?;
+        crate::failpoint::hit("write.after_backup");
     }
     write_then_rename(
         host,
@@ -105,12 +106,14 @@ fn write_then_rename(
     (uid, gid, mode): (u32, u32, u32),
     label: Option<&[u8]>,
 ) -> Result<(), HostError> {
+    remove_stale_temps(dir, name);
     let temp = temp_name(name);
     let shown = host.display(&target.with_file_name(&temp));
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(dir, &temp, flags, Mode::from_raw_mode(0o600))
         .map_err(|e| HostError::io(&shown, e))?;
     let filled = fill(fd, bytes, (uid, gid, mode), label).map_err(|e| HostError::io(&shown, e));
+    crate::failpoint::hit("write.before_rename");
     let renamed = filled.and_then(|()| {
         rfs::renameat(dir, &temp, dir, name).map_err(|e| HostError::io(&host.display(target), e))
     });
@@ -118,7 +121,29 @@ fn write_then_rename(
         let _ = rfs::unlinkat(dir, &temp, AtFlags::empty());
     }
     renamed?;
+    crate::failpoint::hit("write.after_rename");
     rfs::fsync(dir).map_err(|e| HostError::io(&host.display(target), e))
+}
+
+/// Temp files of ours whose writer died (a crash between write and
+/// rename) are removed, so a rerun leaves the directory as a clean run does.
+fn remove_stale_temps(dir: &OwnedFd, name: &std::ffi::OsStr) {
+    let Ok(listing) = rfs::Dir::read_from(dir) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    for entry in listing.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"));
+        if pid
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(crate::files::lock::is_dead)
+        {
+            let _ = rfs::unlinkat(dir, entry.file_name(), AtFlags::empty());
+        }
+    }
 }
 
 fn fill(

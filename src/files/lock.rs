@@ -126,9 +126,11 @@ fn lock_file(host: &Host, path: &Path, deadline: Instant) -> Result<FileLock, Lo
     let pid_name = with_suffix(name, &format!(".{pid}"));
     let lock_name = with_suffix(name, ".lock");
     write_pid_file(&dir, &pid_name, pid).map_err(io)?;
+    crate::failpoint::hit("lock.before_link");
     let result = acquire(&dir, &pid_name, &lock_name, deadline, &lock_path);
     let _ = rfs::unlinkat(&dir, &pid_name, AtFlags::empty());
     result?;
+    crate::failpoint::hit("lock.held");
     Ok(FileLock { dir, lock_name })
 }
 
@@ -202,7 +204,8 @@ fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
         .filter(|&p: &i32| p > 0)
 }
 
-fn is_dead(pid: i32) -> bool {
+/// True when no process has this PID (so a lock or temp file it left is stale).
+pub(crate) fn is_dead(pid: i32) -> bool {
     let Some(pid) = rustix::process::Pid::from_raw(pid) else {
         return false;
     };

@@ -1,0 +1,220 @@
+//! Crash consistency: the process is aborted at every named point of
+//! `enable` and `disable --purge` (built with `--features failpoints`).
+//! After each crash every file is entirely old or entirely new and parses,
+//! shadow's own tools are not blocked by what was left, and a rerun
+//! converges to exactly the state of an uninterrupted run.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+use docker_userns::config::daemon_json::DaemonConfig;
+use docker_userns::config::passwd::{Groups, Passwd};
+use docker_userns::config::subid::SubIdFile;
+use support::*;
+
+const POINTS: &[&str] = &[
+    "enable.before_action",
+    "lock.before_link",
+    "lock.held",
+    "write.after_backup",
+    "write.before_rename",
+    "write.after_rename",
+    "enable.before_restart",
+    "account.between_files",
+    "disable.before_purge",
+];
+
+const MANAGED: &[&str] = &[
+    "passwd",
+    "group",
+    "shadow",
+    "gshadow",
+    "subuid",
+    "subgid",
+    "docker/daemon.json",
+];
+
+/// The managed files' bytes (`None` when absent).
+fn managed(root: &TestRoot) -> BTreeMap<&'static str, Option<Vec<u8>>> {
+    MANAGED
+        .iter()
+        .map(|f| (*f, std::fs::read(root.path(&format!("etc/{f}"))).ok()))
+        .collect()
+}
+
+/// Every file under the root except backups and lock files, which a crash
+/// may leave with a dead owner (shadow's tools remove such locks).
+fn content(root: &TestRoot) -> BTreeMap<String, Vec<u8>> {
+    root.snapshot()
+        .into_iter()
+        .map(|(path, (bytes, ..))| (path.display().to_string(), bytes))
+        .filter(|(path, _)| !is_backup_or_lock(path))
+        .collect()
+}
+
+fn is_backup_or_lock(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with('-')
+        || name.ends_with(".bak")
+        || name.ends_with(".lock")
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn assert_parses(root: &TestRoot) {
+    let read = |f: &str| std::fs::read(root.path(&format!("etc/{f}"))).unwrap_or_default();
+    let path = Path::new("x");
+    Passwd::parse(path, &read("passwd")).unwrap();
+    Groups::parse(path, &read("group")).unwrap();
+    for f in ["subuid", "subgid"] {
+        let file = SubIdFile::parse(path, &read(f)).unwrap();
+        assert!(file.malformed.is_empty(), "{f}: {:?}", file.malformed);
+    }
+    DaemonConfig::parse(path, &read("docker/daemon.json")).unwrap();
+}
+
+/// shadow's useradd must still lock and write every file of a copy.
+fn assert_shadow_not_blocked(root: &TestRoot) {
+    let copy = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args(["-a"])
+        .arg(root.path("etc"))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new("useradd")
+        .args(["-M", "--prefix"])
+        .arg(copy.path())
+        .arg("probe")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "useradd is blocked after the crash: {}",
+        stderr(&out)
+    );
+}
+
+struct Scenario {
+    name: &'static str,
+    make: fn() -> TestRoot,
+    args: &'static [&'static str],
+}
+
+fn debian_with_config() -> TestRoot {
+    let root = TestRoot::debian();
+    root.write("etc/docker/daemon.json", "{\n  \"debug\": true\n}\n", 0o644);
+    root.write("etc/subuid", "alice:100000:65536\n", 0o644);
+    root.write("etc/subgid", "alice:100000:65536\n", 0o644);
+    root
+}
+
+fn busybox() -> TestRoot {
+    TestRoot::busybox_style()
+}
+
+fn enabled_for_purge() -> TestRoot {
+    let root = debian_with_config();
+    assert_eq!(root.run(&["enable"]).status.code(), Some(0));
+    root
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "enable (useradd)",
+        make: debian_with_config,
+        args: &["enable"],
+    },
+    Scenario {
+        name: "enable (direct edits)",
+        make: busybox,
+        args: &["enable"],
+    },
+    Scenario {
+        name: "disable --purge",
+        make: enabled_for_purge,
+        args: &["disable", "--purge"],
+    },
+];
+
+#[test]
+fn every_crash_point_leaves_consistent_files_and_a_rerun_converges() {
+    require_root();
+    let mut crashes = 0;
+    let mut covered = std::collections::BTreeSet::new();
+    for scenario in SCENARIOS {
+        let reference = (scenario.make)();
+        assert_eq!(
+            reference.run(scenario.args).status.code(),
+            Some(0),
+            "{}",
+            scenario.name
+        );
+        let want = content(&reference);
+        let final_files = managed(&reference);
+        for point in POINTS {
+            for nth in 1.. {
+                let root = (scenario.make)();
+                let original = managed(&root);
+                let out = Command::new(BIN)
+                    .arg("--root")
+                    .arg(root.root())
+                    .args(scenario.args)
+                    .env("DOCKER_USERNS_FAILPOINT", format!("{point}:{nth}"))
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    break;
+                }
+                let at = format!("{} at {point}:{nth}", scenario.name);
+                assert_eq!(
+                    out.status.signal(),
+                    Some(6),
+                    "{at}: expected an abort, got {:?}: {}",
+                    out.status,
+                    stderr(&out)
+                );
+                crashes += 1;
+                covered.insert(*point);
+                for (file, bytes) in managed(&root) {
+                    assert!(
+                        bytes == original[file] || bytes == final_files[file],
+                        "{at}: {file} is neither the old nor the new content"
+                    );
+                }
+                assert_parses(&root);
+                assert_shadow_not_blocked(&root);
+                let rerun = root.run(scenario.args);
+                assert_eq!(
+                    rerun.status.code(),
+                    Some(0),
+                    "{at}: rerun failed: {}",
+                    stderr(&rerun)
+                );
+                let got = content(&root);
+                let differing: Vec<&String> = want
+                    .keys()
+                    .chain(got.keys())
+                    .filter(|k| want.get(*k) != got.get(*k))
+                    .collect();
+                assert!(
+                    differing.is_empty(),
+                    "{at}: the rerun did not converge; differing: {differing:?}"
+                );
+            }
+        }
+    }
+    eprintln!("crash points covered: {covered:?}; crashes simulated: {crashes}");
+    assert_eq!(
+        covered.len(),
+        POINTS.len(),
+        "points never reached: {covered:?}"
+    );
+    assert!(crashes >= 40, "only {crashes} crashes simulated");
+}
