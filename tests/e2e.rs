@@ -41,6 +41,33 @@ fn tool(h: &Harness, restart_command: &str, args: &[&str]) -> Result<(i32, Value
     Ok((out.status.code().unwrap_or(-1), value))
 }
 
+/// Runs `check` inside the namespace; returns the JSON and how long it took.
+fn check(h: &Harness, extra: &[&str]) -> Result<(Value, Duration)> {
+    let mut command = h.ns_command(BIN);
+    command
+        .args(["check", "--format", "json", "--data-root"])
+        .arg(&h.paths().data_root)
+        .arg("--host")
+        .arg(h.docker_host())
+        .args(extra);
+    let started = std::time::Instant::now();
+    let out = h.run(command, TOOL_TIMEOUT)?;
+    let took = started.elapsed();
+    Ok((
+        serde_json::from_slice(&out.stdout).context("check printed no JSON")?,
+        took,
+    ))
+}
+
+fn find<'a>(checked: &'a Value, id: &str) -> &'a Value {
+    checked["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or(&Value::Null)
+}
+
 fn start_with_image() -> Result<Harness> {
     let h = Harness::new()?;
     h.start()?;
@@ -62,8 +89,37 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     );
     h.docker_ok(&["rm", "-f", &before.id])?;
 
+    // Configured but not restarted: check says so, with the restart as fix.
+    let (code, files_only) = tool(&h, &h.restart_command(), &["enable", "--no-restart"])?;
+    ensure!(
+        code == 0 && files_only["daemon"]["managed"] == false,
+        "{files_only}"
+    );
+    let (pending, _) = check(&h, &[])?;
+    let active = find(&pending, "daemon.userns_active");
+    ensure!(active["status"] == "fail", "{active}");
+    ensure!(
+        active["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("configured but not yet active"),
+        "{active}"
+    );
+    ensure!(
+        active["remedy"].as_str().unwrap_or("").contains("restart"),
+        "{active}"
+    );
+
+    // enable then only has the restart left to do.
     let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
     ensure!(code == 0, "enable failed: {out}");
+    let kinds: Vec<&str> = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    ensure!(kinds == ["restart_daemon"], "{kinds:?}");
     ensure!(
         out["changed"] == true && out["daemon"]["restarted"] == true,
         "{out}"
@@ -138,14 +194,10 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         "true",
     ])?;
 
-    // check agrees from the live daemon.
-    let mut check = h.ns_command(BIN);
-    check
-        .args(["check", "--format", "json", "--data-root"])
-        .arg(&h.paths().data_root)
-        .arg("--host")
-        .arg(h.docker_host());
-    let checked: Value = serde_json::from_slice(&h.run(check, TOOL_TIMEOUT)?.stdout)?;
+    // check agrees from the live daemon, and is fast.
+    let (checked, took) = check(&h, &[])?;
+    eprintln!("check on the remapped host took {took:?}");
+    ensure!(took < Duration::from_secs(5), "check took {took:?}");
     let status = |id: &str| {
         checked["checks"]
             .as_array()
@@ -273,6 +325,18 @@ fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
     // root until `grant` fixes it; then the container writes as 300000.
     let vol = h.paths().root.join("vol");
     fs::create_dir(&vol)?;
+    fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let vol_arg = vol.display().to_string();
+    let (checked, _) = check(&h, &["--path", &vol_arg])?;
+    let access = find(&checked, "path.access");
+    ensure!(access["status"] == "fail", "{access}");
+    ensure!(
+        access["remedy"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("docker-userns grant"),
+        "{access}"
+    );
     let mount = format!("{}:/data", vol.display());
     let write = [
         "run",
@@ -295,7 +359,6 @@ fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
         String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
         "{denied:?}"
     );
-    let vol_arg = vol.display().to_string();
     let (code, granted) = tool(&h, &h.restart_command(), &["grant", &vol_arg])?;
     ensure!(code == 0 && granted["changed"] == true, "{granted}");
     h.docker_ok(&write)?;
