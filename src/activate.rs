@@ -117,6 +117,26 @@ impl Daemon {
         })
     }
 
+    /// The daemon to restart and verify, unless `--no-restart` or `--root`
+    /// (an image root has no running daemon).
+    pub fn managed(
+        host: &Host,
+        global: &crate::request::Global,
+        restart: bool,
+    ) -> Result<Option<Self>, ActivateError> {
+        if !host.is_live() || !restart {
+            return Ok(None);
+        }
+        let env = std::env::var("DOCKER_HOST").ok();
+        let socket = crate::daemon::api::resolve_socket(global.socket.as_deref(), env.as_deref())?;
+        Ok(Some(Daemon::new(
+            host,
+            global.restart_command.as_deref(),
+            socket,
+            global.timeout,
+        )?))
+    }
+
     /// What the daemon says now, or `None` when it does not answer.
     pub fn observe(&self) -> Option<DaemonInfo> {
         self.api.info().ok()

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use crate::account::{self, GROUP, GSHADOW, PASSWD, SHADOW};
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::daemon::api;
 use crate::enable::DaemonState;
 use crate::files::atomic;
 use crate::host::Host;
@@ -112,7 +111,7 @@ pub fn run(
             new: observed.config.without(USERNS_REMAP),
         });
     }
-    let daemon = managed_daemon(host, global, request)?;
+    let daemon = Daemon::managed(host, global, request.restart)?;
     if let Some(daemon) = &daemon {
         activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
         let info = daemon.observe();
@@ -175,25 +174,6 @@ pub fn run(
     purge(host, &outcome.actions)?;
     outcome.applied = true;
     Ok(outcome)
-}
-
-fn managed_daemon(
-    host: &Host,
-    global: &Global,
-    request: &DisableRequest,
-) -> Result<Option<Daemon>, DisableError> {
-    if !host.is_live() || !request.restart {
-        return Ok(None);
-    }
-    let env = std::env::var("DOCKER_HOST").ok();
-    let socket = api::resolve_socket(global.socket.as_deref(), env.as_deref())
-        .map_err(ActivateError::from)?;
-    Ok(Some(Daemon::new(
-        host,
-        global.restart_command.as_deref(),
-        socket,
-        global.timeout,
-    )?))
 }
 
 /// `--purge` removes only `dockremap`: another remap user's account and

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::daemon::api::{self, DaemonInfo};
+use crate::daemon::api::DaemonInfo;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
 use crate::plan::{self, Action, Plan, PlanError};
@@ -64,7 +64,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     }
     let observed = plan::observe(host, global)?;
     let mut plan = plan::plan(host, &observed, global, &spec, request)?;
-    let daemon = managed_daemon(host, global, request)?;
+    let daemon = Daemon::managed(host, global, request.restart)?;
     let expect = expected(&plan);
     if let Some(daemon) = &daemon {
         preflight(host, daemon, &mut plan, &expect, request.yes)?;
@@ -136,25 +136,6 @@ fn not_managed_reason(host: &Host, request: &EnableRequest) -> String {
     } else {
         String::new()
     }
-}
-
-fn managed_daemon(
-    host: &Host,
-    global: &Global,
-    request: &EnableRequest,
-) -> Result<Option<Daemon>, EnableError> {
-    if !host.is_live() || !request.restart {
-        return Ok(None);
-    }
-    let env = std::env::var("DOCKER_HOST").ok();
-    let socket = api::resolve_socket(global.socket.as_deref(), env.as_deref())
-        .map_err(ActivateError::from)?;
-    Ok(Some(Daemon::new(
-        host,
-        global.restart_command.as_deref(),
-        socket,
-        global.timeout,
-    )?))
 }
 
 fn expected(plan: &Plan) -> Expect {

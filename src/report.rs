@@ -200,15 +200,22 @@ pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool)
         ));
     }
     out.push_str(&format!("config      {}\n", plan.config_path.display()));
-    for w in &plan.warnings {
-        out.push_str(&format!(
-            "{} {}\n",
-            paint.wrap("33", "warning:"),
-            located(&w.file, w.line, &w.message)
-        ));
-    }
+    out.push_str(&warnings_human(&paint, &plan.warnings));
     out.push_str(&daemon_human(&outcome.daemon));
     out
+}
+
+fn warnings_human(paint: &Paint, warnings: &[Warning]) -> String {
+    warnings
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}\n",
+                paint.wrap("33", "warning:"),
+                located(&w.file, w.line, &w.message)
+            )
+        })
+        .collect()
 }
 
 fn daemon_human(state: &DaemonState) -> String {
@@ -290,13 +297,7 @@ pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Str
             action.describe()
         ));
     }
-    for w in &outcome.warnings {
-        out.push_str(&format!(
-            "{} {}\n",
-            paint.wrap("33", "warning:"),
-            located(&w.file, w.line, &w.message)
-        ));
-    }
+    out.push_str(&warnings_human(&paint, &outcome.warnings));
     out.push_str(&daemon_human(&outcome.daemon));
     out
 }
