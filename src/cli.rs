@@ -21,7 +21,7 @@ Examples:
 Exit status: 0 done, 1 changes pending (--dry-run), 2 error (nothing changed).";
 
 #[derive(Debug, Parser)]
-#[command(name = "docker-userns", version, about = "Put a Docker host into user-namespace remapping", after_help = AFTER_HELP)]
+#[command(name = "docker-userns", version, about = "Put a Docker host into user-namespace remapping", after_help = AFTER_HELP, max_term_width = 80)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
