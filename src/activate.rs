@@ -100,6 +100,8 @@ pub struct Daemon {
     pub api: DockerApi,
     pub timeout: Duration,
     root: PathBuf,
+    /// `--stop-command`, for a custom manager that can only restart.
+    stop_command: Option<String>,
 }
 
 impl Daemon {
@@ -114,6 +116,7 @@ impl Daemon {
             api: DockerApi::new(socket, Duration::from_secs(5).min(timeout)),
             timeout,
             root: host.root().to_owned(),
+            stop_command: None,
         })
     }
 
@@ -129,12 +132,43 @@ impl Daemon {
         }
         let env = std::env::var("DOCKER_HOST").ok();
         let socket = crate::daemon::api::resolve_socket(global.socket.as_deref(), env.as_deref())?;
-        Ok(Some(Daemon::new(
+        let mut daemon = Daemon::new(
             host,
             global.restart_command.as_deref(),
             socket,
             global.timeout,
-        )?))
+        )?;
+        daemon.stop_command = global.stop_command.clone();
+        Ok(Some(daemon))
+    }
+
+    /// Stops dockerd and waits until its socket no longer answers.
+    pub fn stop(&self) -> Result<(), ActivateError> {
+        let invocation = match (&self.manager, &self.stop_command) {
+            (_, Some(command)) => ServiceManager::Custom {
+                argv: service::split_words(command)?,
+            }
+            .command(&self.root, ServiceAction::Restart)?,
+            (ServiceManager::Custom { .. }, None) => {
+                return Err(ActivateError::Verify(
+                    "--migrate must stop dockerd: with --restart-command, also give --stop-command"
+                        .into(),
+                ));
+            }
+            (manager, None) => manager.command(&self.root, ServiceAction::Stop)?,
+        };
+        run(&invocation)?;
+        let deadline = Instant::now() + self.timeout;
+        while self.api.ping().is_ok() {
+            if Instant::now() >= deadline {
+                return Err(ActivateError::Verify(format!(
+                    "dockerd still answers on {} after `{invocation}`",
+                    self.api.socket().display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 
     /// What the daemon says now, or `None` when it does not answer.
@@ -157,26 +191,7 @@ impl Daemon {
     }
 
     fn restart(&self) -> Result<(), ActivateError> {
-        let invocation = self.manager.command(&self.root, ServiceAction::Restart)?;
-        let output = invocation
-            .command()
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| ActivateError::Restart {
-                command: invocation.to_string(),
-                message: e.to_string(),
-            })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(ActivateError::Restart {
-            command: invocation.to_string(),
-            message: format!(
-                "{}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        })
+        run(&self.manager.command(&self.root, ServiceAction::Restart)?)
     }
 
     /// Polls until the daemon answers and shows `expect`: a restart command
@@ -215,6 +230,29 @@ impl Daemon {
     pub fn last_logs(&self) -> Option<String> {
         service::last_log_lines(&self.root, &self.manager, LOG_LINES)
     }
+}
+
+/// Runs a service command and fails with its stderr when it fails.
+fn run(invocation: &service::Invocation) -> Result<(), ActivateError> {
+    let output = invocation
+        .command()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ActivateError::Restart {
+            command: invocation.to_string(),
+            message: e.to_string(),
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(ActivateError::Restart {
+        command: invocation.to_string(),
+        message: format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+    })
 }
 
 /// Refuses when a key about to be set in daemon.json is also a flag.

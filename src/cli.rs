@@ -63,6 +63,9 @@ struct GlobalArgs {
     /// (split into words, run without a shell).
     #[arg(long, global = true, value_name = "CMD")]
     restart_command: Option<String>,
+    /// Command that stops dockerd, with --restart-command, for --migrate.
+    #[arg(long, global = true, value_name = "CMD")]
+    stop_command: Option<String>,
     /// Seconds to wait for dockerd to come back and show the mapping.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
     timeout: u64,
@@ -92,7 +95,7 @@ enum CommandArgs {
 
 /// What the process was asked to do.
 pub enum Invocation {
-    Run(Request),
+    Run(Box<Request>),
     /// `docker-cli-plugin-metadata`: docker asking what this plugin is.
     PluginMetadata,
     Completions(clap_complete::Shell),
@@ -116,7 +119,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Invocat
     if let CommandArgs::Completions { shell } = cli.command {
         return Invocation::Completions(shell);
     }
-    Invocation::Run(cli.into_request())
+    Invocation::Run(Box::new(cli.into_request()))
 }
 
 /// The JSON the Docker CLI expects from `docker-cli-plugin-metadata`.
@@ -150,6 +153,10 @@ struct EnableArgs {
     /// Restart even though running containers will stop.
     #[arg(long)]
     yes: bool,
+    /// Carry existing images, containers and volumes into the remapped
+    /// root (by rename and id shift; dockerd is stopped meanwhile).
+    #[arg(long, conflicts_with = "no_restart")]
+    migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +170,9 @@ struct DisableArgs {
     /// Restart even though running containers will stop.
     #[arg(long)]
     yes: bool,
+    /// Carry images, containers and volumes back to the non-remapped root.
+    #[arg(long, conflicts_with = "no_restart")]
+    migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +233,7 @@ impl Cli {
                 verbose: g.verbose,
                 socket: g.socket,
                 restart_command: g.restart_command,
+                stop_command: g.stop_command,
                 timeout: std::time::Duration::from_secs(g.timeout),
             },
             command: match self.command {
@@ -231,11 +242,13 @@ impl Cli {
                     count: e.count,
                     restart: !e.no_restart,
                     yes: e.yes,
+                    migrate: e.migrate,
                 }),
                 CommandArgs::Disable(d) => Command::Disable(DisableRequest {
                     purge: d.purge,
                     restart: !d.no_restart,
                     yes: d.yes,
+                    migrate: d.migrate,
                 }),
                 CommandArgs::Check(c) => Command::Check(CheckRequest {
                     paths: c.paths,

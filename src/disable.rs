@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use crate::account::{self, GROUP, GSHADOW, PASSWD, SHADOW};
 use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
 use crate::enable::DaemonState;
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
+use crate::migrate::{self, Direction, Migration};
 use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
 use crate::request::{DisableRequest, Global};
 
@@ -27,16 +29,31 @@ pub enum DisableError {
 /// One change `disable` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisableAction {
-    RemoveRemap { path: PathBuf, from: String },
-    RestartDaemon { command: String },
-    RemoveRanges { owner: String },
-    RemoveAccount { name: String },
+    RemoveRemap {
+        path: PathBuf,
+        from: String,
+    },
+    MigrateData {
+        from: PathBuf,
+        to: PathBuf,
+        content: String,
+    },
+    RestartDaemon {
+        command: String,
+    },
+    RemoveRanges {
+        owner: String,
+    },
+    RemoveAccount {
+        name: String,
+    },
 }
 
 impl DisableAction {
     pub fn kind(&self) -> &'static str {
         match self {
             DisableAction::RemoveRemap { .. } => "remove_userns_remap",
+            DisableAction::MigrateData { .. } => "migrate_data",
             DisableAction::RestartDaemon { .. } => "restart_daemon",
             DisableAction::RemoveRanges { .. } => "remove_ranges",
             DisableAction::RemoveAccount { .. } => "remove_account",
@@ -45,6 +62,13 @@ impl DisableAction {
 
     pub fn describe(&self) -> String {
         match self {
+            DisableAction::MigrateData { from, to, content } => {
+                format!(
+                    "move {content} from {} back to {} and shift their ids",
+                    from.display(),
+                    to.display()
+                )
+            }
             DisableAction::RemoveRemap { path, from } => {
                 format!("remove \"userns-remap\": {from:?} from {}", path.display())
             }
@@ -112,11 +136,16 @@ pub fn run(
         });
     }
     let daemon = Daemon::managed(host, global, request.restart)?;
+    let migration = if request.migrate {
+        plan_migration(host, global, &observed, current.as_deref(), &mut outcome)?
+    } else {
+        None
+    };
     if let Some(daemon) = &daemon {
         activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
         let info = daemon.observe();
         let active = info.as_ref().is_some_and(|i| i.userns_active());
-        if current.is_some() || active {
+        if current.is_some() || active || migration.is_some() {
             if info.is_some() {
                 let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
                 activate::refuse_running(&containers, request.yes)?;
@@ -141,6 +170,17 @@ pub fn run(
     if current.is_some() {
         write_config(host, &observed, &outcome)?;
     }
+    if let Some(m) = &migration {
+        if let Some(d) = &daemon {
+            d.stop()?;
+        }
+        m.run().map_err(|e| {
+            ActivateError::Verify(format!(
+                "{e:#}; dockerd is left stopped and the journal in {} records the migration: run the same command again to finish it",
+                m.data_root.display()
+            ))
+        })?;
+    }
     if let Some(daemon) = &daemon {
         if outcome
             .actions
@@ -155,6 +195,10 @@ pub fn run(
                     }
                 }
                 Err(cause) => {
+                    let cause = match &migration {
+                        Some(m) => crate::enable::undo_migration(m, cause),
+                        None => cause,
+                    };
                     let original = observed.config_file.as_ref();
                     return Err(activate::roll_back(
                         host,
@@ -174,6 +218,61 @@ pub fn run(
     purge(host, &outcome.actions)?;
     outcome.applied = true;
     Ok(outcome)
+}
+
+/// With `--migrate`: the remapped root's content goes back to the
+/// non-remapped root (also to finish an interrupted migration).
+fn plan_migration(
+    host: &Host,
+    global: &Global,
+    observed: &plan::Observed,
+    current: Option<&str>,
+    outcome: &mut DisableOutcome,
+) -> Result<Option<Migration>, DisableError> {
+    let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let host_root = host.display(&data_root);
+    let migration = match migrate::pending(&host_root) {
+        Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
+        _ => current.and_then(|value| remapped(host, observed, value, &host_root)),
+    };
+    let Some(migration) = migration else {
+        return Ok(None);
+    };
+    let content = Content::count(
+        host,
+        &data_root.join(format!("{}.{}", migration.uid, migration.gid)),
+    );
+    if content.is_empty() && migrate::pending(&host_root).is_none() {
+        return Ok(None);
+    }
+    outcome.actions.push(DisableAction::MigrateData {
+        from: migration.remapped_root(),
+        to: host_root,
+        content: content.to_string(),
+    });
+    Ok(Some(migration))
+}
+
+/// The migration out of the root the current `userns-remap` value uses.
+fn remapped(
+    host: &Host,
+    observed: &plan::Observed,
+    value: &str,
+    data_root: &Path,
+) -> Option<Migration> {
+    let spec = RemapSpec::parse(value).ok()?;
+    let accounts =
+        plan::resolve_accounts(host, &observed.passwd, &observed.groups, &spec, value).ok()?;
+    let uid = accounts.uid.unwrap_or(u32::MAX);
+    let uids = *observed.subuid.ranges_of(&accounts.user, uid).first()?;
+    let gids = *observed.subgid.ranges_of(&accounts.user, uid).first()?;
+    Some(Migration {
+        data_root: data_root.to_owned(),
+        uid: uids.start as u32,
+        gid: gids.start as u32,
+        count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
+        direction: Direction::OutOfRemapped,
+    })
 }
 
 /// `--purge` removes only `dockremap`: another remap user's account and
@@ -236,7 +335,9 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
                 let doomed = |_: &str, line: &str| line.starts_with(&prefix);
                 account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
             }
-            DisableAction::RemoveRemap { .. } | DisableAction::RestartDaemon { .. } => {}
+            DisableAction::RemoveRemap { .. }
+            | DisableAction::RestartDaemon { .. }
+            | DisableAction::MigrateData { .. } => {}
         }
     }
     Ok(())

@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
 use crate::daemon::api::DaemonInfo;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
-use crate::plan::{self, Action, Plan, PlanError};
+use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::plan::{self, Action, Plan, PlanError, Warning};
 use crate::request::{EnableRequest, Global};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,7 @@ pub struct Outcome {
     pub plan: Plan,
     pub applied: bool,
     pub daemon: DaemonState,
+    pub migrated: Option<MigrateReport>,
 }
 
 impl Outcome {
@@ -65,9 +68,17 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let observed = plan::observe(host, global)?;
     let mut plan = plan::plan(host, &observed, global, &spec, request)?;
     let daemon = Daemon::managed(host, global, request.restart)?;
+    let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
     let expect = expected(&plan);
     if let Some(daemon) = &daemon {
-        preflight(host, daemon, &mut plan, &expect, request.yes)?;
+        preflight(
+            host,
+            daemon,
+            &mut plan,
+            &expect,
+            request.yes,
+            global.dry_run,
+        )?;
     }
     let daemon_state = |restart| match &daemon {
         None => DaemonState::NotManaged {
@@ -91,6 +102,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             plan,
             applied: false,
             daemon: state,
+            migrated: None,
         });
     }
     plan::apply(host, &observed, &plan, request.count)?;
@@ -99,6 +111,10 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         return Err(PlanError::NotConverged(pending.describe()).into());
     }
     crate::failpoint::hit("enable.before_restart");
+    let migrated = match &migration {
+        Some(m) => Some(migrate(host, daemon.as_ref(), m, &observed)?),
+        None => None,
+    };
     let state = match &daemon {
         None => daemon_state(false),
         Some(d) if restart => match d.restart_and_verify(&expect) {
@@ -107,6 +123,10 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
                 info,
             },
             Err(cause) => {
+                let cause = match &migration {
+                    Some(m) => undo_migration(m, cause),
+                    None => cause,
+                };
                 let original = observed.config_file.as_ref();
                 return Err(
                     activate::roll_back(host, d, &observed.config_path, original, cause).into(),
@@ -125,7 +145,99 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         },
         applied: true,
         daemon: state,
+        migrated,
     })
+}
+
+/// With `--migrate`, the migration to do (also to finish an interrupted
+/// one); without it, a warning about what the switch hides.
+fn plan_migration(
+    host: &Host,
+    observed: &plan::Observed,
+    plan: &mut Plan,
+    wanted: bool,
+) -> Result<Option<Migration>, EnableError> {
+    let data_root = host.display(&plan.data_root);
+    let content = Content::count(host, &plan.data_root);
+    let (Some(uids), Some(gids)) = (
+        plan.mapping.uid_ranges.first(),
+        plan.mapping.gid_ranges.first(),
+    ) else {
+        return Ok(None);
+    };
+    let migration = Migration {
+        data_root: data_root.clone(),
+        uid: uids.start as u32,
+        gid: gids.start as u32,
+        count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
+        direction: Direction::IntoRemapped,
+    };
+    let unfinished = migrate::pending(&data_root).is_some_and(|p| p == migration);
+    if !wanted {
+        if !content.is_empty() {
+            plan.warnings.push(Warning {
+                file: data_root,
+                line: None,
+                message: format!(
+                    "{content} stay in the non-remapped root and are hidden while remapping is on; add --migrate to carry them over"
+                ),
+            });
+        }
+        return Ok(None);
+    }
+    if content.is_empty() && !unfinished {
+        return Ok(None);
+    }
+    if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
+        return Err(ActivateError::Verify(
+            "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
+        )
+        .into());
+    }
+    plan.actions.push(Action::MigrateData {
+        from: data_root,
+        to: migration.remapped_root(),
+        content: content.to_string(),
+    });
+    Ok(Some(migration))
+}
+
+/// Stops dockerd (when it is managed), then migrates.
+fn migrate(
+    host: &Host,
+    daemon: Option<&Daemon>,
+    migration: &Migration,
+    observed: &plan::Observed,
+) -> Result<MigrateReport, EnableError> {
+    if let Some(d) = daemon {
+        if let Err(cause) = d.stop() {
+            let original = observed.config_file.as_ref();
+            return Err(
+                activate::roll_back(host, d, &observed.config_path, original, cause).into(),
+            );
+        }
+    }
+    migration.run().map_err(|e| {
+        ActivateError::Verify(format!(
+            "{e:#}; dockerd is left stopped and the journal in {} records the migration: run the same command again to finish it",
+            migration.data_root.display()
+        ))
+        .into()
+    })
+}
+
+/// Carries the data back before daemon.json is restored.
+pub fn undo_migration(migration: &Migration, cause: ActivateError) -> ActivateError {
+    let back = Migration {
+        direction: Direction::OutOfRemapped,
+        ..migration.clone()
+    };
+    match back.run() {
+        Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
+        Err(e) => ActivateError::Verify(format!(
+            "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
+        )),
+    }
 }
 
 fn not_managed_reason(host: &Host, request: &EnableRequest) -> String {
@@ -157,6 +269,7 @@ fn preflight(
     plan: &mut Plan,
     expect: &Expect,
     yes: bool,
+    dry_run: bool,
 ) -> Result<(), EnableError> {
     activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
     let info = daemon.observe();
@@ -166,7 +279,15 @@ fn preflight(
     }
     if info.is_some() {
         let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
-        activate::refuse_running(&containers, yes)?;
+        match activate::refuse_running(&containers, yes) {
+            // A dry run shows the whole plan; the refusal becomes a warning.
+            Err(refusal) if dry_run => plan.warnings.push(Warning {
+                file: plan.config_path.clone(),
+                line: None,
+                message: refusal.to_string().replace(" (nothing was changed)", ""),
+            }),
+            result => result?,
+        }
     }
     if let Some(dockerd) = activate::dockerd_validates(host) {
         if let Some(change) = plan.changes.iter().find(|c| c.path == plan.config_path) {

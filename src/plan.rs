@@ -155,6 +155,13 @@ pub enum Action {
         shadow: bool,
         gshadow: bool,
     },
+    /// Move the daemon's state into (or out of) the remapped root and
+    /// shift its ids, while dockerd is stopped.
+    MigrateData {
+        from: PathBuf,
+        to: PathBuf,
+        content: String,
+    },
 }
 
 impl Action {
@@ -173,6 +180,7 @@ impl Action {
             Action::SetRemap { .. } => "set_userns_remap",
             Action::RestartDaemon { .. } => "restart_daemon",
             Action::CompleteAccount { .. } => "complete_account",
+            Action::MigrateData { .. } => "migrate_data",
         }
     }
 
@@ -184,6 +192,7 @@ impl Action {
             Action::SetRemap { path, .. } => Some(path.clone()),
             Action::RestartDaemon { .. } => None,
             Action::CompleteAccount { .. } => Some(account::SHADOW.into()),
+            Action::MigrateData { from, .. } => Some(from.clone()),
         }
     }
 
@@ -221,6 +230,11 @@ impl Action {
                 )
             }
             Action::RestartDaemon { command } => format!("restart dockerd ({command}) and verify"),
+            Action::MigrateData { from, to, content } => format!(
+                "move {content} from {} to {} and shift their ids",
+                from.display(),
+                to.display()
+            ),
             Action::CompleteAccount {
                 name,
                 shadow,
@@ -682,7 +696,12 @@ fn same_accounts(host: &Host, observed: &Observed, value: &str, wanted: &Account
     })
 }
 
-fn data_root(global: &Global, config_text: &str, config_path: &Path) -> Result<PathBuf, PlanError> {
+/// dockerd's data root: `--data-root`, else daemon.json's, else the default.
+pub fn data_root(
+    global: &Global,
+    config_text: &str,
+    config_path: &Path,
+) -> Result<PathBuf, PlanError> {
     if let Some(path) = &global.data_root {
         return Ok(path.clone());
     }
@@ -822,7 +841,8 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
                 shadow,
                 gshadow,
             } => account::complete(host, name, *shadow, *gshadow)?,
-            Action::RestartDaemon { .. } => {}
+            // Both need dockerd stopped or restarted: `enable` does them.
+            Action::RestartDaemon { .. } | Action::MigrateData { .. } => {}
         }
     }
     Ok(())

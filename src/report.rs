@@ -82,6 +82,7 @@ pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
         "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
         "warnings": plan.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "daemon": daemon_json(&outcome.daemon),
+        "migration": outcome.migrated.as_ref().map(crate::migrate::MigrateReport::to_json),
     });
     if diff {
         value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
@@ -120,6 +121,10 @@ fn action_json(action: &Action) -> Value {
         }
         Action::CompleteAccount { name, .. } => {
             value["user"] = json!(name);
+        }
+        Action::MigrateData { from, to, .. } => {
+            value["from"] = json!(from);
+            value["to"] = json!(to);
         }
     }
     value

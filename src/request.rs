@@ -26,6 +26,8 @@ pub struct Global {
     pub socket: Option<String>,
     /// How to restart dockerd when no service manager is recognised.
     pub restart_command: Option<String>,
+    /// How to stop it then (needed by `--migrate`).
+    pub stop_command: Option<String>,
     /// How long to wait for dockerd to come back and show the mapping.
     pub timeout: Duration,
 }
@@ -39,6 +41,8 @@ pub struct EnableRequest {
     pub restart: bool,
     /// Allow a restart that stops running containers.
     pub yes: bool,
+    /// Carry images, containers and volumes into the remapped root.
+    pub migrate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub struct DisableRequest {
     pub purge: bool,
     pub restart: bool,
     pub yes: bool,
+    /// Carry images, containers and volumes back to the non-remapped root.
+    pub migrate: bool,
 }
 
 /// A container user by its ids inside the container.

@@ -139,7 +139,7 @@ fn inactive(facts: &Facts<'_>) -> Check {
     };
     for name in &entries {
         if is_remapped_name(name) && Some(name) != active.as_ref() {
-            let content = Content::count(facts, &facts.data_root.join(name));
+            let content = Content::count(facts.host, &facts.data_root.join(name));
             hidden.push(format!(
                 "{} ({content})",
                 facts.data_root.join(name).display()
@@ -147,7 +147,7 @@ fn inactive(facts: &Facts<'_>) -> Check {
         }
     }
     if active.is_some() {
-        let content = Content::count(facts, &facts.data_root);
+        let content = Content::count(facts.host, &facts.data_root);
         if !content.is_empty() {
             hidden.push(format!(
                 "{} itself, the non-remapped root ({content})",
@@ -182,17 +182,17 @@ fn list_dir(fd: std::os::fd::OwnedFd) -> Vec<String> {
 }
 
 /// Counts of what a data root holds.
-struct Content {
-    images: usize,
-    containers: usize,
-    volumes: usize,
-    size: Size,
+pub struct Content {
+    pub images: usize,
+    pub containers: usize,
+    pub volumes: usize,
+    pub size: Size,
 }
 
 /// Disk usage, cut short on huge trees so `check` stays fast.
-struct Size {
-    bytes: u64,
-    complete: bool,
+pub struct Size {
+    pub bytes: u64,
+    pub complete: bool,
 }
 
 /// Entries looked at per data root before the size is reported as a minimum.
@@ -258,11 +258,10 @@ impl std::fmt::Display for Size {
 }
 
 impl Content {
-    fn count(facts: &Facts<'_>, root: &Path) -> Content {
+    /// What a data root (without the namespaced roots in it) holds.
+    pub fn count(host: &crate::host::Host, root: &Path) -> Content {
         let names = |rel: &str| {
-            facts
-                .host
-                .open_dir(&root.join(rel))
+            host.open_dir(&root.join(rel))
                 .map(list_dir)
                 .unwrap_or_default()
         };
@@ -278,11 +277,11 @@ impl Content {
             images,
             containers: names("containers").len(),
             volumes,
-            size: Size::of(&facts.host.display(root)),
+            size: Size::of(&host.display(root)),
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.images + self.containers + self.volumes == 0
     }
 }

@@ -106,7 +106,7 @@ mod tests {
     fn sample() -> Vec<u8> {
         let mut b = vec![2, 0, 0, 0];
         for (tag, perm, id) in [
-            (USER_OBJ, 6, UNDEFINED),
+            (USER_OBJ, 6u16, UNDEFINED),
             (USER, 6, 1000),
             (GROUP_OBJ, 4, UNDEFINED),
             (GROUP, 4, 50),
@@ -114,7 +114,7 @@ mod tests {
             (OTHER, 0, UNDEFINED),
         ] {
             b.extend_from_slice(&tag.to_le_bytes());
-            b.extend_from_slice(&(perm as u16).to_le_bytes());
+            b.extend_from_slice(&perm.to_le_bytes());
             b.extend_from_slice(&id.to_le_bytes());
         }
         b

@@ -1,3 +1,199 @@
-//! The ID-shift engine: re-owning a tree from one id mapping to another.
+//! The ID-shift engine: re-owns a tree (owners, ACL ids, capability root
+//! ids) from one id range to another, the way a user-namespaced dockerd
+//! needs its data to be owned.
+//!
+//! [`shift_tree`] walks by directory fd and never follows a symlink or
+//! leaves the tree's mount ([`walker`]); per entry it reads what chown would
+//! lose, chowns, and puts it back ([`entry`], with the xattr codecs in
+//! [`acl`] and [`caps`]). A marker in the tree's root ([`marker`]) records
+//! a shift until it has finished, so an interrupted one can be resumed.
 
 pub mod acl;
+pub mod caps;
+mod dirstream;
+mod entry;
+mod idmap;
+pub mod marker;
+mod report;
+mod walker;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
+
+pub use entry::EntryErrorKind;
+pub use idmap::IdMap;
+pub use marker::{Marker, unfinished_shift};
+pub use report::{EntryError, ShiftReport};
+
+use entry::{Meta, Scratch, Shifter, Target};
+use idmap::Mapper;
+
+/// What to shift and how.
+#[derive(Debug, Clone, Default)]
+pub struct ShiftOptions {
+    pub uid_maps: Vec<IdMap>,
+    pub gid_maps: Vec<IdMap>,
+    /// Count what would change; write nothing, not even the marker.
+    pub dry_run: bool,
+    /// Show entries done and the rate on stderr while walking.
+    pub progress: bool,
+}
+
+/// Why a shift did not start (or could not record its end). Failures of
+/// single entries are in the [`ShiftReport`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ShiftError {
+    #[error("bad id map {text:?}: {reason} (expected FROM:TO:COUNT, e.g. 0:100000:65536)")]
+    BadMap { text: String, reason: String },
+    #[error(
+        "{kind} maps {first} and {second} are refused: {reason}; choose ranges that do not overlap"
+    )]
+    Overlap {
+        kind: &'static str,
+        first: IdMap,
+        second: IdMap,
+        reason: &'static str,
+    },
+    #[error("nothing to shift: give at least one --uid-map or --gid-map")]
+    NoMaps,
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: Errno },
+    #[error("{path} is the root of the filesystem; refusing to shift it")]
+    FilesystemRoot { path: PathBuf },
+    #[error(
+        "{path} has an unfinished shift with other maps ({found}); finish it with those maps, or remove {marker} if you know the tree is consistent"
+    )]
+    OtherShiftUnfinished {
+        path: PathBuf,
+        found: String,
+        marker: PathBuf,
+    },
+    #[error("{path}: recording the shift in progress: {source}")]
+    Marker { path: PathBuf, source: Errno },
+    #[error("{path}: no worker thread could start: {source}")]
+    Workers { path: PathBuf, source: Errno },
+}
+
+/// Shifts the owners and ids of every entry of the tree at `dir`, `dir`
+/// included. An entry that fails is reported and the walk goes on; the
+/// marker stays until a run finishes without failures.
+pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, ShiftError> {
+    let started = Instant::now();
+    idmap::validate("uid", &options.uid_maps)?;
+    idmap::validate("gid", &options.gid_maps)?;
+    if options.uid_maps.is_empty() && options.gid_maps.is_empty() {
+        return Err(ShiftError::NoMaps);
+    }
+    let at = |source| ShiftError::Open {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let root = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(at)?;
+    let root_meta = Meta::of(root.as_fd()).map_err(at)?;
+    let fs_root = rfs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .and_then(|fd| Meta::of(fd.as_fd()));
+    if fs_root.is_ok_and(|r| r.same_file(&root_meta)) {
+        return Err(ShiftError::FilesystemRoot {
+            path: dir.to_path_buf(),
+        });
+    }
+
+    let marker_path = dir.join(marker::NAME);
+    let previous = marker::read(root.as_fd()).map_err(|source| ShiftError::Open {
+        path: marker_path.clone(),
+        source,
+    })?;
+    if let Some(previous) = &previous {
+        if !previous.same_maps(&options.uid_maps, &options.gid_maps) {
+            return Err(ShiftError::OtherShiftUnfinished {
+                path: dir.to_path_buf(),
+                found: previous.unreadable.clone().map_or_else(
+                    || previous.describe_maps(),
+                    |why| format!("its marker is damaged: {why}"),
+                ),
+                marker: marker_path,
+            });
+        }
+    }
+    if !options.dry_run {
+        let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
+        if let Some(previous) = &previous {
+            marker.started = previous.started;
+        }
+        marker::write(root.as_fd(), &marker).map_err(|source| ShiftError::Marker {
+            path: marker_path.clone(),
+            source,
+        })?;
+    }
+
+    let shifter = Shifter {
+        uid: Mapper::new(&options.uid_maps),
+        gid: Mapper::new(&options.gid_maps),
+        dry_run: options.dry_run,
+    };
+    let root_seen = shifter.shift(
+        &Target::Dir(root.as_fd()),
+        &root_meta,
+        &mut Scratch::default(),
+    );
+    let walk_fd = rfs::openat(
+        &root,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+        Mode::empty(),
+    )
+    .map_err(at)?;
+    let (mut tally, mut findings) =
+        walker::run(walk_fd, root_meta, dir, &shifter, options.progress).map_err(|source| {
+            ShiftError::Workers {
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+    tally.entries += 1;
+    match root_seen {
+        Ok(seen) => {
+            tally.changed += u64::from(seen.changed);
+            tally.uids_left_alone += u64::from(seen.uid_alone);
+            tally.gids_left_alone += u64::from(seen.gid_alone);
+        }
+        Err(kind) => findings.error(dir.to_path_buf(), kind),
+    }
+    if !options.dry_run && findings.error_count == 0 {
+        if let Err(errno) = marker::remove(root.as_fd()) {
+            findings.error(
+                marker_path,
+                EntryErrorKind::Io {
+                    op: "removing the marker of the finished shift",
+                    errno,
+                },
+            );
+        }
+    }
+    Ok(ShiftReport {
+        dir: dir.to_path_buf(),
+        dry_run: options.dry_run,
+        uid_maps: options.uid_maps.clone(),
+        gid_maps: options.gid_maps.clone(),
+        resumed: previous.is_some(),
+        entries: tally.entries,
+        changed: tally.changed,
+        uids_left_alone: tally.uids_left_alone,
+        gids_left_alone: tally.gids_left_alone,
+        hardlinks_skipped: tally.hardlinks_skipped,
+        mount_points: findings.mount_points,
+        mount_point_count: findings.mount_point_count,
+        errors: findings.errors,
+        error_count: findings.error_count,
+        elapsed: started.elapsed(),
+    })
+}

@@ -445,7 +445,23 @@ impl Harness {
         file.sync_all()?;
         drop(file);
         fs::set_permissions(&p.restart_script, fs::Permissions::from_mode(0o755))?;
+        // The stop script is the restart script's first half.
+        let stop_end = script
+            .find("rm -f \"$PIDFILE\"")
+            .context("restart script layout")?;
+        let stop = format!("{}rm -f \"$PIDFILE\"\nexit 0\n", &script[..stop_end]);
+        fs::write(self.stop_script(), stop)?;
+        fs::set_permissions(self.stop_script(), fs::Permissions::from_mode(0o755))?;
         Ok(())
+    }
+
+    fn stop_script(&self) -> PathBuf {
+        self.paths.root.join("stop.sh")
+    }
+
+    /// The `--stop-command` to give the tool under test.
+    pub fn stop_command(&self) -> String {
+        self.stop_script().display().to_string()
     }
 
     /// Proves the binds are in place before anything writes to "/etc".

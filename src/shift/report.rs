@@ -1,0 +1,238 @@
+//! What a shift did: counts, failures by path, and their human and JSON
+//! renderings.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::IdMap;
+use super::entry::EntryErrorKind;
+
+/// One entry that could not be (fully) shifted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    pub path: PathBuf,
+    pub kind: EntryErrorKind,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.kind)
+    }
+}
+
+/// The outcome of [`super::shift_tree`].
+#[derive(Debug, Clone)]
+pub struct ShiftReport {
+    pub dir: PathBuf,
+    pub dry_run: bool,
+    pub uid_maps: Vec<IdMap>,
+    pub gid_maps: Vec<IdMap>,
+    /// A marker of an interrupted shift with the same maps was found.
+    pub resumed: bool,
+    /// Entries visited, the tree's root included; each name of a
+    /// hardlinked inode counts.
+    pub entries: u64,
+    /// Entries rewritten (in a dry run: that would be).
+    pub changed: u64,
+    /// Entries whose owner uid (gid) is outside every map, left alone.
+    pub uids_left_alone: u64,
+    pub gids_left_alone: u64,
+    /// Further names of inodes with several links, shifted only once.
+    pub hardlinks_skipped: u64,
+    /// Mount points inside the tree, not entered (the first 1000).
+    pub mount_points: Vec<PathBuf>,
+    pub mount_point_count: u64,
+    /// Entries that failed (the first 1000).
+    pub errors: Vec<EntryError>,
+    pub error_count: u64,
+    pub elapsed: Duration,
+}
+
+impl ShiftReport {
+    /// Every entry was handled.
+    pub fn ok(&self) -> bool {
+        self.error_count == 0
+    }
+
+    pub fn to_json(&self) -> Value {
+        let maps = |maps: &[IdMap]| {
+            maps.iter()
+                .map(|m| json!({"from": m.from, "to": m.to, "count": m.count}))
+                .collect::<Vec<_>>()
+        };
+        json!({
+            "command": "shift",
+            "ok": self.ok(),
+            "changed": self.changed > 0,
+            "dry_run": self.dry_run,
+            "dir": self.dir,
+            "uid_maps": maps(&self.uid_maps),
+            "gid_maps": maps(&self.gid_maps),
+            "resumed": self.resumed,
+            "entries": self.entries,
+            "entries_changed": self.changed,
+            "left_alone": {"uid": self.uids_left_alone, "gid": self.gids_left_alone},
+            "hardlinks_skipped": self.hardlinks_skipped,
+            "mount_points": {"count": self.mount_point_count, "paths": self.mount_points},
+            "errors": {
+                "count": self.error_count,
+                "entries": self.errors.iter().map(|e| json!({
+                    "path": e.path,
+                    "error": e.kind.to_string(),
+                })).collect::<Vec<_>>(),
+            },
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+        })
+    }
+
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let (verb, change) = if self.dry_run {
+            ("dry run, nothing written", "would change")
+        } else {
+            ("shifted", "changed")
+        };
+        let _ = writeln!(
+            out,
+            "{verb}: {}: {} entries, {} {change}, in {:.2} s{}",
+            self.dir.display(),
+            self.entries,
+            self.changed,
+            self.elapsed.as_secs_f64(),
+            if self.resumed {
+                " (resumed an interrupted shift)"
+            } else {
+                ""
+            }
+        );
+        if self.uids_left_alone + self.gids_left_alone > 0 {
+            let _ = writeln!(
+                out,
+                "  owners outside every map, left alone: {} uids, {} gids",
+                self.uids_left_alone, self.gids_left_alone
+            );
+        }
+        if self.hardlinks_skipped > 0 {
+            let _ = writeln!(
+                out,
+                "  extra names of hardlinked files, shifted once: {}",
+                self.hardlinks_skipped
+            );
+        }
+        list(
+            &mut out,
+            "mount points not entered",
+            self.mount_point_count,
+            self.mount_points.iter().map(|p| p.display().to_string()),
+        );
+        list(
+            &mut out,
+            "errors",
+            self.error_count,
+            self.errors.iter().map(ToString::to_string),
+        );
+        if !self.ok() && !self.dry_run {
+            out.push_str(
+                "the shift is unfinished: fix the errors above and run the same command again to finish it\n",
+            );
+        }
+        out
+    }
+}
+
+fn list(out: &mut String, title: &str, count: u64, items: impl Iterator<Item = String>) {
+    if count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "  {title}: {count}");
+    let mut listed = 0;
+    for item in items {
+        let _ = writeln!(out, "    {item}");
+        listed += 1;
+    }
+    if count > listed {
+        let _ = writeln!(out, "    ... and {} more", count - listed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    fn report() -> ShiftReport {
+        ShiftReport {
+            dir: PathBuf::from("/layers/a"),
+            dry_run: false,
+            uid_maps: vec![IdMap::parse("0:100000:65536").unwrap()],
+            gid_maps: vec![IdMap::parse("0:100000:65536").unwrap()],
+            resumed: false,
+            entries: 10,
+            changed: 8,
+            uids_left_alone: 2,
+            gids_left_alone: 1,
+            hardlinks_skipped: 1,
+            mount_points: vec![PathBuf::from("/layers/a/proc")],
+            mount_point_count: 1,
+            errors: Vec::new(),
+            error_count: 0,
+            elapsed: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let value = report().to_json();
+        assert_eq!(value["command"], "shift");
+        assert_eq!(value["ok"], true);
+        assert_eq!(value["changed"], true);
+        assert_eq!(value["entries"], 10);
+        assert_eq!(value["entries_changed"], 8);
+        assert_eq!(value["left_alone"], json!({"uid": 2, "gid": 1}));
+        assert_eq!(
+            value["uid_maps"][0],
+            json!({"from": 0, "to": 100000, "count": 65536})
+        );
+        assert_eq!(value["mount_points"]["paths"][0], "/layers/a/proc");
+        assert_eq!(value["errors"]["count"], 0);
+        assert_eq!(value["elapsed_seconds"], 1.5);
+    }
+
+    #[test]
+    fn errors_make_it_not_ok_and_are_listed_with_their_path() {
+        let mut r = report();
+        r.errors.push(EntryError {
+            path: PathBuf::from("/layers/a/bin/ping"),
+            kind: EntryErrorKind::Io {
+                op: "chown",
+                errno: Errno::PERM,
+            },
+        });
+        r.error_count = 3;
+        assert!(!r.ok());
+        let human = r.human();
+        assert!(
+            human.contains("  errors: 3\n    /layers/a/bin/ping: chown: Operation not permitted")
+        );
+        assert!(human.contains("... and 2 more"));
+        assert!(human.contains("run the same command again"));
+        let json = r.to_json();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["errors"]["entries"][0]["path"], "/layers/a/bin/ping");
+    }
+
+    #[test]
+    fn human_says_what_a_dry_run_would_do() {
+        let mut r = report();
+        r.dry_run = true;
+        let human = r.human();
+        assert!(
+            human.starts_with("dry run, nothing written: /layers/a: 10 entries, 8 would change")
+        );
+        assert!(human.contains("mount points not entered: 1\n    /layers/a/proc\n"));
+    }
+}

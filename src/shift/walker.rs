@@ -1,0 +1,676 @@
+//! The walk: depth-first over directory fds, never following a symlink
+//! and never leaving the tree's mount, shared between worker threads.
+//!
+//! Memory stays bounded by the tree's depth, not its size: each worker
+//! holds one open directory per level (at most [`MAX_OPEN_DIRS`], re-opening
+//! ancestors through `..` when it climbs back), a worker hands a
+//! subdirectory to another only while that one is idle, and the only set
+//! that grows with the tree holds inodes with several links.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, OsStr};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::thread::UnshareFlags;
+
+use super::dirstream::{BATCH_BYTES, DirStream};
+use super::entry::{EntryErrorKind, Meta, Scratch, Shifter, Target};
+use super::marker;
+use super::report::EntryError;
+
+/// Open directories per worker before ancestors are closed. Keeps a deep
+/// tree well inside the usual limit of 1024 fds.
+pub(crate) const MAX_OPEN_DIRS: usize = 64;
+/// Errors and mount points listed in the report; the rest are counted.
+pub(crate) const MAX_LISTED: usize = 1000;
+const MAX_WORKERS: usize = 4;
+/// Entries a worker counts before publishing them for the progress line.
+const PROGRESS_BATCH: u64 = 1024;
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// `O_NOATIME` keeps reading a directory from changing its atime.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOATIME);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub entries: u64,
+    pub changed: u64,
+    pub uids_left_alone: u64,
+    pub gids_left_alone: u64,
+    pub hardlinks_skipped: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.entries += other.entries;
+        self.changed += other.changed;
+        self.uids_left_alone += other.uids_left_alone;
+        self.gids_left_alone += other.gids_left_alone;
+        self.hardlinks_skipped += other.hardlinks_skipped;
+    }
+}
+
+/// What the walk reports by path: failures and mount points.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<EntryError>,
+    pub error_count: u64,
+    pub mount_points: Vec<PathBuf>,
+    pub mount_point_count: u64,
+}
+
+impl Findings {
+    pub fn error(&mut self, path: PathBuf, kind: EntryErrorKind) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_LISTED {
+            self.errors.push(EntryError { path, kind });
+        }
+    }
+}
+
+/// Walks the tree under `root`, whose own entry the caller has shifted.
+pub(crate) fn run(
+    root: OwnedFd,
+    root_meta: Meta,
+    path: &Path,
+    shifter: &Shifter,
+    progress: bool,
+) -> Result<(Tally, Findings), Errno> {
+    let shared = Shared {
+        shifter,
+        root: root_meta,
+        hardlinks: Mutex::new(HashSet::new()),
+        findings: Mutex::new(Findings::default()),
+        done: AtomicU64::new(0),
+        queue: Queue::new(workers()),
+    };
+    shared.queue.offer_first(Task {
+        dir: DirStream::new(root),
+        meta: root_meta,
+        path: path.to_path_buf(),
+        tree_root: true,
+    });
+    let started = Instant::now();
+    let results = std::thread::scope(|scope| {
+        let (alive, all_done) = mpsc::channel::<()>();
+        let mut handles = Vec::new();
+        for i in 0..shared.queue.worker_count() {
+            let alive = alive.clone();
+            let shared = &shared;
+            let spawned = std::thread::Builder::new()
+                .name(format!("shift-{i}"))
+                .spawn_scoped(scope, move || {
+                    let _alive = alive;
+                    work(shared)
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(_) => shared.queue.retire(),
+            }
+        }
+        drop(alive);
+        if progress {
+            show_progress(&shared.done, started, &all_done);
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a shift worker panicked"))
+            .collect::<Vec<_>>()
+    });
+    let mut tally = Tally::default();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(t) => tally.add(&t),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if shared.queue.unfinished() {
+        // No worker could start, so nothing below the root was visited.
+        return Err(failure.unwrap_or(Errno::AGAIN));
+    }
+    let findings = shared
+        .findings
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    Ok((tally, findings))
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, MAX_WORKERS))
+}
+
+/// The progress line on stderr, redrawn a few times a second until every
+/// worker has dropped its end of `all_done`.
+fn show_progress(done: &AtomicU64, started: Instant, all_done: &mpsc::Receiver<()>) {
+    let mut stderr = std::io::stderr();
+    let line = |stderr: &mut std::io::Stderr, end: &str| {
+        let entries = done.load(Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs_f64().max(1e-3);
+        let _ = write!(
+            stderr,
+            "\rshift: {entries} entries, {:.0} entries/s{end}",
+            entries as f64 / seconds
+        );
+        let _ = stderr.flush();
+    };
+    loop {
+        match all_done.recv_timeout(PROGRESS_EVERY) {
+            Err(RecvTimeoutError::Timeout) => line(&mut stderr, ""),
+            _ => break,
+        }
+    }
+    line(&mut stderr, "\n");
+}
+
+fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
+    // The xattr calls reach entries by name relative to the cwd, so each
+    // worker needs a cwd of its own.
+    // SAFETY: CLONE_FS unshares only cwd, root and umask; the fd table,
+    // which the safety contract is about, stays shared.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) } {
+        shared.queue.retire();
+        return Err(e);
+    }
+    let mut worker = Worker {
+        shared,
+        tally: Tally::default(),
+        scratch: Scratch::default(),
+        getdents: Vec::with_capacity(BATCH_BYTES),
+        unpublished: 0,
+    };
+    while let Some(task) = shared.queue.take() {
+        worker.walk(task);
+    }
+    shared.done.fetch_add(worker.unpublished, Ordering::Relaxed);
+    Ok(worker.tally)
+}
+
+struct Shared<'a> {
+    shifter: &'a Shifter,
+    /// The tree root: entries on another mount are not entered.
+    root: Meta,
+    /// Inodes with several links already shifted, by (device, inode).
+    hardlinks: Mutex<HashSet<((u32, u32), u64)>>,
+    findings: Mutex<Findings>,
+    /// Entries done, for the progress line.
+    done: AtomicU64,
+    queue: Queue,
+}
+
+impl Shared<'_> {
+    fn findings(&self) -> MutexGuard<'_, Findings> {
+        self.findings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A directory to walk whose own entry is already shifted.
+struct Task {
+    dir: DirStream,
+    meta: Meta,
+    path: PathBuf,
+    /// The root of the whole tree, where the marker lives.
+    tree_root: bool,
+}
+
+/// One directory on a worker's path from its task's root.
+struct Level {
+    /// `None` while closed to save fds; re-opened through the child's `..`.
+    dir: Option<DirStream>,
+    meta: Meta,
+    /// Where to resume reading after a re-open: just past the child being
+    /// walked.
+    resume: u64,
+}
+
+struct Worker<'a> {
+    shared: &'a Shared<'a>,
+    tally: Tally,
+    scratch: Scratch,
+    /// The getdents buffer, lent to whichever directory is being read.
+    getdents: Vec<u8>,
+    unpublished: u64,
+}
+
+fn child_path(path: &Path, name: &CStr) -> PathBuf {
+    path.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+fn open_fd(level: &Level) -> BorrowedFd<'_> {
+    level
+        .dir
+        .as_ref()
+        .expect("the current directory is open")
+        .fd()
+}
+
+impl Worker<'_> {
+    fn walk(&mut self, task: Task) {
+        let Task {
+            dir,
+            meta,
+            mut path,
+            tree_root,
+        } = task;
+        let mut stack = vec![Level {
+            dir: Some(dir),
+            meta,
+            resume: 0,
+        }];
+        let mut first_open = 0;
+        if let Err(errno) = rustix::process::fchdir(open_fd(&stack[0])) {
+            self.error(
+                path,
+                EntryErrorKind::Io {
+                    op: "entering the directory",
+                    errno,
+                },
+            );
+            return;
+        }
+        loop {
+            let at_task_root = stack.len() == 1;
+            let top = stack.last_mut().expect("a directory is being walked");
+            let stream = top.dir.as_mut().expect("the current directory is open");
+            match stream.advance(&mut self.getdents) {
+                Ok(true) => {}
+                end => {
+                    if let Err(errno) = end {
+                        self.error(
+                            path.clone(),
+                            EntryErrorKind::Io {
+                                op: "reading the directory",
+                                errno,
+                            },
+                        );
+                    }
+                    if !self.climb(&mut stack, &mut path, &mut first_open) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let name = stream.name();
+            if name == c"."
+                || name == c".."
+                || (tree_root && at_task_root && marker::is_marker_name(name))
+            {
+                continue;
+            }
+            let Some((child, meta)) = self.visit(stream.fd(), name, &path) else {
+                continue;
+            };
+            let (name, resume) = (name.to_owned(), stream.cookie());
+            let name = name.as_c_str();
+            if self.shared.queue.wants_work() {
+                let task = Task {
+                    dir: child,
+                    meta,
+                    path: child_path(&path, name),
+                    tree_root: false,
+                };
+                match self.shared.queue.offer(task) {
+                    Ok(()) => continue,
+                    Err(task) => self.descend(
+                        &mut stack,
+                        &mut path,
+                        &mut first_open,
+                        task.dir,
+                        meta,
+                        name,
+                        resume,
+                    ),
+                }
+            } else {
+                self.descend(
+                    &mut stack,
+                    &mut path,
+                    &mut first_open,
+                    child,
+                    meta,
+                    name,
+                    resume,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn descend(
+        &mut self,
+        stack: &mut Vec<Level>,
+        path: &mut PathBuf,
+        first_open: &mut usize,
+        child: DirStream,
+        meta: Meta,
+        name: &CStr,
+        resume: u64,
+    ) {
+        if let Err(errno) = rustix::process::fchdir(child.fd()) {
+            self.error(
+                child_path(path, name),
+                EntryErrorKind::Io {
+                    op: "entering the directory",
+                    errno,
+                },
+            );
+            return;
+        }
+        stack.last_mut().expect("a parent").resume = resume;
+        stack.push(Level {
+            dir: Some(child),
+            meta,
+            resume: 0,
+        });
+        path.push(OsStr::from_bytes(name.to_bytes()));
+        if stack.len() - *first_open > MAX_OPEN_DIRS {
+            stack[*first_open].dir = None;
+            *first_open += 1;
+        }
+    }
+
+    /// Leaves the finished top directory for its parent; `false` when the
+    /// task is done or cannot go on.
+    fn climb(
+        &mut self,
+        stack: &mut Vec<Level>,
+        path: &mut PathBuf,
+        first_open: &mut usize,
+    ) -> bool {
+        let finished = stack.pop().expect("a directory is being walked");
+        let parent_index = stack.len().wrapping_sub(1);
+        let Some(parent) = stack.last_mut() else {
+            return false;
+        };
+        path.pop();
+        if parent.dir.is_none() {
+            match reopen_parent(open_fd(&finished), parent) {
+                Ok(dir) => parent.dir = Some(dir),
+                Err(kind) => {
+                    self.error(path.clone(), kind);
+                    return false;
+                }
+            }
+            *first_open = parent_index;
+        }
+        if let Err(errno) = rustix::process::fchdir(open_fd(parent)) {
+            self.error(
+                path.clone(),
+                EntryErrorKind::Io {
+                    op: "entering the directory",
+                    errno,
+                },
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Shifts the entry `name` in `dir`; returns it open when it is a
+    /// directory to walk.
+    fn visit(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        path: &Path,
+    ) -> Option<(DirStream, Meta)> {
+        let meta = match Meta::at(dir, name) {
+            Ok(meta) => meta,
+            // Removed since it was listed: nothing left to shift.
+            Err(Errno::NOENT) => return None,
+            Err(errno) => {
+                self.count_entry();
+                self.error(
+                    child_path(path, name),
+                    EntryErrorKind::Io { op: "stat", errno },
+                );
+                return None;
+            }
+        };
+        if !self.on_tree_mount(&meta) {
+            self.mount_point(child_path(path, name));
+            return None;
+        }
+        self.count_entry();
+        if meta.is_dir() {
+            return self.open_dir(dir, name, &meta, path);
+        }
+        if meta.nlink > 1 && !self.first_link(&meta) {
+            self.tally.hardlinks_skipped += 1;
+            return None;
+        }
+        self.shift(&Target::Name { dir, name }, &meta, || {
+            child_path(path, name)
+        });
+        None
+    }
+
+    fn open_dir(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        path: &Path,
+    ) -> Option<(DirStream, Meta)> {
+        let fail = |w: &mut Self, kind| {
+            w.error(child_path(path, name), kind);
+            None
+        };
+        let fd = match open_dir_at(dir, name) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return None,
+            // A symlink or a file took its place since the stat.
+            Err(Errno::LOOP | Errno::NOTDIR) => return fail(self, EntryErrorKind::Replaced),
+            Err(errno) => {
+                return fail(
+                    self,
+                    EntryErrorKind::Io {
+                        op: "opening the directory",
+                        errno,
+                    },
+                );
+            }
+        };
+        let now = match Meta::of(fd.as_fd()) {
+            Ok(now) if now.same_file(meta) => now,
+            Ok(_) => return fail(self, EntryErrorKind::Replaced),
+            Err(errno) => return fail(self, EntryErrorKind::Io { op: "stat", errno }),
+        };
+        self.shift(&Target::Dir(fd.as_fd()), &now, || child_path(path, name));
+        Some((DirStream::new(fd), now))
+    }
+
+    fn shift(&mut self, target: &Target<'_>, meta: &Meta, path: impl FnOnce() -> PathBuf) {
+        match self.shared.shifter.shift(target, meta, &mut self.scratch) {
+            Ok(seen) => {
+                self.tally.changed += u64::from(seen.changed);
+                self.tally.uids_left_alone += u64::from(seen.uid_alone);
+                self.tally.gids_left_alone += u64::from(seen.gid_alone);
+            }
+            Err(kind) => self.error(path(), kind),
+        }
+    }
+
+    fn on_tree_mount(&self, meta: &Meta) -> bool {
+        let root = &self.shared.root;
+        // The mount id also catches bind mounts from the same filesystem.
+        meta.dev == root.dev && (meta.mnt_id.is_none() || meta.mnt_id == root.mnt_id)
+    }
+
+    fn first_link(&self, meta: &Meta) -> bool {
+        let mut seen = self
+            .shared
+            .hardlinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        seen.insert((meta.dev, meta.ino))
+    }
+
+    fn count_entry(&mut self) {
+        self.tally.entries += 1;
+        self.unpublished += 1;
+        if self.unpublished == PROGRESS_BATCH {
+            self.shared
+                .done
+                .fetch_add(PROGRESS_BATCH, Ordering::Relaxed);
+            self.unpublished = 0;
+        }
+    }
+
+    fn error(&self, path: PathBuf, kind: EntryErrorKind) {
+        self.shared.findings().error(path, kind);
+    }
+
+    fn mount_point(&self, path: PathBuf) {
+        let mut findings = self.shared.findings();
+        findings.mount_point_count += 1;
+        if findings.mount_points.len() < MAX_LISTED {
+            findings.mount_points.push(path);
+        }
+    }
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
+    match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        // O_NOATIME needs ownership or CAP_FOWNER.
+        Err(Errno::PERM) => rfs::openat(dir, name, DIR_FLAGS - OFlags::NOATIME, Mode::empty()),
+        other => other,
+    }
+}
+
+/// Re-opens a closed ancestor through its child's `..`, checks it is still
+/// the same directory, and seeks back to where its reading stopped.
+fn reopen_parent(child: BorrowedFd<'_>, parent: &Level) -> Result<DirStream, EntryErrorKind> {
+    let moved = EntryErrorKind::Walk(
+        "moved during the walk: the rest of this directory and of those above it in this walk was not shifted",
+    );
+    let io = |op| move |errno| EntryErrorKind::Io { op, errno };
+    let fd = open_dir_at(child, c"..").map_err(io("re-opening the directory"))?;
+    if !Meta::of(fd.as_fd())
+        .map_err(io("stat"))?
+        .same_file(&parent.meta)
+    {
+        return Err(moved);
+    }
+    let mut dir = DirStream::new(fd);
+    dir.seek(parent.resume)
+        .map_err(io("seeking in the directory"))?;
+    Ok(dir)
+}
+
+/// Subdirectories handed from busy workers to idle ones.
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    /// Mirrors "some worker is idle and no task waits for it", so busy
+    /// workers check it without the lock.
+    hungry: AtomicBool,
+}
+
+struct QueueState {
+    tasks: Vec<Task>,
+    workers: usize,
+    idle: usize,
+    finished: bool,
+}
+
+impl Queue {
+    fn new(workers: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                tasks: Vec::new(),
+                workers,
+                idle: 0,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            hungry: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn worker_count(&self) -> usize {
+        self.lock().workers
+    }
+
+    fn set_hungry(&self, state: &QueueState) {
+        self.hungry
+            .store(state.idle > state.tasks.len(), Ordering::Relaxed);
+    }
+
+    fn offer_first(&self, task: Task) {
+        self.lock().tasks.push(task);
+    }
+
+    fn wants_work(&self) -> bool {
+        self.hungry.load(Ordering::Relaxed)
+    }
+
+    /// Hands `task` to an idle worker, or gives it back when none waits.
+    fn offer(&self, task: Task) -> Result<(), Task> {
+        let mut state = self.lock();
+        if state.finished || state.tasks.len() >= state.idle {
+            self.set_hungry(&state);
+            return Err(task);
+        }
+        state.tasks.push(task);
+        self.set_hungry(&state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The next task; `None` once every worker is idle with nothing queued.
+    fn take(&self) -> Option<Task> {
+        let mut state = self.lock();
+        loop {
+            if let Some(task) = state.tasks.pop() {
+                self.set_hungry(&state);
+                return Some(task);
+            }
+            if state.finished {
+                return None;
+            }
+            state.idle += 1;
+            if state.idle == state.workers {
+                state.finished = true;
+                self.hungry.store(false, Ordering::Relaxed);
+                self.wake.notify_all();
+                return None;
+            }
+            self.set_hungry(&state);
+            state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.idle -= 1;
+        }
+    }
+
+    /// A worker that could not start leaves the count.
+    fn retire(&self) {
+        let mut state = self.lock();
+        state.workers -= 1;
+        if state.workers == state.idle {
+            state.finished = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// Whether tasks were left with no worker to take them.
+    fn unfinished(&self) -> bool {
+        !self.lock().tasks.is_empty()
+    }
+}
