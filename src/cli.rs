@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::ids::MIN_COUNT;
 use crate::request::{
     CheckRequest, Command, DisableRequest, EnableRequest, Format, Global, GrantRequest, InsideIds,
-    Request,
+    Request, ShiftRequest,
 };
 
 const AFTER_HELP: &str = "\
@@ -88,6 +88,8 @@ enum CommandArgs {
     Check(CheckArgs),
     /// Make a bind-mount source usable by a container user under remapping.
     Grant(GrantArgs),
+    /// Re-own a tree from one id mapping to another (exactly, race-safe).
+    Shift(ShiftArgs),
     /// Print a shell completion script (bash, zsh, fish).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -198,6 +200,18 @@ struct GrantArgs {
     acl: bool,
 }
 
+#[derive(Debug, Args)]
+struct ShiftArgs {
+    /// The tree to shift (the walk stays on its filesystem).
+    dir: PathBuf,
+    /// uids FROM..FROM+COUNT become TO..TO+COUNT; repeatable.
+    #[arg(long = "uid-map", value_name = "FROM:TO:COUNT")]
+    uid_maps: Vec<String>,
+    /// gids FROM..FROM+COUNT become TO..TO+COUNT; repeatable.
+    #[arg(long = "gid-map", value_name = "FROM:TO:COUNT")]
+    gid_maps: Vec<String>,
+}
+
 fn parse_inside_ids(text: &str) -> Result<InsideIds, String> {
     let number = |part: &str| {
         part.parse::<u32>()
@@ -258,6 +272,11 @@ impl Cli {
                     path: g.path,
                     as_ids: g.as_ids,
                     acl: g.acl,
+                }),
+                CommandArgs::Shift(s) => Command::Shift(ShiftRequest {
+                    dir: s.dir,
+                    uid_maps: s.uid_maps,
+                    gid_maps: s.gid_maps,
                 }),
                 CommandArgs::Completions { .. } => unreachable!("handled by parse_args"),
             },

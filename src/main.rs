@@ -7,7 +7,10 @@ use docker_userns::check;
 use docker_userns::cli::{self, Invocation};
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
-use docker_userns::request::{Command, Format, Global, Request};
+use std::io::IsTerminal;
+
+use docker_userns::request::{Command, Format, Global, Request, ShiftRequest};
+use docker_userns::shift;
 use docker_userns::{disable, enable, grant};
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn command_name(request: &Request) -> &'static str {
         Command::Disable(_) => "disable",
         Command::Check(_) => "check",
         Command::Grant(_) => "grant",
+        Command::Shift(_) => "shift",
     }
 }
 
@@ -84,6 +88,15 @@ fn run(request: &Request) -> anyhow::Result<Status> {
             );
             Ok(Status::pending_if(g.dry_run && !outcome.fixes.is_empty()))
         }
+        Command::Shift(request) => {
+            let report = run_shift(g, request)?;
+            emit(g, || report.to_json(), || report.human());
+            Ok(if report.ok() {
+                Status::Ok
+            } else {
+                Status::Error
+            })
+        }
         Command::Check(check) => {
             let checks = check::run(&host, g, check);
             match g.format {
@@ -93,6 +106,24 @@ fn run(request: &Request) -> anyhow::Result<Status> {
             Ok(Status::pending_if(!check::healthy(&checks)))
         }
     }
+}
+
+fn run_shift(g: &Global, request: &ShiftRequest) -> anyhow::Result<shift::ShiftReport> {
+    let parse = |maps: &[String]| {
+        maps.iter()
+            .map(|m| shift::IdMap::parse(m))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let options = shift::ShiftOptions {
+        uid_maps: parse(&request.uid_maps)?,
+        gid_maps: parse(&request.gid_maps)?,
+        dry_run: g.dry_run,
+        progress: g.format == Format::Human && !g.quiet && std::io::stderr().is_terminal(),
+    };
+    Ok(shift::shift_tree(
+        &g.root.join(docker_userns::host::relative(&request.dir)),
+        &options,
+    )?)
 }
 
 /// Prints a result in the requested format (nothing for human with -q).

@@ -78,11 +78,20 @@ pub struct GrantRequest {
 }
 
 #[derive(Debug, Clone)]
+pub struct ShiftRequest {
+    pub dir: PathBuf,
+    /// `FROM:TO:COUNT`, as given; parsed by the shift engine.
+    pub uid_maps: Vec<String>,
+    pub gid_maps: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
 pub enum Command {
     Enable(EnableRequest),
     Disable(DisableRequest),
     Check(CheckRequest),
     Grant(GrantRequest),
+    Shift(ShiftRequest),
 }
 
 #[derive(Debug, Clone)]
