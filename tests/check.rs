@@ -318,3 +318,27 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let piped = String::from_utf8(root.run(&["check"]).stdout).unwrap();
     assert!(!piped.contains('\x1b'));
 }
+
+#[test]
+fn an_interrupted_migration_is_reported_with_the_command_that_finishes_it() {
+    require_root();
+    let root = enabled_root();
+    let data = root.path("var/lib/docker");
+    std::fs::create_dir_all(&data).unwrap();
+    let journal = serde_json::json!({
+        "data_root": data, "uid": 100000, "gid": 100000, "count": 65536, "direction": "into_remapped"
+    });
+    std::fs::write(
+        data.join(".docker-userns-migrate.json"),
+        journal.to_string(),
+    )
+    .unwrap();
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let c = find(&out, "data_root.unfinished");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert_eq!(
+        c["remedy"],
+        "docker-userns enable --migrate (it resumes from the journal)"
+    );
+}

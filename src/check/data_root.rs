@@ -28,8 +28,53 @@ pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
         }
     }
     out.push(inactive(facts));
+    out.push(unfinished(facts));
     out.push(filesystem(facts));
     out
+}
+
+/// A migration or a shift that was interrupted and must be finished.
+fn unfinished(facts: &Facts<'_>) -> Check {
+    const ID: &str = "data_root.unfinished";
+    const TITLE: &str = "no half-done migration or shift";
+    let root = facts.host.display(&facts.data_root);
+    if let Some(m) = crate::migrate::pending(&root) {
+        let (command, way) = match m.direction {
+            crate::migrate::Direction::IntoRemapped => ("enable --migrate", "into"),
+            crate::migrate::Direction::OutOfRemapped => ("disable --migrate", "out of"),
+        };
+        return Check::fail(
+            ID,
+            TITLE,
+            format!("a migration {way} {} was interrupted: images, containers or volumes may be split between roots", m.remapped_root().display()),
+        )
+        .remedy(format!("docker-userns {command} (it resumes from the journal)"));
+    }
+    let dirs = list_dir_names(facts, &facts.data_root);
+    for name in dirs.iter().filter(|n| is_remapped_name(n)) {
+        let dir = root.join(name);
+        if let Some(marker) = crate::shift::unfinished_shift(&dir) {
+            return Check::fail(
+                ID,
+                TITLE,
+                format!(
+                    "{} has an unfinished shift ({})",
+                    dir.display(),
+                    marker.describe_maps()
+                ),
+            )
+            .remedy(format!(
+                "docker-userns shift {} {}",
+                dir.display(),
+                marker.describe_maps()
+            ));
+        }
+    }
+    Check::ok(ID, TITLE, "no interrupted migration or shift")
+}
+
+fn list_dir_names(facts: &Facts<'_>, dir: &Path) -> Vec<String> {
+    facts.host.open_dir(dir).map(list_dir).unwrap_or_default()
 }
 
 fn remapped_dir(facts: &Facts<'_>, remap: &Remap) -> Check {
