@@ -167,6 +167,10 @@ pub fn run(
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
+    if let Some(m) = &migration {
+        m.record_intent()
+            .map_err(|e| ActivateError::Verify(format!("{e:#}")))?;
+    }
     if current.is_some() {
         write_config(host, &observed, &outcome)?;
     }
@@ -233,7 +237,7 @@ fn plan_migration(
     let host_root = host.display(&data_root);
     let migration = match migrate::pending(&host_root) {
         Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
-        _ => current.and_then(|value| remapped(host, observed, value, &host_root)),
+        _ => current.and_then(|value| remapped(host, observed, value, &host_root, &data_root)),
     };
     let Some(migration) = migration else {
         return Ok(None);
@@ -244,6 +248,11 @@ fn plan_migration(
     );
     if content.is_empty() && migrate::pending(&host_root).is_none() {
         return Ok(None);
+    }
+    if migrate::pending(&host_root).is_none() {
+        migration.preflight().map_err(|e| {
+            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
+        })?;
     }
     outcome.actions.push(DisableAction::MigrateData {
         from: migration.remapped_root(),
@@ -259,6 +268,7 @@ fn remapped(
     observed: &plan::Observed,
     value: &str,
     data_root: &Path,
+    daemon_data_root: &Path,
 ) -> Option<Migration> {
     let spec = RemapSpec::parse(value).ok()?;
     let accounts =
@@ -268,6 +278,7 @@ fn remapped(
     let gids = *observed.subgid.ranges_of(&accounts.user, uid).first()?;
     Some(Migration {
         data_root: data_root.to_owned(),
+        daemon_data_root: daemon_data_root.to_owned(),
         uid: uids.start as u32,
         gid: gids.start as u32,
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,

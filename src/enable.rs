@@ -167,6 +167,7 @@ fn plan_migration(
     };
     let migration = Migration {
         data_root: data_root.clone(),
+        daemon_data_root: plan.data_root.clone(),
         uid: uids.start as u32,
         gid: gids.start as u32,
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
@@ -193,6 +194,11 @@ fn plan_migration(
             "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
         )
         .into());
+    }
+    if !unfinished {
+        migration.preflight().map_err(|e| {
+            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
+        })?;
     }
     plan.actions.push(Action::MigrateData {
         from: data_root,

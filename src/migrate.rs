@@ -94,6 +94,9 @@ pub enum Direction {
 pub struct Migration {
     /// The data root as the host sees it (already joined to `--root`).
     pub data_root: PathBuf,
+    /// The data root as dockerd sees it, which the configs' paths use
+    /// (differs from `data_root` under `--root`).
+    pub daemon_data_root: PathBuf,
     pub uid: u32,
     pub gid: u32,
     pub count: u32,
@@ -176,15 +179,12 @@ impl Migration {
         self.data_root.join(JOURNAL)
     }
 
-    /// The entries to move; refuses what rename cannot do or would clobber.
+    /// The entries to move; refuses what rename cannot do or would
+    /// clobber. Runs before anything is written; mounts are checked when
+    /// dockerd is stopped (a running dockerd mounts its own root).
     pub fn preflight(&self) -> Result<Vec<String>, MigrateError> {
         let source = self.source();
         let target = self.target();
-        if let Some(mount) = mounts_under(&self.data_root)?.first() {
-            return Err(MigrateError::Refused(format!(
-                "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
-            )));
-        }
         let root_dev = fs::metadata(&self.data_root)
             .map_err(io(&self.data_root))?
             .dev();
@@ -244,6 +244,11 @@ impl Migration {
         } else {
             self.preflight()?
         };
+        if let Some(mount) = mounts_under(&self.data_root)?.first() {
+            return Err(MigrateError::Refused(format!(
+                "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
+            )));
+        }
         write_journal(&self.journal(), self)?;
         crate::failpoint::hit("migrate.after_journal");
         report.moved = self.move_entries(&entries)?;
@@ -254,6 +259,13 @@ impl Migration {
         self.set_layout_owners()?;
         fs::remove_file(self.journal()).map_err(io(&self.journal()))?;
         Ok(report)
+    }
+
+    /// Records the migration before anything else changes, so that a
+    /// crash right after the config is rewritten still leaves a record
+    /// of what is left to do.
+    pub fn record_intent(&self) -> Result<(), MigrateError> {
+        write_journal(&self.journal(), self)
     }
 
     fn resumable_entries(&self) -> Vec<String> {
@@ -288,7 +300,11 @@ impl Migration {
 
     /// Points the paths each container config keeps at the new root.
     fn rewrite_configs(&self) -> Result<usize, MigrateError> {
-        let (from, to) = (prefix(&self.source()), prefix(&self.target()));
+        let seen_by_daemon = |host_path: PathBuf| match host_path.strip_prefix(&self.data_root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => prefix(&self.daemon_data_root.join(rel)),
+            _ => prefix(&self.daemon_data_root),
+        };
+        let (from, to) = (seen_by_daemon(self.source()), seen_by_daemon(self.target()));
         let containers = self.target().join("containers");
         let mut rewritten = 0;
         for dir in list(&containers)? {

@@ -26,6 +26,9 @@ const POINTS: &[&str] = &[
     "enable.before_restart",
     "account.between_files",
     "disable.before_purge",
+    "migrate.after_journal",
+    "migrate.after_move",
+    "migrate.after_shift",
 ];
 
 const MANAGED: &[&str] = &[
@@ -125,6 +128,18 @@ fn enabled_for_purge() -> TestRoot {
     root
 }
 
+fn docker_state() -> TestRoot {
+    let root = debian_with_config();
+    fake_docker_state(&root);
+    root
+}
+
+fn migrated() -> TestRoot {
+    let root = docker_state();
+    assert_eq!(root.run(&["enable", "--migrate"]).status.code(), Some(0));
+    root
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "enable (useradd)",
@@ -140,6 +155,16 @@ const SCENARIOS: &[Scenario] = &[
         name: "disable --purge",
         make: enabled_for_purge,
         args: &["disable", "--purge"],
+    },
+    Scenario {
+        name: "enable --migrate",
+        make: docker_state,
+        args: &["enable", "--migrate"],
+    },
+    Scenario {
+        name: "disable --migrate",
+        make: migrated,
+        args: &["disable", "--migrate"],
     },
 ];
 

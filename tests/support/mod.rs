@@ -278,3 +278,85 @@ mount --bind "$T/mail" /var/mail
         serde_json::from_slice(&fs::read(self.path(name)).unwrap()).unwrap()
     }
 }
+
+/// A small non-remapped Docker data root under `root/var/lib/docker`, laid
+/// out as dockerd 20.10 leaves it: an image, one overlay2 layer with files
+/// of two owners (one setuid), a container whose config keeps absolute
+/// paths, and a named volume.
+pub fn fake_docker_state(root: &TestRoot) {
+    use std::os::unix::fs::{chown, symlink};
+    let d = "var/lib/docker";
+    root.write(
+        &format!("{d}/image/overlay2/imagedb/content/sha256/abc"),
+        "{}",
+        0o600,
+    );
+    root.write(
+        &format!("{d}/image/overlay2/repositories.json"),
+        "{}",
+        0o600,
+    );
+    root.write(&format!("{d}/overlay2/L1/diff/etc/motd"), "hi\n", 0o644);
+    root.write(
+        &format!("{d}/overlay2/L1/diff/home/u/tool"),
+        "#!/bin/sh\n",
+        0o755,
+    );
+    chown(
+        root.path(&format!("{d}/overlay2/L1/diff/home/u/tool")),
+        Some(1000),
+        Some(1000),
+    )
+    .unwrap();
+    // After the chown, which would clear it.
+    fs::set_permissions(
+        root.path(&format!("{d}/overlay2/L1/diff/home/u/tool")),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    chown(
+        root.path(&format!("{d}/overlay2/L1/diff/home/u")),
+        Some(1000),
+        Some(1000),
+    )
+    .unwrap();
+    fs::create_dir_all(root.path(&format!("{d}/overlay2/L1/work"))).unwrap();
+    root.write(&format!("{d}/overlay2/L1/link"), "ABC", 0o644);
+    fs::create_dir_all(root.path(&format!("{d}/overlay2/l"))).unwrap();
+    symlink("../L1/diff", root.path(&format!("{d}/overlay2/l/ABC"))).unwrap();
+    let config = serde_json::json!({
+        "ID": "C1",
+        "LogPath": "/var/lib/docker/containers/C1/C1-json.log",
+        "HostnamePath": "/var/lib/docker/containers/C1/hostname",
+        "HostsPath": "/var/lib/docker/containers/C1/hosts",
+        "ResolvConfPath": "/var/lib/docker/containers/C1/resolv.conf",
+        "MountPoints": {"/data": {"Source": "/var/lib/docker/volumes/v/_data", "Name": "v"}, "/srv": {"Source": "/srv/x"}}
+    });
+    root.write(
+        &format!("{d}/containers/C1/config.v2.json"),
+        config.to_string(),
+        0o600,
+    );
+    for file in ["hostname", "hosts", "resolv.conf"] {
+        root.write(&format!("{d}/containers/C1/{file}"), "x\n", 0o644);
+    }
+    fs::create_dir_all(root.path(&format!("{d}/containers/C1/mounts"))).unwrap();
+    root.write(&format!("{d}/volumes/v/_data/f"), "data\n", 0o640);
+    chown(
+        root.path(&format!("{d}/volumes/v/_data/f")),
+        Some(1000),
+        Some(0),
+    )
+    .unwrap();
+    root.write(&format!("{d}/volumes/metadata.db"), "", 0o600);
+    root.write(&format!("{d}/network/files/local-kv.db"), "", 0o644);
+    // dockerd 20.10 makes these 0710 (owned by the remapped root's group
+    // when remapping is on).
+    for dir in ["overlay2/L1", "containers/C1", "containers/C1/mounts"] {
+        fs::set_permissions(
+            root.path(&format!("{d}/{dir}")),
+            fs::Permissions::from_mode(0o710),
+        )
+        .unwrap();
+    }
+}
