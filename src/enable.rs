@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
+use std::fs;
+
 use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
 use crate::daemon::api::DaemonInfo;
@@ -149,23 +151,24 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     })
 }
 
-/// With `--migrate`, the migration to do (also to finish an interrupted
-/// one); without it, a warning about what the switch hides.
+/// With `--migrate`, the migration to do: the non-remapped root's state
+/// into the remapped one, or another `<uid>.<gid>` root's when the mapping
+/// changed, or the rest of an interrupted one. Without it, a warning about
+/// what stays hidden.
 fn plan_migration(
     host: &Host,
     observed: &plan::Observed,
     plan: &mut Plan,
     wanted: bool,
 ) -> Result<Option<Migration>, EnableError> {
-    let data_root = host.display(&plan.data_root);
-    let content = Content::count(host, &plan.data_root);
     let (Some(uids), Some(gids)) = (
         plan.mapping.uid_ranges.first(),
         plan.mapping.gid_ranges.first(),
     ) else {
         return Ok(None);
     };
-    let migration = Migration {
+    let data_root = host.display(&plan.data_root);
+    let new = Migration {
         data_root: data_root.clone(),
         daemon_data_root: plan.data_root.clone(),
         uid: uids.start as u32,
@@ -173,20 +176,26 @@ fn plan_migration(
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
         direction: Direction::IntoRemapped,
     };
-    let unfinished = migrate::pending(&data_root).is_some_and(|p| p == migration);
-    if !wanted {
-        if !content.is_empty() {
-            plan.warnings.push(Warning {
-                file: data_root,
-                line: None,
-                message: format!(
-                    "{content} stay in the non-remapped root and are hidden while remapping is on; add --migrate to carry them over"
-                ),
-            });
+    let unfinished = migrate::pending(&data_root).filter(|p| p.uid == new.uid && p.gid == new.gid);
+    let (migration, content) = match unfinished {
+        Some(m) => {
+            let content = Content::count(host, &plan.data_root);
+            (m, content)
         }
-        return Ok(None);
-    }
-    if content.is_empty() && !unfinished {
+        None => match source_with_content(host, plan, &new) {
+            Some(found) => found,
+            None => return Ok(None),
+        },
+    };
+    if !wanted {
+        plan.warnings.push(Warning {
+            file: data_root,
+            line: None,
+            message: format!(
+                "{content} in {} stay there and are hidden under this mapping; add --migrate to carry them over",
+                migration.source().display()
+            ),
+        });
         return Ok(None);
     }
     if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
@@ -195,17 +204,48 @@ fn plan_migration(
         )
         .into());
     }
-    if !unfinished {
+    if migrate::pending(&data_root).is_none() {
         migration.preflight().map_err(|e| {
             ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
         })?;
     }
     plan.actions.push(Action::MigrateData {
-        from: data_root,
+        from: migration.source(),
         to: migration.remapped_root(),
         content: content.to_string(),
     });
     Ok(Some(migration))
+}
+
+/// Where the daemon's state is, if not already in the wanted root: the
+/// non-remapped root, else the one other `<uid>.<gid>` root holding it.
+fn source_with_content(host: &Host, plan: &Plan, new: &Migration) -> Option<(Migration, Content)> {
+    let plain = Content::count(host, &plan.data_root);
+    if !plain.is_empty() {
+        return Some((new.clone(), plain));
+    }
+    let wanted = new.remapped_root();
+    let mut others = Vec::new();
+    for entry in fs::read_dir(&new.data_root).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((u, g)) = name
+            .split_once('.')
+            .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        let content = Content::count(host, &plan.data_root.join(&name));
+        if entry.path() != wanted && !content.is_empty() {
+            others.push((u, g, content));
+        }
+    }
+    // With several candidates there is no telling which one is meant.
+    let [(old_uid, old_gid, content)] = <[_; 1]>::try_from(others).ok()?;
+    let between = Migration {
+        direction: Direction::Between { old_uid, old_gid },
+        ..new.clone()
+    };
+    Some((between, content))
 }
 
 /// Stops dockerd (when it is managed), then migrates.

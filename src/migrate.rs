@@ -87,6 +87,8 @@ pub enum Direction {
     IntoRemapped,
     /// `<uid>.<gid>` -> non-remapped root (disable).
     OutOfRemapped,
+    /// `<old_uid>.<old_gid>` -> `<uid>.<gid>`, when the mapping changed.
+    Between { old_uid: u32, old_gid: u32 },
 }
 
 /// One migration: where, which way, and the mapping.
@@ -111,6 +113,7 @@ pub struct MigrateReport {
     pub entries_shifted: u64,
     pub ids_left_alone: u64,
     pub resumed: bool,
+    pub elapsed: std::time::Duration,
 }
 
 impl MigrateReport {
@@ -121,6 +124,7 @@ impl MigrateReport {
             "entries_shifted": self.entries_shifted,
             "ids_left_alone": self.ids_left_alone,
             "resumed": self.resumed,
+            "seconds": self.elapsed.as_secs_f64(),
         })
     }
 }
@@ -130,48 +134,33 @@ impl Migration {
         self.data_root.join(format!("{}.{}", self.uid, self.gid))
     }
 
-    fn source(&self) -> PathBuf {
+    pub fn source(&self) -> PathBuf {
         match self.direction {
             Direction::IntoRemapped => self.data_root.clone(),
             Direction::OutOfRemapped => self.remapped_root(),
+            Direction::Between { old_uid, old_gid } => {
+                self.data_root.join(format!("{old_uid}.{old_gid}"))
+            }
         }
     }
 
     fn target(&self) -> PathBuf {
         match self.direction {
-            Direction::IntoRemapped => self.remapped_root(),
+            Direction::IntoRemapped | Direction::Between { .. } => self.remapped_root(),
             Direction::OutOfRemapped => self.data_root.clone(),
         }
     }
 
     /// The id maps that carry the source's owners to the target's.
     fn maps(&self) -> (IdMap, IdMap) {
-        let (uid, gid, count) = (self.uid, self.gid, self.count);
+        let count = self.count;
+        let map = |from, to| IdMap { from, to, count };
         match self.direction {
-            Direction::IntoRemapped => (
-                IdMap {
-                    from: 0,
-                    to: uid,
-                    count,
-                },
-                IdMap {
-                    from: 0,
-                    to: gid,
-                    count,
-                },
-            ),
-            Direction::OutOfRemapped => (
-                IdMap {
-                    from: uid,
-                    to: 0,
-                    count,
-                },
-                IdMap {
-                    from: gid,
-                    to: 0,
-                    count,
-                },
-            ),
+            Direction::IntoRemapped => (map(0, self.uid), map(0, self.gid)),
+            Direction::OutOfRemapped => (map(self.uid, 0), map(self.gid, 0)),
+            Direction::Between { old_uid, old_gid } => {
+                (map(old_uid, self.uid), map(old_gid, self.gid))
+            }
         }
     }
 
@@ -225,6 +214,7 @@ impl Migration {
     /// Runs (or, when a journal for the same migration exists, finishes)
     /// the migration. Every step is idempotent.
     pub fn run(&self) -> Result<MigrateReport, MigrateError> {
+        let started = std::time::Instant::now();
         let mut report = MigrateReport::default();
         match pending(&self.data_root) {
             Some(existing) if existing == *self => report.resumed = true,
@@ -258,6 +248,7 @@ impl Migration {
         crate::failpoint::hit("migrate.after_shift");
         self.set_layout_owners()?;
         fs::remove_file(self.journal()).map_err(io(&self.journal()))?;
+        report.elapsed = started.elapsed();
         Ok(report)
     }
 
@@ -382,7 +373,7 @@ impl Migration {
     fn set_layout_owners(&self) -> Result<(), MigrateError> {
         let target = self.target();
         let gid = match self.direction {
-            Direction::IntoRemapped => self.gid,
+            Direction::IntoRemapped | Direction::Between { .. } => self.gid,
             Direction::OutOfRemapped => 0,
         };
         for layer in list(&target.join("overlay2"))?
@@ -398,7 +389,7 @@ impl Migration {
                 set_owner_mode(&dir.join("mounts"), 0, gid, 0o710)?;
             }
         }
-        if self.direction == Direction::OutOfRemapped && is_empty_dir(&self.source()) {
+        if self.direction != Direction::IntoRemapped && is_empty_dir(&self.source()) {
             fs::remove_dir(self.source()).map_err(io(&self.source()))?;
         }
         Ok(())

@@ -169,3 +169,46 @@ fn migrate_refuses_a_layout_it_cannot_rename() {
         .collect();
     assert!(changed.is_empty(), "{changed:?}");
 }
+
+#[test]
+fn a_changed_mapping_carries_the_old_remapped_root_over() {
+    require_root();
+    let root = TestRoot::debian();
+    fake_docker_state(&root);
+    assert_eq!(root.run_json(&["enable", "--migrate"]).0, 0);
+    // The range moves (an administrator fixed an overlap, say).
+    root.write("etc/subuid", "dockremap:300000:65536\n", 0o644);
+    root.write("etc/subgid", "dockremap:300000:65536\n", 0o644);
+    let (code, plain) = root.run_json(&["enable"]);
+    assert_eq!(code, 0);
+    assert!(
+        plain["warnings"]
+            .to_string()
+            .contains("100000.100000 stay there and are hidden under this mapping"),
+        "{plain}"
+    );
+    let (code, out) = root.run_json(&["enable", "--migrate"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["data_root_dir"], "300000.300000");
+    let m = "var/lib/docker/300000.300000";
+    assert!(!root.path("var/lib/docker/100000.100000").exists());
+    assert_eq!(owner(&root, m), (0, 300000, 0o710));
+    assert_eq!(
+        owner(&root, &format!("{m}/overlay2/L1/diff/home/u/tool")),
+        (301000, 301000, 0o4755)
+    );
+    assert_eq!(
+        owner(&root, &format!("{m}/overlay2/L1")),
+        (0, 300000, 0o710)
+    );
+    assert_eq!(
+        owner(&root, &format!("{m}/volumes/v/_data/f")),
+        (301000, 300000, 0o640)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&root.read(&format!("{m}/containers/C1/config.v2.json"))).unwrap();
+    assert_eq!(
+        config["MountPoints"]["/data"]["Source"],
+        "/var/lib/docker/300000.300000/volumes/v/_data"
+    );
+}

@@ -42,6 +42,7 @@ fn unfinished(facts: &Facts<'_>) -> Check {
         let (command, way) = match m.direction {
             crate::migrate::Direction::IntoRemapped => ("enable --migrate", "into"),
             crate::migrate::Direction::OutOfRemapped => ("disable --migrate", "out of"),
+            crate::migrate::Direction::Between { .. } => ("enable --migrate", "into"),
         };
         return Check::fail(
             ID,
