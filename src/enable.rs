@@ -73,6 +73,17 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
     let expect = expected(&plan);
     if let Some(daemon) = &daemon {
+        let refused = crate::check::containers::refused_under_remapping(&daemon.api);
+        if !refused.is_empty() {
+            plan.warnings.push(Warning {
+                file: plan.config_path.clone(),
+                line: None,
+                message: format!(
+                    "will not start under remapping: {} (run them with --userns=host, or without those options)",
+                    refused.join(", ")
+                ),
+            });
+        }
         preflight(
             host,
             daemon,

@@ -160,6 +160,27 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
     populate(&h)?;
     let before = images(&h)?;
 
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "privileged",
+        "--privileged",
+        "--network",
+        "none",
+        BASE,
+        "true",
+    ])?;
+    let (code, plain) = tool(&h, &["enable", "--dry-run"])?;
+    ensure!(code == 1, "{plain}");
+    let warnings = plain["warnings"].to_string();
+    ensure!(
+        warnings.contains("will not start under remapping: privileged (privileged)"),
+        "{warnings}"
+    );
+    ensure!(
+        warnings.contains("are hidden under this mapping; add --migrate"),
+        "{warnings}"
+    );
     let (code, dry) = tool(&h, &["enable", "--migrate", "--dry-run"])?;
     ensure!(code == 1, "{dry}");
     let action = dry["actions"]

@@ -32,19 +32,41 @@ pub fn checks(live: Option<&Live>) -> Vec<Check> {
     ]
 }
 
+/// What keeps a container from running remapped (privileged, host
+/// namespaces), unless it opts out with `--userns=host`.
+pub fn remap_blockers(c: &ContainerDetails) -> Vec<String> {
+    let mut reasons: Vec<String> = c
+        .host_namespaces()
+        .iter()
+        .map(|n| format!("host {n}"))
+        .collect();
+    if c.host_config.privileged {
+        reasons.insert(0, "privileged".into());
+    }
+    reasons
+}
+
+/// Containers that will be refused once remapping is on, as "name (why)".
+pub fn refused_under_remapping(api: &crate::daemon::api::DockerApi) -> Vec<String> {
+    let Ok(list) = api.containers(true) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|c| api.inspect(&c.id).ok())
+        .filter(|c| c.host_config.userns_mode != "host")
+        .filter_map(|c| {
+            let reasons = remap_blockers(&c);
+            (!reasons.is_empty()).then(|| format!("{} ({})", c.display_name(), reasons.join(", ")))
+        })
+        .collect()
+}
+
 fn bypass(containers: &[ContainerDetails], active: bool) -> Check {
     const TITLE: &str = "containers keep to the mapping";
     let mut host_userns = Vec::new();
     let mut blocked = Vec::new();
     for c in containers {
-        let mut reasons: Vec<String> = c
-            .host_namespaces()
-            .iter()
-            .map(|n| format!("host {n}"))
-            .collect();
-        if c.host_config.privileged {
-            reasons.insert(0, "privileged".into());
-        }
+        let reasons = remap_blockers(c);
         if c.host_config.userns_mode == "host" {
             host_userns.push(format!(
                 "{} (--userns=host{})",

@@ -18,6 +18,10 @@ pub enum AclError {
     Length(usize),
     #[error("ACL version {0} is not 2")]
     Version(u32),
+    #[error(
+        "ACL would name id {0} twice after the shift (it names both an id and what the id maps to)"
+    )]
+    Duplicate(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +73,12 @@ impl Acl {
 
     /// Rewrites named-user ids with `uid` and named-group ids with `gid`,
     /// each returning `None` for an id it leaves alone. Returns whether any
-    /// id changed.
+    /// id changed. Named entries stay sorted by id, as setfacl writes them.
     pub fn shift(
         &mut self,
         uid: impl Fn(u32) -> Option<u32>,
         gid: impl Fn(u32) -> Option<u32>,
-    ) -> bool {
+    ) -> Result<bool, AclError> {
         let mut changed = false;
         for e in &mut self.entries {
             let new = match e.tag {
@@ -87,7 +91,32 @@ impl Acl {
                 changed = true;
             }
         }
-        changed
+        if changed {
+            self.sort_named_runs()?;
+        }
+        Ok(changed)
+    }
+
+    /// Sorts each run of consecutive named-user (named-group) entries by id
+    /// and refuses an id named twice in a run.
+    fn sort_named_runs(&mut self) -> Result<(), AclError> {
+        let mut start = 0;
+        while start < self.entries.len() {
+            let tag = self.entries[start].tag;
+            let len = self.entries[start..]
+                .iter()
+                .take_while(|e| e.tag == tag)
+                .count();
+            if tag == USER || tag == GROUP {
+                let run = &mut self.entries[start..start + len];
+                run.sort_by_key(|e| e.id);
+                if let Some(pair) = run.windows(2).find(|p| p[0].id == p[1].id) {
+                    return Err(AclError::Duplicate(pair[0].id));
+                }
+            }
+            start += len;
+        }
+        Ok(())
     }
 }
 
@@ -140,7 +169,7 @@ mod tests {
     fn shifts_only_named_user_and_group_ids() {
         let mut acl = Acl::decode(&sample()).unwrap();
         let changed = acl.shift(|u| Some(u + 100000), |g| Some(g + 200000));
-        assert!(changed);
+        assert_eq!(changed, Ok(true));
         let ids: Vec<u32> = acl.entries.iter().map(|e| e.id).collect();
         assert_eq!(
             ids,
@@ -151,8 +180,48 @@ mod tests {
     #[test]
     fn ids_outside_the_maps_are_left_alone() {
         let mut acl = Acl::decode(&sample()).unwrap();
-        assert!(!acl.shift(|_| None, |_| None));
+        assert_eq!(acl.shift(|_| None, |_| None), Ok(false));
         assert_eq!(acl.encode(), sample());
+    }
+
+    fn named(tag: u16, id: u32) -> AclEntry {
+        AclEntry { tag, perm: 4, id }
+    }
+
+    #[test]
+    fn named_entries_stay_sorted_by_id() {
+        let mut acl = Acl {
+            entries: vec![
+                named(USER_OBJ, UNDEFINED),
+                named(USER, 1000),
+                named(USER, 70000),
+                named(GROUP_OBJ, UNDEFINED),
+                named(GROUP, 5),
+                named(GROUP, 6),
+                named(MASK, UNDEFINED),
+            ],
+        };
+        let outside = |id: u32| (id < 65536).then_some(id + 100000);
+        assert_eq!(acl.shift(outside, outside), Ok(true));
+        let ids: Vec<u32> = acl.entries.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            [
+                UNDEFINED, 70000, 101000, UNDEFINED, 100005, 100006, UNDEFINED
+            ]
+        );
+    }
+
+    #[test]
+    fn an_id_and_its_image_in_one_acl_is_refused() {
+        let mut acl = Acl {
+            entries: vec![named(USER, 1), named(USER, 100001)],
+        };
+        let outside = |id: u32| (id < 65536).then_some(id + 100000);
+        assert_eq!(
+            acl.shift(outside, outside),
+            Err(AclError::Duplicate(100001))
+        );
     }
 
     #[test]
@@ -213,15 +282,32 @@ mod tests {
         ) {
             let before = Acl { entries };
             let mut after = before.clone();
-            after.shift(|u| u.checked_add(delta), |g| g.checked_add(2 * delta));
-            for (b, a) in before.entries.iter().zip(&after.entries) {
-                prop_assert_eq!((a.tag, a.perm), (b.tag, b.perm));
-                let expected = match b.tag {
-                    USER => b.id.checked_add(delta).unwrap_or(b.id),
-                    GROUP => b.id.checked_add(2 * delta).unwrap_or(b.id),
-                    _ => b.id,
-                };
-                prop_assert_eq!(a.id, expected);
+            let uid = |u: u32| u.checked_add(delta);
+            let gid = |g: u32| g.checked_add(2 * delta);
+            let Ok(_) = after.shift(uid, gid) else {
+                // Only an ACL that names an id twice may be refused.
+                let mut ids: Vec<_> = before.entries.iter().filter(|e| e.tag == USER || e.tag == GROUP).collect();
+                ids.sort_by_key(|e| (e.tag, e.id));
+                prop_assert!(ids.windows(2).any(|p| p[0].tag == p[1].tag && p[0].id == p[1].id));
+                return Ok(());
+            };
+            let key = |e: &AclEntry| (e.tag, e.perm, e.id);
+            let mut expected: Vec<_> = before.entries.iter().map(|e| AclEntry {
+                id: match e.tag {
+                    USER => uid(e.id).unwrap_or(e.id),
+                    GROUP => gid(e.id).unwrap_or(e.id),
+                    _ => e.id,
+                },
+                ..*e
+            }).map(|e| key(&e)).collect();
+            let mut actual: Vec<_> = after.entries.iter().map(key).collect();
+            expected.sort_unstable();
+            actual.sort_unstable();
+            prop_assert_eq!(actual, expected);
+            for pair in after.entries.windows(2) {
+                if pair[0].tag == pair[1].tag && (pair[0].tag == USER || pair[0].tag == GROUP) {
+                    prop_assert!(pair[0].id < pair[1].id);
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! what chown takes away (setuid/setgid bits, `security.capability`).
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, Statx, StatxFlags, Uid, XattrFlags};
 use rustix::io::Errno;
@@ -117,7 +117,8 @@ pub(crate) enum Target<'a> {
     Dir(BorrowedFd<'a>),
     /// Anything else, by name in `dir`. The xattr calls have no `*at` form,
     /// so they take `name` relative to the current directory: the walker
-    /// keeps its thread's cwd on `dir`.
+    /// makes `dir` its thread's cwd before shifting anything but a symlink
+    /// (which gets no xattr call).
     Name { dir: BorrowedFd<'a>, name: &'a CStr },
 }
 
@@ -184,7 +185,7 @@ impl Target<'_> {
                     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                let now = Meta::of(rustix::fd::AsFd::as_fd(&fd))?;
+                let now = Meta::of(fd.as_fd())?;
                 if !now.same_file(meta) || now.is_symlink() {
                     return Err(Errno::STALE);
                 }
@@ -329,11 +330,15 @@ impl Shifter {
                     changed,
                 });
             } else {
-                let mut acl = Acl::decode(value).map_err(|source| EntryErrorKind::Acl {
+                let bad = |source| EntryErrorKind::Acl {
                     xattr: label,
                     source,
-                })?;
-                if acl.shift(|u| self.uid.map(u), |g| self.gid.map(g)) {
+                };
+                let mut acl = Acl::decode(value).map_err(bad)?;
+                if acl
+                    .shift(|u| self.uid.map(u), |g| self.gid.map(g))
+                    .map_err(bad)?
+                {
                     acls.push((xattr, acl.encode()));
                 }
             }

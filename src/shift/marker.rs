@@ -18,6 +18,9 @@ pub(crate) const NAME_C: &CStr = c".docker-userns-shift.json";
 /// Written first, then renamed over [`NAME`].
 pub(crate) const TEMP_C: &CStr = c".docker-userns-shift.json.tmp";
 
+/// A time as (seconds, nanoseconds) since the Unix epoch.
+pub type Time = (i64, i64);
+
 /// A shift that started and did not finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
@@ -25,6 +28,9 @@ pub struct Marker {
     pub gid_maps: Vec<IdMap>,
     /// Seconds since the Unix epoch when the shift first started.
     pub started: u64,
+    /// The tree root's atime and mtime before the marker was first
+    /// written, put back when it is removed.
+    pub root_times: Option<(Time, Time)>,
     /// Why the marker could not be read, when it exists but is damaged;
     /// the maps are then empty.
     pub unreadable: Option<String>,
@@ -38,6 +44,7 @@ impl Marker {
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            root_times: None,
             unreadable: None,
         }
     }
@@ -48,12 +55,17 @@ impl Marker {
 
     pub fn to_json(&self) -> Value {
         let text = |maps: &[IdMap]| maps.iter().map(IdMap::to_string).collect::<Vec<_>>();
-        json!({
+        let mut value = json!({
             "version": 1,
             "uid_maps": text(&self.uid_maps),
             "gid_maps": text(&self.gid_maps),
             "started": self.started,
-        })
+        });
+        if let Some((atime, mtime)) = self.root_times {
+            value["root_atime"] = json!([atime.0, atime.1]);
+            value["root_mtime"] = json!([mtime.0, mtime.1]);
+        }
+        value
     }
 
     fn from_json(value: &Value) -> Result<Marker, String> {
@@ -70,10 +82,12 @@ impl Marker {
                 })
                 .collect()
         };
+        let time = |key: &str| Some((value[key][0].as_i64()?, value[key][1].as_i64()?));
         Ok(Marker {
             uid_maps: maps("uid_maps")?,
             gid_maps: maps("gid_maps")?,
             started: value["started"].as_u64().ok_or("no start time")?,
+            root_times: time("root_atime").zip(time("root_mtime")),
             unreadable: None,
         })
     }
@@ -133,6 +147,7 @@ pub(crate) fn read(root: BorrowedFd<'_>) -> Result<Option<Marker>, Errno> {
         uid_maps: Vec::new(),
         gid_maps: Vec::new(),
         started: 0,
+        root_times: None,
         unreadable: Some(reason),
     })))
 }
@@ -190,7 +205,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(unfinished_shift(dir.path()), None);
-        let marker = Marker::new(&maps("0:100000:65536"), &maps("0:100000:10,10:200000:5"));
+        let marker = Marker {
+            root_times: Some(((1, 2), (3, 999_999_999))),
+            ..Marker::new(&maps("0:100000:65536"), &maps("0:100000:10,10:200000:5"))
+        };
         write(root.as_fd(), &marker).unwrap();
         let found = unfinished_shift(dir.path()).unwrap();
         assert_eq!(found, marker);

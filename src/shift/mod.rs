@@ -17,7 +17,7 @@ pub mod marker;
 mod report;
 mod walker;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -88,96 +88,33 @@ pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, Shi
     if options.uid_maps.is_empty() && options.gid_maps.is_empty() {
         return Err(ShiftError::NoMaps);
     }
-    let at = |source| ShiftError::Open {
-        path: dir.to_path_buf(),
-        source,
+    let (root, root_meta) = open_root(dir)?;
+    let previous = same_shift_unfinished(dir, root.as_fd(), options)?;
+    // Writing the marker changes the root's mtime: keep the first run's
+    // times, to put back when the marker goes.
+    let root_times = match &previous {
+        Some(previous) => previous.root_times,
+        None => times(root.as_fd()),
     };
-    let root = rfs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(at)?;
-    let root_meta = Meta::of(root.as_fd()).map_err(at)?;
-    let fs_root = rfs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        .and_then(|fd| Meta::of(fd.as_fd()));
-    if fs_root.is_ok_and(|r| r.same_file(&root_meta)) {
-        return Err(ShiftError::FilesystemRoot {
-            path: dir.to_path_buf(),
-        });
-    }
-
-    let marker_path = dir.join(marker::NAME);
-    let previous = marker::read(root.as_fd()).map_err(|source| ShiftError::Open {
-        path: marker_path.clone(),
-        source,
-    })?;
-    if let Some(previous) = &previous {
-        if !previous.same_maps(&options.uid_maps, &options.gid_maps) {
-            return Err(ShiftError::OtherShiftUnfinished {
-                path: dir.to_path_buf(),
-                found: previous.unreadable.clone().map_or_else(
-                    || previous.describe_maps(),
-                    |why| format!("its marker is damaged: {why}"),
-                ),
-                marker: marker_path,
-            });
-        }
-    }
     if !options.dry_run {
         let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
+        marker.root_times = root_times;
         if let Some(previous) = &previous {
             marker.started = previous.started;
         }
         marker::write(root.as_fd(), &marker).map_err(|source| ShiftError::Marker {
-            path: marker_path.clone(),
+            path: dir.join(marker::NAME),
             source,
         })?;
     }
-
     let shifter = Shifter {
         uid: Mapper::new(&options.uid_maps),
         gid: Mapper::new(&options.gid_maps),
         dry_run: options.dry_run,
     };
-    let root_seen = shifter.shift(
-        &Target::Dir(root.as_fd()),
-        &root_meta,
-        &mut Scratch::default(),
-    );
-    let walk_fd = rfs::openat(
-        &root,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
-        Mode::empty(),
-    )
-    .map_err(at)?;
-    let (mut tally, mut findings) =
-        walker::run(walk_fd, root_meta, dir, &shifter, options.progress).map_err(|source| {
-            ShiftError::Workers {
-                path: dir.to_path_buf(),
-                source,
-            }
-        })?;
-    tally.entries += 1;
-    match root_seen {
-        Ok(seen) => {
-            tally.changed += u64::from(seen.changed);
-            tally.uids_left_alone += u64::from(seen.uid_alone);
-            tally.gids_left_alone += u64::from(seen.gid_alone);
-        }
-        Err(kind) => findings.error(dir.to_path_buf(), kind),
-    }
+    let (tally, mut findings) = walk(dir, root.as_fd(), root_meta, &shifter, options.progress)?;
     if !options.dry_run && findings.error_count == 0 {
-        if let Err(errno) = marker::remove(root.as_fd()) {
-            findings.error(
-                marker_path,
-                EntryErrorKind::Io {
-                    op: "removing the marker of the finished shift",
-                    errno,
-                },
-            );
-        }
+        finish(dir, root.as_fd(), root_times, &mut findings);
     }
     Ok(ShiftReport {
         dir: dir.to_path_buf(),
@@ -196,4 +133,122 @@ pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, Shi
         error_count: findings.error_count,
         elapsed: started.elapsed(),
     })
+}
+
+/// Opens the tree's root (following a symlink there: the caller named it),
+/// refusing the filesystem's root.
+fn open_root(dir: &Path) -> Result<(OwnedFd, Meta), ShiftError> {
+    let at = |source| ShiftError::Open {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rfs::open(dir, flags, Mode::empty()).map_err(at)?;
+    let meta = Meta::of(root.as_fd()).map_err(at)?;
+    let fs_root = rfs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .and_then(|fd| Meta::of(fd.as_fd()));
+    if fs_root.is_ok_and(|r| r.same_file(&meta)) {
+        return Err(ShiftError::FilesystemRoot {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok((root, meta))
+}
+
+/// The marker of an unfinished shift with the same maps, to resume; an
+/// unfinished shift with other maps is refused, as mixing two would leave
+/// a tree no rerun can fix.
+fn same_shift_unfinished(
+    dir: &Path,
+    root: BorrowedFd<'_>,
+    options: &ShiftOptions,
+) -> Result<Option<Marker>, ShiftError> {
+    let path = dir.join(marker::NAME);
+    let previous = marker::read(root).map_err(|source| ShiftError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    match previous {
+        Some(p) if !p.same_maps(&options.uid_maps, &options.gid_maps) => {
+            Err(ShiftError::OtherShiftUnfinished {
+                path: dir.to_path_buf(),
+                found: p.unreadable.clone().map_or_else(
+                    || p.describe_maps(),
+                    |why| format!("its marker is damaged: {why}"),
+                ),
+                marker: path,
+            })
+        }
+        previous => Ok(previous),
+    }
+}
+
+/// Shifts the root's own entry, then walks what is under it.
+fn walk(
+    dir: &Path,
+    root: BorrowedFd<'_>,
+    root_meta: Meta,
+    shifter: &Shifter,
+    progress: bool,
+) -> Result<(walker::Tally, walker::Findings), ShiftError> {
+    let root_seen = shifter.shift(&Target::Dir(root), &root_meta, &mut Scratch::default());
+    let at = |source| ShiftError::Open {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME;
+    let walk_fd = rfs::openat(root, c".", flags, Mode::empty()).map_err(at)?;
+    let (mut tally, mut findings) = walker::run(walk_fd, root_meta, dir, shifter, progress)
+        .map_err(|source| ShiftError::Workers {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    tally.entries += 1;
+    match root_seen {
+        Ok(seen) => {
+            tally.changed += u64::from(seen.changed);
+            tally.uids_left_alone += u64::from(seen.uid_alone);
+            tally.gids_left_alone += u64::from(seen.gid_alone);
+        }
+        Err(kind) => findings.error(dir.to_path_buf(), kind),
+    }
+    Ok((tally, findings))
+}
+
+/// Removes the marker of a shift that is complete, and puts back the
+/// root's times that writing it changed.
+fn finish(
+    dir: &Path,
+    root: BorrowedFd<'_>,
+    root_times: Option<(marker::Time, marker::Time)>,
+    findings: &mut walker::Findings,
+) {
+    if let Err(errno) = marker::remove(root) {
+        let op = "removing the marker of the finished shift";
+        findings.error(dir.join(marker::NAME), EntryErrorKind::Io { op, errno });
+        return;
+    }
+    let Some((atime, mtime)) = root_times else {
+        return;
+    };
+    let times = rfs::Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
+    };
+    if let Err(errno) = rfs::futimens(root, &times) {
+        let op = "restoring the times the marker changed";
+        findings.error(dir.to_path_buf(), EntryErrorKind::Io { op, errno });
+    }
+}
+
+fn times(fd: BorrowedFd<'_>) -> Option<(marker::Time, marker::Time)> {
+    let st = rfs::fstat(fd).ok()?;
+    Some((
+        (st.st_atime, st.st_atime_nsec as i64),
+        (st.st_mtime, st.st_mtime_nsec as i64),
+    ))
+}
+
+fn timespec((tv_sec, tv_nsec): marker::Time) -> rustix::fs::Timespec {
+    rustix::fs::Timespec { tv_sec, tv_nsec }
 }

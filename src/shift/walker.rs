@@ -3,9 +3,10 @@
 //!
 //! Memory stays bounded by the tree's depth, not its size: each worker
 //! holds one open directory per level (at most [`MAX_OPEN_DIRS`], re-opening
-//! ancestors through `..` when it climbs back), a worker hands a
-//! subdirectory to another only while that one is idle, and the only set
-//! that grows with the tree holds inodes with several links.
+//! ancestors through `..` when it climbs back), each with one getdents
+//! batch of under 64 KiB decoded; a worker hands a subdirectory to another
+//! only while that one is idle; and the only set that grows with the tree
+//! holds inodes with several links.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, OsStr};
@@ -27,9 +28,12 @@ use super::entry::{EntryErrorKind, Meta, Scratch, Shifter, Target};
 use super::marker;
 use super::report::EntryError;
 
-/// Open directories per worker before ancestors are closed. Keeps a deep
-/// tree well inside the usual limit of 1024 fds.
+/// Open directories per worker before ancestors are closed: fewer when the
+/// fd limit is low (see [`open_dirs_cap`]).
 pub(crate) const MAX_OPEN_DIRS: usize = 64;
+/// Fds left for everything else: stdio, the root, the marker, handed-off
+/// directories, an `O_PATH` fd while a mode is restored.
+const RESERVED_FDS: u64 = 64;
 /// Errors and mount points listed in the report; the rest are counted.
 pub(crate) const MAX_LISTED: usize = 1000;
 const MAX_WORKERS: usize = 4;
@@ -89,13 +93,16 @@ pub(crate) fn run(
     shifter: &Shifter,
     progress: bool,
 ) -> Result<(Tally, Findings), Errno> {
+    let workers = workers();
     let shared = Shared {
         shifter,
         root: root_meta,
         hardlinks: Mutex::new(HashSet::new()),
         findings: Mutex::new(Findings::default()),
-        done: AtomicU64::new(0),
-        queue: Queue::new(workers()),
+        // The root's own entry is already done.
+        done: AtomicU64::new(1),
+        queue: Queue::new(workers),
+        open_dirs_cap: open_dirs_cap(workers),
     };
     shared.queue.offer_first(Task {
         dir: DirStream::new(root),
@@ -149,6 +156,16 @@ pub(crate) fn run(
     Ok((tally, findings))
 }
 
+/// Open directories each worker may hold, so that all of them together
+/// stay within the soft limit on open fds.
+fn open_dirs_cap(workers: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let per_worker = limit.saturating_sub(RESERVED_FDS) / workers.max(1) as u64;
+    (per_worker.min(MAX_OPEN_DIRS as u64) as usize).max(2)
+}
+
 fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, MAX_WORKERS))
 }
@@ -167,11 +184,8 @@ fn show_progress(done: &AtomicU64, started: Instant, all_done: &mpsc::Receiver<(
         );
         let _ = stderr.flush();
     };
-    loop {
-        match all_done.recv_timeout(PROGRESS_EVERY) {
-            Err(RecvTimeoutError::Timeout) => line(&mut stderr, ""),
-            _ => break,
-        }
+    while let Err(RecvTimeoutError::Timeout) = all_done.recv_timeout(PROGRESS_EVERY) {
+        line(&mut stderr, "");
     }
     line(&mut stderr, "\n");
 }
@@ -191,6 +205,8 @@ fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
         scratch: Scratch::default(),
         getdents: Vec::with_capacity(BATCH_BYTES),
         unpublished: 0,
+        cwd: 0,
+        last_id: 0,
     };
     while let Some(task) = shared.queue.take() {
         worker.walk(task);
@@ -209,6 +225,8 @@ struct Shared<'a> {
     /// Entries done, for the progress line.
     done: AtomicU64,
     queue: Queue,
+    /// Open directories per worker before ancestors are closed.
+    open_dirs_cap: usize,
 }
 
 impl Shared<'_> {
@@ -234,6 +252,8 @@ struct Level {
     /// Where to resume reading after a re-open: just past the child being
     /// walked.
     resume: u64,
+    /// Tells levels apart, to know whether the cwd is this directory.
+    id: u64,
 }
 
 struct Worker<'a> {
@@ -243,6 +263,11 @@ struct Worker<'a> {
     /// The getdents buffer, lent to whichever directory is being read.
     getdents: Vec<u8>,
     unpublished: u64,
+    /// The [`Level::id`] of the directory that is this thread's cwd; the cwd
+    /// follows the walk only when an entry needs it, and many directories
+    /// hold nothing but subdirectories.
+    cwd: u64,
+    last_id: u64,
 }
 
 fn child_path(path: &Path, name: &CStr) -> PathBuf {
@@ -257,47 +282,42 @@ fn open_fd(level: &Level) -> BorrowedFd<'_> {
         .fd()
 }
 
+/// A worker's way down from its task's directory: the directories on it,
+/// their path, and the first of them still open.
+struct Branch {
+    levels: Vec<Level>,
+    path: PathBuf,
+    first_open: usize,
+}
+
 impl Worker<'_> {
     fn walk(&mut self, task: Task) {
-        let Task {
-            dir,
-            meta,
-            mut path,
-            tree_root,
-        } = task;
-        let mut stack = vec![Level {
-            dir: Some(dir),
-            meta,
+        let root = Level {
+            dir: Some(task.dir),
+            meta: task.meta,
             resume: 0,
-        }];
-        let mut first_open = 0;
-        if let Err(errno) = rustix::process::fchdir(open_fd(&stack[0])) {
-            self.error(
-                path,
-                EntryErrorKind::Io {
-                    op: "entering the directory",
-                    errno,
-                },
-            );
-            return;
-        }
+            id: self.new_id(),
+        };
+        let mut branch = Branch {
+            levels: vec![root],
+            path: task.path,
+            first_open: 0,
+        };
         loop {
-            let at_task_root = stack.len() == 1;
-            let top = stack.last_mut().expect("a directory is being walked");
+            let at_task_root = branch.levels.len() == 1;
+            let top = branch
+                .levels
+                .last_mut()
+                .expect("a directory is being walked");
             let stream = top.dir.as_mut().expect("the current directory is open");
             match stream.advance(&mut self.getdents) {
                 Ok(true) => {}
                 end => {
                     if let Err(errno) = end {
-                        self.error(
-                            path.clone(),
-                            EntryErrorKind::Io {
-                                op: "reading the directory",
-                                errno,
-                            },
-                        );
+                        let op = "reading the directory";
+                        self.error(branch.path.clone(), EntryErrorKind::Io { op, errno });
                     }
-                    if !self.climb(&mut stack, &mut path, &mut first_open) {
+                    if !self.climb(&mut branch) {
                         return;
                     }
                     continue;
@@ -306,117 +326,94 @@ impl Worker<'_> {
             let name = stream.name();
             if name == c"."
                 || name == c".."
-                || (tree_root && at_task_root && marker::is_marker_name(name))
+                || (task.tree_root && at_task_root && marker::is_marker_name(name))
             {
                 continue;
             }
-            let Some((child, meta)) = self.visit(stream.fd(), name, &path) else {
+            let Some((child, meta)) = self.visit(stream.fd(), top.id, name, &branch.path) else {
                 continue;
             };
             let (name, resume) = (name.to_owned(), stream.cookie());
-            let name = name.as_c_str();
-            if self.shared.queue.wants_work() {
+            let child = if self.shared.queue.wants_work() {
                 let task = Task {
                     dir: child,
                     meta,
-                    path: child_path(&path, name),
+                    path: child_path(&branch.path, &name),
                     tree_root: false,
                 };
                 match self.shared.queue.offer(task) {
-                    Ok(()) => continue,
-                    Err(task) => self.descend(
-                        &mut stack,
-                        &mut path,
-                        &mut first_open,
-                        task.dir,
-                        meta,
-                        name,
-                        resume,
-                    ),
+                    None => continue,
+                    Some(task) => task.dir,
                 }
             } else {
-                self.descend(
-                    &mut stack,
-                    &mut path,
-                    &mut first_open,
-                    child,
-                    meta,
-                    name,
-                    resume,
-                );
-            }
+                child
+            };
+            self.descend(&mut branch, child, meta, &name, resume);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Goes down into `child`, named `name`; reading its parent will go on
+    /// at `resume`.
     fn descend(
         &mut self,
-        stack: &mut Vec<Level>,
-        path: &mut PathBuf,
-        first_open: &mut usize,
+        branch: &mut Branch,
         child: DirStream,
         meta: Meta,
         name: &CStr,
         resume: u64,
     ) {
-        if let Err(errno) = rustix::process::fchdir(child.fd()) {
-            self.error(
-                child_path(path, name),
-                EntryErrorKind::Io {
-                    op: "entering the directory",
-                    errno,
-                },
-            );
-            return;
-        }
-        stack.last_mut().expect("a parent").resume = resume;
-        stack.push(Level {
+        branch.levels.last_mut().expect("a parent").resume = resume;
+        branch.levels.push(Level {
             dir: Some(child),
             meta,
             resume: 0,
+            id: self.new_id(),
         });
-        path.push(OsStr::from_bytes(name.to_bytes()));
-        if stack.len() - *first_open > MAX_OPEN_DIRS {
-            stack[*first_open].dir = None;
-            *first_open += 1;
+        branch.path.push(OsStr::from_bytes(name.to_bytes()));
+        if branch.levels.len() - branch.first_open > self.shared.open_dirs_cap {
+            branch.levels[branch.first_open].dir = None;
+            branch.first_open += 1;
         }
     }
 
     /// Leaves the finished top directory for its parent; `false` when the
     /// task is done or cannot go on.
-    fn climb(
-        &mut self,
-        stack: &mut Vec<Level>,
-        path: &mut PathBuf,
-        first_open: &mut usize,
-    ) -> bool {
-        let finished = stack.pop().expect("a directory is being walked");
-        let parent_index = stack.len().wrapping_sub(1);
-        let Some(parent) = stack.last_mut() else {
+    fn climb(&mut self, branch: &mut Branch) -> bool {
+        let finished = branch.levels.pop().expect("a directory is being walked");
+        let parent_index = branch.levels.len().wrapping_sub(1);
+        let Some(parent) = branch.levels.last_mut() else {
             return false;
         };
-        path.pop();
+        branch.path.pop();
         if parent.dir.is_none() {
             match reopen_parent(open_fd(&finished), parent) {
-                Ok(dir) => parent.dir = Some(dir),
+                Ok(dir) => {
+                    parent.dir = Some(dir);
+                    parent.id = self.new_id();
+                }
                 Err(kind) => {
-                    self.error(path.clone(), kind);
+                    self.error(branch.path.clone(), kind);
                     return false;
                 }
             }
-            *first_open = parent_index;
-        }
-        if let Err(errno) = rustix::process::fchdir(open_fd(parent)) {
-            self.error(
-                path.clone(),
-                EntryErrorKind::Io {
-                    op: "entering the directory",
-                    errno,
-                },
-            );
-            return false;
+            branch.first_open = parent_index;
         }
         true
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// Makes `dir`, the directory of level `id`, the cwd.
+    fn enter(&mut self, dir: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+        if self.cwd != id {
+            self.cwd = 0;
+            rustix::process::fchdir(dir)?;
+            self.cwd = id;
+        }
+        Ok(())
     }
 
     /// Shifts the entry `name` in `dir`; returns it open when it is a
@@ -424,6 +421,7 @@ impl Worker<'_> {
     fn visit(
         &mut self,
         dir: BorrowedFd<'_>,
+        dir_id: u64,
         name: &CStr,
         path: &Path,
     ) -> Option<(DirStream, Meta)> {
@@ -451,6 +449,17 @@ impl Worker<'_> {
         if meta.nlink > 1 && !self.first_link(&meta) {
             self.tally.hardlinks_skipped += 1;
             return None;
+        }
+        // Symlinks get no xattr calls, the only ones that need the cwd.
+        if !meta.is_symlink() {
+            if let Err(errno) = self.enter(dir, dir_id) {
+                let kind = EntryErrorKind::Io {
+                    op: "entering its directory",
+                    errno,
+                };
+                self.error(child_path(path, name), kind);
+                return None;
+            }
         }
         self.shift(&Target::Name { dir, name }, &meta, || {
             child_path(path, name)
@@ -623,16 +632,16 @@ impl Queue {
     }
 
     /// Hands `task` to an idle worker, or gives it back when none waits.
-    fn offer(&self, task: Task) -> Result<(), Task> {
+    fn offer(&self, task: Task) -> Option<Task> {
         let mut state = self.lock();
         if state.finished || state.tasks.len() >= state.idle {
             self.set_hungry(&state);
-            return Err(task);
+            return Some(task);
         }
         state.tasks.push(task);
         self.set_hungry(&state);
         self.wake.notify_one();
-        Ok(())
+        None
     }
 
     /// The next task; `None` once every worker is idle with nothing queued.
