@@ -326,7 +326,7 @@ fn an_interrupted_migration_is_reported_with_the_command_that_finishes_it() {
     let data = root.path("var/lib/docker");
     std::fs::create_dir_all(&data).unwrap();
     let journal = serde_json::json!({
-        "data_root": data, "uid": 100000, "gid": 100000, "count": 65536, "direction": "into_remapped"
+        "data_root": data, "daemon_data_root": "/var/lib/docker", "uid": 100000, "gid": 100000, "count": 65536, "direction": "into_remapped"
     });
     std::fs::write(
         data.join(".docker-userns-migrate.json"),

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-const MAX_DEPTH: usize = 256;
+/// serde_json's own limit, which reads values back for us.
+const MAX_DEPTH: usize = 127;
 
 /// A syntax error at a 1-based line and column (columns count characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,23 +306,27 @@ impl Parser<'_> {
         })
     }
 
+    /// A `\u` escape; surrogates must come in pairs, as every decoder
+    /// that reads this file back (serde_json for our own reads) requires.
     fn unicode_escape(&mut self, at: usize) -> Result<char, JsonError> {
+        let lone = |p: &Self| p.error_at(at, "invalid \\u escape: a lone UTF-16 surrogate".into());
         let high = self.hex4(at)?;
+        if (0xDC00..0xE000).contains(&high) {
+            return Err(lone(self));
+        }
         if !(0xD800..0xDC00).contains(&high) {
-            // A lone low surrogate decodes to U+FFFD, as Go's decoder does.
-            return Ok(char::from_u32(high).unwrap_or('\u{fffd}'));
+            return Ok(char::from_u32(high).expect("not a surrogate"));
         }
-        if self.bytes.get(self.pos..self.pos + 2) == Some(b"\\u") {
-            let save = self.pos;
-            self.pos += 2;
-            let low = self.hex4(at)?;
-            if (0xDC00..0xE000).contains(&low) {
-                let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
-                return Ok(char::from_u32(code).unwrap_or('\u{fffd}'));
-            }
-            self.pos = save;
+        if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+            return Err(lone(self));
         }
-        Ok('\u{fffd}')
+        self.pos += 2;
+        let low = self.hex4(at)?;
+        if !(0xDC00..0xE000).contains(&low) {
+            return Err(lone(self));
+        }
+        let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+        Ok(char::from_u32(code).expect("a valid pair"))
     }
 
     fn hex4(&mut self, at: usize) -> Result<u32, JsonError> {
@@ -372,6 +377,11 @@ impl Parser<'_> {
                 ));
             }
             self.digits();
+        }
+        // dockerd decodes numbers as float64: one past its range is refused.
+        let text = &self.text[start..self.pos];
+        if text.parse::<f64>().is_ok_and(f64::is_infinite) {
+            return Err(self.error_at(start, format!("number {text} is out of range")));
         }
         Ok(())
     }
@@ -522,6 +532,24 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let text = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(err(&text).message.contains("nesting deeper"));
+    }
+
+    #[test]
+    fn numbers_past_float64_and_lone_surrogates_are_rejected() {
+        assert!(
+            err("{\"a\":1e999}")
+                .message
+                .contains("number 1e999 is out of range")
+        );
+        assert!(err("{\"a\":-5e3111}").message.contains("out of range"));
+        assert!(parse_root("{\"a\":1e308, \"b\": 1e-999}").is_ok());
+        for bad in [
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+        ] {
+            assert!(err(bad).message.contains("lone UTF-16 surrogate"), "{bad}");
+        }
     }
 
     #[test]
