@@ -29,6 +29,7 @@ const POINTS: &[&str] = &[
     "migrate.after_journal",
     "migrate.after_move",
     "migrate.after_shift",
+    "shift.entry",
 ];
 
 const MANAGED: &[&str] = &[
@@ -155,6 +156,18 @@ const SCENARIOS: &[Scenario] = &[
         name: "disable --purge",
         make: enabled_for_purge,
         args: &["disable", "--purge"],
+    },
+    Scenario {
+        name: "shift",
+        make: docker_state,
+        args: &[
+            "shift",
+            "/var/lib/docker",
+            "--uid-map",
+            "0:200000:65536",
+            "--gid-map",
+            "0:200000:65536",
+        ],
     },
     Scenario {
         name: "enable --migrate",

@@ -262,6 +262,7 @@ impl Shifter {
         if !seen.changed || self.dry_run {
             return Ok(seen);
         }
+        crate::failpoint::hit("shift.entry");
         if owner_changes {
             target.chown(uid, gid).map_err(io("chown"))?;
         }
