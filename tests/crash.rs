@@ -256,3 +256,53 @@ fn every_crash_point_leaves_consistent_files_and_a_rerun_converges() {
     );
     assert!(crashes >= 40, "only {crashes} crashes simulated");
 }
+
+mod e2e_support;
+
+/// The point after dockerd was restarted with the new configuration, with
+/// a real dockerd: the files are complete, the daemon answers, and a rerun
+/// finds nothing left to do and leaves the daemon alone.
+#[test]
+fn a_crash_after_the_restart_leaves_a_host_a_rerun_accepts() -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let h = e2e_support::Harness::new()?;
+    h.start()?;
+    let run = |failpoint: Option<&str>| -> anyhow::Result<std::process::Output> {
+        let mut command = h.ns_command(BIN);
+        command
+            .args(["enable", "--format", "json", "--host"])
+            .arg(h.docker_host())
+            .arg("--data-root")
+            .arg(&h.paths().data_root)
+            .arg("--restart-command")
+            .arg(h.restart_command());
+        if let Some(point) = failpoint {
+            command.env("DOCKER_USERNS_FAILPOINT", point);
+        }
+        h.run(command, std::time::Duration::from_secs(240))
+    };
+    let crashed = run(Some("daemon.after_restart:1"))?;
+    ensure!(
+        crashed.status.signal() == Some(6),
+        "expected an abort: {crashed:?}"
+    );
+    let info = h.info()?;
+    ensure!(
+        info.userns_active(),
+        "the restarted daemon remaps: {info:?}"
+    );
+    let pid = h.daemon_pid();
+    let rerun = run(None)?;
+    ensure!(
+        rerun.status.success(),
+        "rerun: {}",
+        String::from_utf8_lossy(&rerun.stdout)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&rerun.stdout)?;
+    ensure!(
+        out["changed"] == false,
+        "nothing is left to do after the restart: {out}"
+    );
+    ensure!(h.daemon_pid() == pid, "the rerun left the daemon alone");
+    Ok(())
+}
