@@ -30,6 +30,7 @@ const POINTS: &[&str] = &[
     "migrate.after_move",
     "migrate.after_shift",
     "shift.entry",
+    "shift.after_chown",
 ];
 
 const MANAGED: &[&str] = &[
@@ -51,11 +52,27 @@ fn managed(root: &TestRoot) -> BTreeMap<&'static str, Option<Vec<u8>>> {
 }
 
 /// Every file under the root except backups and lock files, which a crash
-/// may leave with a dead owner (shadow's tools remove such locks).
-fn content(root: &TestRoot) -> BTreeMap<String, Vec<u8>> {
+/// may leave with a dead owner: bytes, owner, mode (set-id bits included)
+/// and the file capability.
+/// Bytes, uid, gid, mode and capability of one file.
+type FileState = (Vec<u8>, u32, u32, u32, Option<Vec<u8>>);
+
+fn content(root: &TestRoot) -> BTreeMap<String, FileState> {
+    use std::os::unix::fs::MetadataExt;
     root.snapshot()
         .into_iter()
-        .map(|(path, (bytes, ..))| (path.display().to_string(), bytes))
+        .map(|(path, (bytes, _, mode, ..))| {
+            let full = root.root().join(&path);
+            let meta = std::fs::symlink_metadata(&full).unwrap();
+            let mut buf = [0u8; 64];
+            let caps = rustix::fs::lgetxattr(&full, "security.capability", &mut buf[..])
+                .ok()
+                .map(|n| buf[..n].to_vec());
+            (
+                path.display().to_string(),
+                (bytes, meta.uid(), meta.gid(), mode, caps),
+            )
+        })
         .filter(|(path, _)| !is_backup_or_lock(path))
         .collect()
 }

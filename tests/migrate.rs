@@ -59,6 +59,15 @@ fn enable_migrate_moves_shifts_and_rewrites_and_disable_migrate_undoes_it() {
         (0, 0, 0o644),
         "layer metadata stays root's"
     );
+    let caps = std::process::Command::new("getcap")
+        .arg(root.path(&format!("{m}/overlay2/L1/diff/etc/motd")))
+        .output()
+        .unwrap();
+    let caps = String::from_utf8_lossy(&caps.stdout);
+    assert!(
+        caps.contains("cap_net_raw=ep"),
+        "the capability survives the shift: {caps}"
+    );
     assert_eq!(
         owner(&root, &format!("{m}/overlay2/L1")),
         (0, 100000, 0o710)

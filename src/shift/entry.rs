@@ -211,6 +211,11 @@ pub(crate) struct Shifter {
     pub uid: Mapper,
     pub gid: Mapper,
     pub dry_run: bool,
+    /// Where entries chown would strip are recorded before the chown.
+    pub specials_log: Option<std::sync::Mutex<std::fs::File>>,
+    /// Entries an interrupted run recorded, to finish on this one.
+    pub specials_pending:
+        std::collections::HashMap<super::marker::InodeKey, super::marker::Special>,
 }
 
 /// Buffers reused from one entry to the next.
@@ -254,6 +259,12 @@ impl Shifter {
         } else {
             self.read_xattrs(target, scratch)?
         };
+        let key = (meta.dev.0, meta.dev.1, meta.ino);
+        if !owner_changes && !self.dry_run {
+            if let Some(special) = self.specials_pending.get(&key) {
+                self.finish_special(target, meta, caps.is_some(), special)?;
+            }
+        }
         let seen = Seen {
             changed: owner_changes || !acls.is_empty() || caps.as_ref().is_some_and(|c| c.changed),
             uid_alone: uid.is_none(),
@@ -262,10 +273,19 @@ impl Shifter {
         if !seen.changed || self.dry_run {
             return Ok(seen);
         }
+        let strips = !meta.is_symlink()
+            && (meta.mode & SETID_BITS != 0 || (caps.is_some() && !meta.is_dir()));
+        if owner_changes && strips {
+            self.record_special(
+                key,
+                (meta.mode & 0o7777, caps.as_ref().map(|c| c.shifted.clone())),
+            )?;
+        }
         crate::failpoint::hit("shift.entry");
         if owner_changes {
             target.chown(uid, gid).map_err(io("chown"))?;
         }
+        crate::failpoint::hit("shift.after_chown");
         // Once chown has run, every later step is attempted even when one
         // fails, so a failure loses as little as possible.
         let mut first_error = None;
@@ -293,6 +313,49 @@ impl Shifter {
             }
         }
         first_error.map_or(Ok(seen), Err)
+    }
+
+    /// Records, durably, what chown is about to strip from an entry.
+    fn record_special(
+        &self,
+        key: super::marker::InodeKey,
+        special: super::marker::Special,
+    ) -> Result<(), EntryErrorKind> {
+        let Some(log) = &self.specials_log else {
+            return Ok(());
+        };
+        let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+        let line = super::marker::special_line(key, &special);
+        std::io::Write::write_all(&mut *file, line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| EntryErrorKind::Io {
+                op: "recording set-id bits and capability before chown",
+                errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            })
+    }
+
+    /// Puts back what a crash between chown and restore left stripped.
+    fn finish_special(
+        &self,
+        target: &Target<'_>,
+        meta: &Meta,
+        has_caps: bool,
+        (mode, caps): &super::marker::Special,
+    ) -> Result<(), EntryErrorKind> {
+        if let (Some(caps), false) = (caps, has_caps) {
+            target
+                .set_xattr(CAPS, caps)
+                .map_err(|errno| EntryErrorKind::CapsLost {
+                    errno,
+                    hex: caps.iter().map(|b| format!("{b:02x}")).collect(),
+                })?;
+        }
+        if meta.mode & SETID_BITS != mode & SETID_BITS {
+            target
+                .chmod(*mode, meta)
+                .map_err(|errno| EntryErrorKind::ModeLost { mode: *mode, errno })?;
+        }
+        Ok(())
     }
 
     /// The ACLs whose ids change, shifted, and the capability, if any.

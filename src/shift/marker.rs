@@ -17,6 +17,14 @@ pub const NAME: &str = ".docker-userns-shift.json";
 pub(crate) const NAME_C: &CStr = c".docker-userns-shift.json";
 /// Written first, then renamed over [`NAME`].
 pub(crate) const TEMP_C: &CStr = c".docker-userns-shift.json.tmp";
+/// Entries whose set-id bits or capability chown is about to clear,
+/// recorded before the chown so that a crash in between loses nothing.
+pub(crate) const SPECIALS_C: &CStr = c".docker-userns-shift.specials";
+
+/// An entry's identity: device (major, minor) and inode.
+pub(crate) type InodeKey = (u32, u32, u64);
+/// What to put back on it: its full mode and its shifted capability.
+pub(crate) type Special = (u32, Option<Vec<u8>>);
 
 /// A time as (seconds, nanoseconds) since the Unix epoch.
 pub type Time = (i64, i64);
@@ -184,7 +192,79 @@ pub(crate) fn remove(root: BorrowedFd<'_>) -> Result<(), Errno> {
 
 /// Whether a root-level name belongs to the marker rather than the content.
 pub(crate) fn is_marker_name(name: &CStr) -> bool {
-    name == NAME_C || name == TEMP_C
+    name == NAME_C || name == TEMP_C || name == SPECIALS_C
+}
+
+/// Opens the specials record for appending (a fresh shift starts it empty).
+pub(crate) fn open_specials(root: BorrowedFd<'_>, fresh: bool) -> Result<std::fs::File, Errno> {
+    if fresh {
+        remove_specials(root)?;
+    }
+    let fd = rfs::openat(
+        root,
+        SPECIALS_C,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// One record: `MAJOR MINOR INODE MODE CAPS-HEX|-`.
+pub(crate) fn special_line(key: InodeKey, special: &Special) -> String {
+    let caps = special.1.as_ref().map_or_else(
+        || "-".to_owned(),
+        |c| c.iter().map(|b| format!("{b:02x}")).collect(),
+    );
+    format!("{} {} {} {:o} {caps}\n", key.0, key.1, key.2, special.0)
+}
+
+/// The entries an interrupted shift recorded; torn last lines are skipped.
+pub(crate) fn read_specials(root: BorrowedFd<'_>) -> std::collections::HashMap<InodeKey, Special> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(fd) = rfs::openat(
+        root,
+        SPECIALS_C,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return out;
+    };
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [maj, min, ino, mode, caps] = f[..] else {
+            continue;
+        };
+        let (Ok(maj), Ok(min), Ok(ino), Ok(mode)) = (
+            maj.parse(),
+            min.parse(),
+            ino.parse(),
+            u32::from_str_radix(mode, 8),
+        ) else {
+            continue;
+        };
+        let caps = match caps {
+            "-" => None,
+            hex => match (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+            {
+                Some(bytes) => Some(bytes),
+                None => continue,
+            },
+        };
+        out.insert((maj, min, ino), (mode, caps));
+    }
+    out
+}
+
+pub(crate) fn remove_specials(root: BorrowedFd<'_>) -> Result<(), Errno> {
+    match rfs::unlinkat(root, SPECIALS_C, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -107,10 +107,27 @@ pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, Shi
             source,
         })?;
     }
+    let specials_log = if options.dry_run {
+        None
+    } else {
+        let file = marker::open_specials(root.as_fd(), previous.is_none()).map_err(|source| {
+            ShiftError::Marker {
+                path: dir.join(".docker-userns-shift.specials"),
+                source,
+            }
+        })?;
+        Some(std::sync::Mutex::new(file))
+    };
     let shifter = Shifter {
         uid: Mapper::new(&options.uid_maps),
         gid: Mapper::new(&options.gid_maps),
         dry_run: options.dry_run,
+        specials_log,
+        specials_pending: if previous.is_some() {
+            marker::read_specials(root.as_fd())
+        } else {
+            Default::default()
+        },
     };
     let (tally, mut findings) = walk(dir, root.as_fd(), root_meta, &shifter, options.progress)?;
     if !options.dry_run && findings.error_count == 0 {
@@ -223,7 +240,7 @@ fn finish(
     root_times: Option<(marker::Time, marker::Time)>,
     findings: &mut walker::Findings,
 ) {
-    if let Err(errno) = marker::remove(root) {
+    if let Err(errno) = marker::remove_specials(root).and_then(|()| marker::remove(root)) {
         let op = "removing the marker of the finished shift";
         findings.error(dir.join(marker::NAME), EntryErrorKind::Io { op, errno });
         return;

@@ -308,6 +308,14 @@ pub fn fake_docker_state(root: &TestRoot) {
         Some(1000),
     )
     .unwrap();
+    // A file capability, which chown would drop too.
+    let ping = root.path(&format!("{d}/overlay2/L1/diff/etc/motd"));
+    let status = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(&ping)
+        .status()
+        .unwrap();
+    assert!(status.success(), "setcap (libcap2-bin) is needed");
     // After the chown, which would clear it.
     fs::set_permissions(
         root.path(&format!("{d}/overlay2/L1/diff/home/u/tool")),
