@@ -216,7 +216,7 @@ mod files {
         if db.by_name(group).is_some() {
             return Ok(());
         }
-        let defs = login_defs(host)?;
+        let defs = read_login_defs(host)?;
         let (min, max) = defs.system_bounds(IdKind::Gid)?;
         let taken: Vec<IdRange> = db.entries.iter().map(|e| IdRange::single(e.gid)).collect();
         let gid =
@@ -245,7 +245,7 @@ mod files {
                 format!("group {group:?} does not exist"),
             )
         })?;
-        let defs = login_defs(host)?;
+        let defs = read_login_defs(host)?;
         let (min, max) = defs.system_bounds(IdKind::Uid)?;
         let taken: Vec<IdRange> = users
             .entries
@@ -308,14 +308,6 @@ mod files {
 
     fn bytes(snapshot: &Option<crate::host::Snapshot>) -> &[u8] {
         snapshot.as_ref().map_or(&[], |s| &s.bytes)
-    }
-
-    fn login_defs(host: &Host) -> Result<LoginDefs, AccountError> {
-        let path = Path::new("/etc/login.defs");
-        Ok(match host.read(path)? {
-            Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
-            None => LoginDefs::absent(&host.display(path)),
-        })
     }
 
     fn append(
@@ -406,6 +398,15 @@ pub fn remove_lines(
         atomic::replace(host, &job)?;
     }
     Ok(removed)
+}
+
+/// login.defs under the root; shadow's defaults when it is missing.
+pub fn read_login_defs(host: &Host) -> Result<LoginDefs, AccountError> {
+    let path = Path::new(crate::plan::LOGIN_DEFS);
+    Ok(match host.read(path)? {
+        Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
+        None => LoginDefs::absent(&host.display(path)),
+    })
 }
 
 /// shadow's backup name: `NAME-` beside the file.

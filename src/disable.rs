@@ -24,6 +24,8 @@ pub enum DisableError {
     Activate(#[from] ActivateError),
     #[error(transparent)]
     Account(#[from] account::AccountError),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
 }
 
 /// One change `disable` makes.
@@ -178,12 +180,7 @@ pub fn run(
         if let Some(d) = &daemon {
             d.stop()?;
         }
-        m.run().map_err(|e| {
-            ActivateError::Verify(format!(
-                "{e:#}; dockerd is left stopped and the journal in {} records the migration: run the same command again to finish it",
-                m.data_root.display()
-            ))
-        })?;
+        m.run_stopped()?;
     }
     if let Some(daemon) = &daemon {
         if outcome

@@ -2,8 +2,6 @@
 //! writing anything, apply, restart dockerd, verify from the daemon itself,
 //! and roll daemon.json back when the daemon does not prove it.
 
-use std::path::PathBuf;
-
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use std::fs;
 
@@ -22,13 +20,15 @@ pub enum EnableError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Activate(#[from] ActivateError),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
 }
 
 impl EnableError {
     pub fn location(&self) -> Option<&crate::config::ParseError> {
         match self {
             EnableError::Plan(e) => e.location(),
-            EnableError::Activate(_) => None,
+            EnableError::Activate(_) | EnableError::Migrate(_) => None,
         }
     }
 }
@@ -274,13 +274,7 @@ fn migrate(
             );
         }
     }
-    migration.run().map_err(|e| {
-        ActivateError::Verify(format!(
-            "{e:#}; dockerd is left stopped and the journal in {} records the migration: run the same command again to finish it",
-            migration.data_root.display()
-        ))
-        .into()
-    })
+    Ok(migration.run_stopped()?)
 }
 
 /// Carries the data back before daemon.json is restored.
@@ -330,7 +324,7 @@ fn preflight(
 ) -> Result<(), EnableError> {
     activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
     let info = daemon.observe();
-    let live = info.as_ref().is_some_and(|i| expect_met(expect, i));
+    let live = info.as_ref().is_some_and(|i| expect.met_by(i));
     if plan.actions.is_empty() && live {
         return Ok(());
     }
@@ -355,13 +349,4 @@ fn preflight(
         command: daemon.restart_command()?,
     });
     Ok(())
-}
-
-fn expect_met(expect: &Expect, info: &DaemonInfo) -> bool {
-    expect.met_by(info)
-}
-
-/// The data root the daemon will use for the mapping, for reports.
-pub fn remapped_root(plan: &Plan) -> Option<PathBuf> {
-    plan.mapping.data_root_dir().map(|d| plan.data_root.join(d))
 }

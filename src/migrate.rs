@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::host::{Host, HostError};
+use crate::host::HostError;
 use crate::shift::{self, IdMap, ShiftOptions};
 
 /// Top-level entries of a data root that belong to the daemon's state.
@@ -65,6 +65,14 @@ pub enum MigrateError {
     Shift(#[from] shift::ShiftError),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "{source:#}; dockerd is left stopped and the journal in {journal} records the migration: run the same command again to finish it"
+    )]
+    Interrupted {
+        #[source]
+        source: Box<MigrateError>,
+        journal: PathBuf,
+    },
     #[error("shifting {path}: {count} entries failed, first: {first}; rerun to finish")]
     Entries {
         path: PathBuf,
@@ -259,6 +267,15 @@ impl Migration {
         write_journal(&self.journal(), self)
     }
 
+    /// [`Migration::run`] once dockerd is stopped: a failure then says
+    /// how the daemon was left and how to finish.
+    pub fn run_stopped(&self) -> Result<MigrateReport, MigrateError> {
+        self.run().map_err(|source| MigrateError::Interrupted {
+            source: Box::new(source),
+            journal: self.journal(),
+        })
+    }
+
     fn resumable_entries(&self) -> Vec<String> {
         STATE
             .iter()
@@ -400,11 +417,6 @@ impl Migration {
 pub fn pending(data_root: &Path) -> Option<Migration> {
     let text = fs::read_to_string(data_root.join(JOURNAL)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-/// The data root's host path for a migration, from the in-root path.
-pub fn host_path(host: &Host, data_root: &Path) -> PathBuf {
-    host.display(data_root)
 }
 
 fn prefix(path: &Path) -> String {

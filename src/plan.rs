@@ -333,7 +333,7 @@ pub fn observe(host: &Host, global: &Global) -> Result<Observed, PlanError> {
     let groups = read_parsed(host, GROUP, Groups::parse)?.1;
     let (subuid_file, subuid) = read_parsed(host, SUBUID, SubIdFile::parse)?;
     let (subgid_file, subgid) = read_parsed(host, SUBGID, SubIdFile::parse)?;
-    let login_defs = read_login_defs(host)?;
+    let login_defs = account::read_login_defs(host)?;
     Ok(Observed {
         config_path,
         config_file,
@@ -859,7 +859,7 @@ fn add_range(
     let (snapshot, file) = read_parsed(host, path_str(kind), SubIdFile::parse)?;
     let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
     let groups = read_parsed(host, GROUP, Groups::parse)?.1;
-    let login_defs = read_login_defs(host)?;
+    let login_defs = account::read_login_defs(host)?;
     let sources = IdSources {
         passwd: &passwd,
         groups: &groups,
@@ -890,14 +890,6 @@ fn path_str(kind: SubIdKind) -> &'static str {
 /// /etc/passwd under the root (empty when missing).
 pub fn read_passwd(host: &Host) -> Result<Passwd, PlanError> {
     Ok(read_parsed(host, PASSWD, Passwd::parse)?.1)
-}
-
-fn read_login_defs(host: &Host) -> Result<LoginDefs, PlanError> {
-    let path = Path::new(LOGIN_DEFS);
-    Ok(match host.read(path)? {
-        Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
-        None => LoginDefs::absent(&host.display(path)),
-    })
 }
 
 /// The backup of daemon.json kept beside it.
