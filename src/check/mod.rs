@@ -17,7 +17,7 @@ use crate::config::login_defs::LoginDefs;
 use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
 use crate::host::{FileMeta, Host};
-use crate::ids::{IdRange, RemapSpec};
+use crate::ids::RemapSpec;
 use crate::plan::{self, DEFAULT_DATA_ROOT};
 use crate::request::Global;
 
@@ -125,29 +125,8 @@ impl LoadError {
 /// A file's parsed content, or why it could not be read.
 pub type Loaded<T> = Result<T, LoadError>;
 
-/// The remap user's resolved accounts and ranges.
-#[derive(Debug, Clone)]
-pub struct Remap {
-    pub spec: String,
-    pub user: String,
-    pub uid: Option<u32>,
-    pub group: String,
-    pub gid: Option<u32>,
-    pub uid_ranges: Vec<IdRange>,
-    pub gid_ranges: Vec<IdRange>,
-}
-
-impl Remap {
-    /// `<uid>.<gid>`: the namespaced data root dockerd uses.
-    pub fn data_root_dir(&self) -> Option<String> {
-        Some(format!(
-            "{}.{}",
-            self.uid_ranges.first()?.start,
-            self.gid_ranges.first()?.start
-        ))
-    }
-}
-
+/// The remap user's resolved accounts and ranges, as `enable` computes them.
+pub use crate::plan::Mapping as Remap;
 /// Everything the checks read, read once.
 pub struct Facts<'a> {
     pub host: &'a Host,
