@@ -1,0 +1,4 @@
+//! Attacks on `check`.
+
+#[allow(unused_imports)]
+use crate::harness::*;

@@ -1,0 +1,4 @@
+//! Attacks on `enable`.
+
+#[allow(unused_imports)]
+use crate::harness::*;

@@ -1,0 +1,4 @@
+//! Attacks on `grant`.
+
+#[allow(unused_imports)]
+use crate::harness::*;

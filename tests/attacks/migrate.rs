@@ -1,0 +1,4 @@
+//! Attacks on `migrate`.
+
+#[allow(unused_imports)]
+use crate::harness::*;

@@ -1,0 +1,4 @@
+//! Attacks on `shift`.
+
+#[allow(unused_imports)]
+use crate::harness::*;
