@@ -7,11 +7,13 @@
 //! group are both mapped into its namespace; everyone else goes through
 //! owner, ACL user, group (ACL group) and other bits.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::path::{Component as Part, Path, PathBuf};
 
-use rustix::fs as rfs;
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 
-use crate::host::{Host, HostError};
+use crate::host::Host;
 use crate::ids::IdRange;
 use crate::shift::acl::{Acl, GROUP, USER};
 
@@ -21,6 +23,10 @@ pub const GROUP_OBJ: u16 = 0x04;
 pub const MASK: u16 = 0x10;
 pub const OTHER: u16 = 0x20;
 pub const NO_ID: u32 = u32::MAX;
+
+/// The xattrs holding a POSIX ACL and a directory's default ACL.
+pub const ACCESS_ACL: &str = "system.posix_acl_access";
+pub const DEFAULT_ACL: &str = "system.posix_acl_default";
 
 pub const READ: u16 = 4;
 pub const WRITE: u16 = 2;
@@ -152,45 +158,156 @@ pub fn granted(
     (entry(OTHER, None).map_or(bits(0), |e| e.perm), "other bits")
 }
 
-/// Every component of `path`, from `/` down, with what the subject lacks.
-pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Component>, HostError> {
-    let prefixes: Vec<PathBuf> = {
-        let mut all: Vec<PathBuf> = path.ancestors().map(Path::to_owned).collect();
-        all.reverse();
-        all
-    };
-    let last = prefixes.len() - 1;
-    let mut out = Vec::new();
-    for (index, prefix) in prefixes.into_iter().enumerate() {
-        let fd = host.open_path(&prefix)?;
-        let st = rfs::fstat(&fd).map_err(|e| HostError::io(&host.display(&prefix), e))?;
-        let is_dir = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory;
-        let acl = read_acl(&fd, "system.posix_acl_access");
-        let needs = match (index == last, is_dir) {
-            (false, _) => EXEC,
-            (true, true) => READ | WRITE | EXEC,
-            (true, false) => READ | WRITE,
+/// Why a path was not walked: it leads somewhere through what someone
+/// else may control, or does not lead anywhere.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{0}: give an absolute path (as seen inside --root when one is given)")]
+    Relative(PathBuf),
+    #[error("{0}: has a `..` component; give the path without it")]
+    DotDot(PathBuf),
+    #[error(
+        "{path}: is a symbolic link (to {target}); links are not followed, \
+         whoever made them: give the real path"
+    )]
+    Symlink { path: PathBuf, target: String },
+    #[error("{0}: is not a directory")]
+    NotDirectory(PathBuf),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One component as the walk opened it: an `O_PATH` handle on the inode
+/// and its status, read from that handle.
+#[derive(Debug)]
+pub struct Opened {
+    /// The path inside the root, down to this component.
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+    pub stat: rfs::Stat,
+}
+
+impl Opened {
+    pub fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.stat.st_mode)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == FileType::Directory
+    }
+}
+
+/// Opens every component of `path` from the root down, each by its one
+/// name in the directory handle opened before it. No link is followed
+/// (a link component is refused, naming it) and `..` is refused, so the
+/// handles are the inodes the names led to, whatever is renamed later.
+pub fn open_components(host: &Host, path: &Path) -> Result<Vec<Opened>, WalkError> {
+    if !path.is_absolute() {
+        return Err(WalkError::Relative(path.to_owned()));
+    }
+    let root = host
+        .root_fd()
+        .try_clone_to_owned()
+        .map_err(|source| WalkError::Io {
+            path: host.display(Path::new("/")),
+            source,
+        })?;
+    let stat = rfs::fstat(&root).map_err(|e| walk_io(host, Path::new("/"), e))?;
+    let mut walk = vec![Opened {
+        path: PathBuf::from("/"),
+        fd: root,
+        stat,
+    }];
+    for part in path.components() {
+        let name = match part {
+            Part::Normal(name) => name,
+            Part::ParentDir => return Err(WalkError::DotDot(host.display(path))),
+            Part::RootDir | Part::CurDir | Part::Prefix(_) => continue,
         };
-        let (have, decided_by) = granted(
-            subject,
-            st.st_uid,
-            st.st_gid,
-            st.st_mode & 0o7777,
-            acl.as_ref(),
-        );
-        out.push(Component {
-            path: prefix,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
-            is_dir,
-            acl,
-            needs,
-            missing: needs & !have,
-            decided_by,
+        let parent = walk.last().expect("the walk starts at the root");
+        if !parent.is_dir() {
+            return Err(WalkError::NotDirectory(host.display(&parent.path)));
+        }
+        let child = open_child(host, parent, name)?;
+        walk.push(child);
+    }
+    Ok(walk)
+}
+
+fn open_child(host: &Host, parent: &Opened, name: &OsStr) -> Result<Opened, WalkError> {
+    let path = parent.path.join(name);
+    // One plain name below a held directory: BENEATH keeps it there (under
+    // --root the chain starts at the root's handle, so it never leaves the
+    // image), and O_PATH|O_NOFOLLOW opens a link itself, refused below.
+    let fd = rfs::openat2(
+        &parent.fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| walk_io(host, &path, e))?;
+    let stat = rfs::fstat(&fd).map_err(|e| walk_io(host, &path, e))?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+        let target = rfs::readlinkat(&fd, "", Vec::new())
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".into());
+        return Err(WalkError::Symlink {
+            path: host.display(&path),
+            target,
         });
     }
-    Ok(out)
+    Ok(Opened { path, fd, stat })
+}
+
+fn walk_io(host: &Host, path: &Path, errno: rustix::io::Errno) -> WalkError {
+    WalkError::Io {
+        path: host.display(path),
+        source: errno.into(),
+    }
+}
+
+/// Every component of `path`, from `/` down, with what the subject lacks.
+pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Component>, WalkError> {
+    Ok(assess(&open_components(host, path)?, subject))
+}
+
+/// What the subject lacks on each component of a walk: `x` on the
+/// parents, `rw` on a file, `rwx` on a directory at the end.
+pub fn assess(walk: &[Opened], subject: &Subject) -> Vec<Component> {
+    let last = walk.len().saturating_sub(1);
+    walk.iter()
+        .enumerate()
+        .map(|(index, opened)| component(opened, subject, index == last))
+        .collect()
+}
+
+fn component(opened: &Opened, subject: &Subject, is_last: bool) -> Component {
+    let st = &opened.stat;
+    let is_dir = opened.is_dir();
+    let acl = read_acl(&opened.fd, ACCESS_ACL);
+    let needs = match (is_last, is_dir) {
+        (false, _) => EXEC,
+        (true, true) => READ | WRITE | EXEC,
+        (true, false) => READ | WRITE,
+    };
+    let mode = st.st_mode & 0o7777;
+    let (have, decided_by) = granted(subject, st.st_uid, st.st_gid, mode, acl.as_ref());
+    Component {
+        path: opened.path.clone(),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode,
+        is_dir,
+        acl,
+        needs,
+        missing: needs & !have,
+        decided_by,
+    }
 }
 
 /// The ACL xattr of an O_PATH handle, read through /proc/self/fd.

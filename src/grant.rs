@@ -2,13 +2,20 @@
 //! remapping, with the least change: `x` (or an ACL `x` entry) on each
 //! parent that blocks, and the source itself owned by, or ACL-granted to,
 //! the mapped id.
+//!
+//! The path is walked without following links, under parents only root can
+//! change, to a directory or a single-named regular file; every change is
+//! made through the handles the walk opened, never by looking a path up
+//! again, so a container or a user swapping names meanwhile changes nothing.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs as rfs;
+use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
 use crate::access::{
-    self, Component, EXEC, GROUP_OBJ, MASK, NO_ID, OTHER, READ, Subject, USER_OBJ, WRITE,
+    self, ACCESS_ACL, Component, DEFAULT_ACL, EXEC, GROUP_OBJ, MASK, NO_ID, OTHER, Opened, READ,
+    Subject, USER_OBJ, WRITE, WalkError,
 };
 use crate::host::{Host, HostError};
 use crate::shift::acl::{Acl, AclEntry, GROUP, USER};
@@ -17,6 +24,18 @@ use crate::shift::acl::{Acl, AclEntry, GROUP, USER};
 pub enum GrantError {
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error(
+        "{path}: {why}: someone other than root could swap what grant opens below it \
+         for a link, so grant works only below directories that only root can change \
+         (make it root's and not writable by others, or grant a path not below it)"
+    )]
+    SwappableParent { path: PathBuf, why: String },
+    #[error("{path}: {what}")]
+    Target { path: PathBuf, what: String },
+    #[error("{path}: was replaced while grant held it; nothing was changed")]
+    Replaced { path: PathBuf },
     #[error("{path}: {what}")]
     Apply {
         path: PathBuf,
@@ -50,6 +69,15 @@ pub enum Fix {
 }
 
 impl Fix {
+    /// The path the fix changes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Fix::OtherExec { path, .. } | Fix::Chown { path, .. } | Fix::AclUser { path, .. } => {
+                path
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Fix::OtherExec { path, mode } => {
@@ -143,20 +171,118 @@ pub fn plan(
     Ok(fixes)
 }
 
-pub fn apply(host: &Host, fixes: &[Fix]) -> Result<(), GrantError> {
-    for fix in fixes {
+/// Why a non-root id could rename entries of a directory, if one can.
+/// Sticky directories are fine: others may add names there, but not
+/// rename or remove root's.
+pub fn swappable(uid: u32, gid: u32, mode: u32, acl: Option<&Acl>) -> Option<String> {
+    if uid != 0 {
+        return Some(format!("is owned by uid {uid}"));
+    }
+    if mode & 0o1000 != 0 {
+        return None;
+    }
+    if let Some(acl) = acl {
+        return acl_writer(acl, gid);
+    }
+    if mode & 0o002 != 0 {
+        return Some(format!(
+            "is writable by everyone (mode {mode:04o}) without the sticky bit"
+        ));
+    }
+    (mode & 0o020 != 0)
+        .then(|| format!("is writable by group {gid} (mode {mode:04o}) without the sticky bit"))
+}
+
+/// The first ACL entry that lets someone other than root write.
+fn acl_writer(acl: &Acl, gid: u32) -> Option<String> {
+    let mask = acl
+        .entries
+        .iter()
+        .find(|e| e.tag == MASK)
+        .map_or(READ | WRITE | EXEC, |e| e.perm);
+    acl.entries.iter().find_map(|e| {
+        let writes = |limit: u16| e.perm & limit & WRITE != 0;
+        match e.tag {
+            OTHER if writes(7) => {
+                Some("is writable by everyone (ACL other) without the sticky bit".to_owned())
+            }
+            USER if e.id != 0 && writes(mask) => {
+                Some(format!("has an ACL entry letting uid {} write", e.id))
+            }
+            GROUP_OBJ if writes(mask) => Some(format!(
+                "is writable by group {gid} (ACL) without the sticky bit"
+            )),
+            GROUP if writes(mask) => Some(format!("has an ACL entry letting group {} write", e.id)),
+            _ => None,
+        }
+    })
+}
+
+/// Refuses a walk grant must not act on: a parent someone else could
+/// rename entries of, or a target other than a directory or a regular file
+/// with one name (another name of it may be /etc/shadow).
+pub fn refuse_unsafe(host: &Host, walk: &[Opened]) -> Result<(), GrantError> {
+    let Some((target, parents)) = walk.split_last() else {
+        return Ok(());
+    };
+    for parent in parents {
+        let acl = access::read_acl(&parent.fd, ACCESS_ACL);
+        let st = &parent.stat;
+        if let Some(why) = swappable(st.st_uid, st.st_gid, st.st_mode & 0o7777, acl.as_ref()) {
+            return Err(GrantError::SwappableParent {
+                path: host.display(&parent.path),
+                why,
+            });
+        }
+    }
+    let what = match target.file_type() {
+        FileType::Directory => return Ok(()),
+        FileType::RegularFile if target.stat.st_nlink <= 1 => return Ok(()),
+        FileType::RegularFile => format!(
+            "is a regular file with {} hard links; another of its names may be a file \
+             like /etc/shadow, so grant changes only files with one name",
+            target.stat.st_nlink
+        ),
+        FileType::Fifo => kind_refusal("a FIFO"),
+        FileType::CharacterDevice => kind_refusal("a character device"),
+        FileType::BlockDevice => kind_refusal("a block device"),
+        FileType::Socket => kind_refusal("a socket"),
+        other => kind_refusal(&format!("of type {other:?}")),
+    };
+    Err(GrantError::Target {
+        path: host.display(&target.path),
+        what,
+    })
+}
+
+fn kind_refusal(kind: &str) -> String {
+    format!("is {kind}; grant changes only directories and regular files")
+}
+
+/// Applies the fixes through the walk's handles. Every handle is opened
+/// before the first change, so one that cannot be leaves all as it was.
+pub fn apply(host: &Host, walk: &[Opened], fixes: &[Fix]) -> Result<(), GrantError> {
+    let handles = fixes
+        .iter()
+        .map(|fix| {
+            let opened = walk
+                .iter()
+                .find(|o| o.path == fix.path())
+                .expect("fixes are planned from the walk's components");
+            reopen(host, opened)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (fix, fd) in fixes.iter().zip(&handles) {
+        let path = fix.path();
         match fix {
-            Fix::OtherExec { path, .. } => other_exec(host, path)?,
-            Fix::Chown { path, to, .. } => chown(host, path, *to)?,
+            Fix::OtherExec { .. } => other_exec(host, path, fd)?,
+            Fix::Chown { to, .. } => chown(host, path, fd, *to)?,
             Fix::AclUser {
-                path,
-                uid,
-                perm,
-                default,
+                uid, perm, default, ..
             } => {
-                add_acl_user(host, path, "system.posix_acl_access", *uid, *perm)?;
+                add_acl_user(host, path, fd, ACCESS_ACL, *uid, *perm)?;
                 if *default {
-                    add_acl_user(host, path, "system.posix_acl_default", *uid, *perm)?;
+                    add_acl_user(host, path, fd, DEFAULT_ACL, *uid, *perm)?;
                 }
             }
         }
@@ -164,19 +290,48 @@ pub fn apply(host: &Host, fixes: &[Fix]) -> Result<(), GrantError> {
     Ok(())
 }
 
-fn other_exec(host: &Host, path: &Path) -> Result<(), GrantError> {
-    let fd = host.open_path(path)?;
-    let st = rfs::fstat(&fd).map_err(|e| HostError::io(&host.display(path), e))?;
-    let mode = rfs::Mode::from_raw_mode((st.st_mode & 0o7777) | 0o001);
-    // chmod through /proc/self/fd acts on the inode the O_PATH handle holds.
-    rfs::chmod(access::proc_fd(&fd), mode).map_err(|e| apply_error(host, path, "chmod o+x", e))
+/// A handle to change the very inode the walk opened: `.` of a held
+/// directory, or a held regular file reopened through its O_PATH handle in
+/// /proc/self/fd, which names the open inode, not a path.
+fn reopen(host: &Host, opened: &Opened) -> Result<OwnedFd, GrantError> {
+    let fd = if opened.is_dir() {
+        rfs::openat(
+            &opened.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    } else {
+        rfs::open(
+            access::proc_fd(&opened.fd),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    }
+    .map_err(|e| apply_error(host, &opened.path, "opening", e))?;
+    let st = fstat(host, &opened.path, &fd)?;
+    if (st.st_dev, st.st_ino) != (opened.stat.st_dev, opened.stat.st_ino) {
+        return Err(GrantError::Replaced {
+            path: host.display(&opened.path),
+        });
+    }
+    Ok(fd)
 }
 
-fn chown(host: &Host, path: &Path, (uid, gid): (u32, u32)) -> Result<(), GrantError> {
-    let fd = host.open_path(path)?;
-    let st = rfs::fstat(&fd).map_err(|e| HostError::io(&host.display(path), e))?;
-    rfs::chown(
-        access::proc_fd(&fd),
+fn fstat(host: &Host, path: &Path, fd: &OwnedFd) -> Result<rfs::Stat, GrantError> {
+    rfs::fstat(fd).map_err(|e| HostError::io(&host.display(path), e).into())
+}
+
+fn other_exec(host: &Host, path: &Path, fd: &OwnedFd) -> Result<(), GrantError> {
+    let st = fstat(host, path, fd)?;
+    let mode = Mode::from_raw_mode((st.st_mode & 0o7777) | 0o001);
+    rfs::fchmod(fd, mode).map_err(|e| apply_error(host, path, "chmod o+x", e))
+}
+
+fn chown(host: &Host, path: &Path, fd: &OwnedFd, (uid, gid): (u32, u32)) -> Result<(), GrantError> {
+    let st = fstat(host, path, fd)?;
+    rfs::fchown(
+        fd,
         Some(rfs::Uid::from_raw(uid)),
         Some(rfs::Gid::from_raw(gid)),
     )
@@ -184,7 +339,7 @@ fn chown(host: &Host, path: &Path, (uid, gid): (u32, u32)) -> Result<(), GrantEr
     // chown drops set-id bits on files; the owner asked for ownership only.
     let mode = st.st_mode & 0o7777;
     if mode & 0o6000 != 0 {
-        rfs::chmod(access::proc_fd(&fd), rfs::Mode::from_raw_mode(mode))
+        rfs::fchmod(fd, Mode::from_raw_mode(mode))
             .map_err(|e| apply_error(host, path, "chmod", e))?;
     }
     Ok(())
@@ -193,21 +348,21 @@ fn chown(host: &Host, path: &Path, (uid, gid): (u32, u32)) -> Result<(), GrantEr
 fn add_acl_user(
     host: &Host,
     path: &Path,
+    fd: &OwnedFd,
     name: &str,
     uid: u32,
     perm: u16,
 ) -> Result<(), GrantError> {
-    let fd = host.open_path(path)?;
-    let st = rfs::fstat(&fd).map_err(|e| HostError::io(&host.display(path), e))?;
-    let current = access::read_acl(&fd, name);
-    let acl = with_user(current, st.st_mode & 0o777, uid, perm);
-    rfs::setxattr(
-        access::proc_fd(&fd),
-        name,
-        &acl.encode(),
-        rfs::XattrFlags::empty(),
-    )
-    .map_err(|e| apply_error(host, path, &format!("setting {name}"), e))
+    let st = fstat(host, path, fd)?;
+    let acl = with_user(current_acl(fd, name), st.st_mode & 0o777, uid, perm);
+    rfs::fsetxattr(fd, name, &acl.encode(), rfs::XattrFlags::empty())
+        .map_err(|e| apply_error(host, path, &format!("setting {name}"), e))
+}
+
+fn current_acl(fd: &OwnedFd, name: &str) -> Option<Acl> {
+    let mut buf = vec![0u8; 4096];
+    let len = rfs::fgetxattr(fd, name, &mut buf[..]).ok()?;
+    Acl::decode(&buf[..len]).ok()
 }
 
 /// An ACL with `u:uid:perm` added (or widened) and the mask recomputed,
@@ -293,7 +448,9 @@ pub fn run(
     let facts = crate::check::Facts::gather(host, global);
     let subject = crate::check::paths::subject(&facts, request.as_ids.uid, request.as_ids.gid)
         .ok_or_else(|| GrantRunError::NotConfigured(facts.config_path.clone()))?;
-    let components = access::inspect(host, &request.path, &subject).map_err(GrantError::from)?;
+    let walk = access::open_components(host, &request.path).map_err(GrantError::from)?;
+    refuse_unsafe(host, &walk)?;
+    let components = access::assess(&walk, &subject);
     let fixes = plan(&components, &subject, request.acl)?;
     let changes = fixes
         .iter()
@@ -314,7 +471,7 @@ pub fn run(
     if global.dry_run || outcome.fixes.is_empty() {
         return Ok(outcome);
     }
-    apply(host, &outcome.fixes)?;
+    apply(host, &walk, &outcome.fixes)?;
     Ok(GrantOutcome {
         applied: true,
         ..outcome
@@ -327,10 +484,8 @@ fn state_change(
     components: &[Component],
     fix: &Fix,
 ) -> Option<crate::plan::FileChange> {
-    let path = match fix {
-        Fix::OtherExec { path, .. } | Fix::Chown { path, .. } | Fix::AclUser { path, .. } => path,
-    };
-    let c = components.iter().find(|c| &c.path == path)?;
+    let path = fix.path();
+    let c = components.iter().find(|c| c.path == path)?;
     let before = describe_state(c.uid, c.gid, c.mode, c.acl.as_ref());
     let after = match fix {
         Fix::OtherExec { .. } => describe_state(c.uid, c.gid, c.mode | 0o001, c.acl.as_ref()),
@@ -362,4 +517,49 @@ fn describe_state(uid: u32, gid: u32, mode: u32, acl: Option<&Acl>) -> String {
         text.push_str(&format!("acl {tag}{}\n", access::perm_letters(e.perm)));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(extra: AclEntry) -> Acl {
+        with_user(None, 0o755, extra.id, extra.perm)
+    }
+
+    #[test]
+    fn only_root_owned_directories_closed_to_others_or_sticky_are_safe() {
+        assert_eq!(swappable(0, 0, 0o755, None), None);
+        assert_eq!(swappable(0, 0, 0o1777, None), None, "sticky /tmp");
+        assert_eq!(
+            swappable(100_000, 100_000, 0o755, None).as_deref(),
+            Some("is owned by uid 100000")
+        );
+        assert!(swappable(0, 0, 0o777, None).unwrap().contains("everyone"));
+        assert!(swappable(0, 50, 0o775, None).unwrap().contains("group 50"));
+    }
+
+    #[test]
+    fn acl_entries_that_let_others_write_count() {
+        let writer = acl(AclEntry {
+            tag: USER,
+            perm: READ | WRITE | EXEC,
+            id: 1000,
+        });
+        assert!(
+            swappable(0, 0, 0o775, Some(&writer))
+                .unwrap()
+                .contains("uid 1000")
+        );
+        let traverse = acl(AclEntry {
+            tag: USER,
+            perm: EXEC,
+            id: 100_000,
+        });
+        assert_eq!(
+            swappable(0, 0, 0o755, Some(&traverse)),
+            None,
+            "the --x entries grant adds itself"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -144,6 +144,12 @@ impl Host {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The root directory held open since [`Host::open`], for walks that
+    /// resolve one component at a time from it.
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root_fd.as_fd()
     }
 
     /// The path as the user would find it from outside the root.
