@@ -2,11 +2,11 @@
 //! writing anything, apply, restart dockerd, verify from the daemon itself,
 //! and roll daemon.json back when the daemon does not prove it.
 
-use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 use std::fs;
 
 use crate::check::data_root::Content;
-use crate::config::daemon_json::USERNS_REMAP;
+use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
@@ -72,6 +72,10 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let daemon = Daemon::managed(host, global, request.restart)?;
     let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
     let expect = expected(&plan);
+    // Only with a managed daemon: under --root, no program of the image runs.
+    let validator = daemon
+        .as_ref()
+        .and_then(|_| activate::dockerd_validates(host));
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
         if !refused.is_empty() {
@@ -84,14 +88,13 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
                 ),
             });
         }
-        preflight(
-            host,
-            daemon,
-            &mut plan,
-            &expect,
-            request.yes,
-            global.dry_run,
-        )?;
+        let check = Preflight {
+            expect: &expect,
+            validator: validator.as_ref(),
+            yes: request.yes,
+            dry_run: global.dry_run,
+        };
+        preflight(host, daemon, &mut plan, &check)?;
     }
     let daemon_state = |restart| match &daemon {
         None => DaemonState::NotManaged {
@@ -118,7 +121,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             migrated: None,
         });
     }
-    plan::apply(host, &observed, &plan, request.count)?;
+    apply(host, &observed, &plan, request.count, validator.as_ref())?;
     let after = plan::plan(host, &plan::observe(host, global)?, global, &spec, request)?;
     if let Some(pending) = after.actions.first() {
         return Err(PlanError::NotConverged(pending.describe()).into());
@@ -313,26 +316,32 @@ fn expected(plan: &Plan) -> Expect {
     }
 }
 
+/// What the preflight checks against.
+struct Preflight<'a> {
+    expect: &'a Expect,
+    validator: Option<&'a Validator>,
+    yes: bool,
+    dry_run: bool,
+}
+
 /// Everything that can refuse the change is checked before the first write.
 fn preflight(
     host: &Host,
     daemon: &Daemon,
     plan: &mut Plan,
-    expect: &Expect,
-    yes: bool,
-    dry_run: bool,
+    check: &Preflight<'_>,
 ) -> Result<(), EnableError> {
     activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
     let info = daemon.observe();
-    let live = info.as_ref().is_some_and(|i| expect.met_by(i));
+    let live = info.as_ref().is_some_and(|i| check.expect.met_by(i));
     if plan.actions.is_empty() && live {
         return Ok(());
     }
     if info.is_some() {
         let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
-        match activate::refuse_running(&containers, yes) {
+        match activate::refuse_running(&containers, check.yes) {
             // A dry run shows the whole plan; the refusal becomes a warning.
-            Err(refusal) if dry_run => plan.warnings.push(Warning {
+            Err(refusal) if check.dry_run => plan.warnings.push(Warning {
                 file: plan.config_path.clone(),
                 line: None,
                 message: refusal.to_string().replace(" (nothing was changed)", ""),
@@ -340,13 +349,118 @@ fn preflight(
             result => result?,
         }
     }
-    if let Some(dockerd) = activate::dockerd_validates(host) {
-        if let Some(change) = plan.changes.iter().find(|c| c.path == plan.config_path) {
-            activate::validate_with_dockerd(host, &dockerd, &change.new)?;
-        }
+    if let Some(validator) = check.validator {
+        validate_before_writes(host, validator, plan)?;
     }
     plan.actions.push(Action::RestartDaemon {
         command: daemon.restart_command()?,
     });
     Ok(())
+}
+
+/// The new daemon.json, when the plan changes it.
+fn new_config(plan: &Plan) -> Option<&str> {
+    plan.changes
+        .iter()
+        .find(|c| c.path == plan.config_path)
+        .map(|c| c.new.as_str())
+}
+
+/// Whether the plan still creates the remap account or its ranges. Until
+/// they exist dockerd must not see userns-remap: `--validate` (26+) would
+/// create them itself, with its own allocator, even in a dry run.
+fn creates_accounts(plan: &Plan) -> bool {
+    plan.actions.iter().any(creates)
+}
+
+fn creates(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreateGroup { .. } | Action::CreateUser { .. } | Action::AddRange { .. }
+    )
+}
+
+/// Checks the new daemon.json before anything is written (in a dry run
+/// too): whole when the remap account and its ranges exist, else without
+/// userns-remap, so every other key is still checked and nothing created.
+fn validate_before_writes(
+    host: &Host,
+    validator: &Validator,
+    plan: &Plan,
+) -> Result<(), EnableError> {
+    let Some(text) = new_config(plan) else {
+        return Ok(());
+    };
+    let text = if creates_accounts(plan) {
+        DaemonConfig::parse(&plan.config_path, text.as_bytes())
+            .map_err(PlanError::from)?
+            .without(USERNS_REMAP)
+    } else {
+        text.to_owned()
+    };
+    activate::validate_with_dockerd(host, validator, &text).map_err(|e| {
+        ActivateError::Verify(format!("{e} (nothing was changed)")).into()
+    })
+}
+
+/// Carries out the plan with dockerd's check in between: the accounts and
+/// ranges first, then daemon.json only once dockerd accepts it whole.
+fn apply(
+    host: &Host,
+    observed: &plan::Observed,
+    plan: &Plan,
+    count: u64,
+    validator: Option<&Validator>,
+) -> Result<(), EnableError> {
+    let (config, accounts): (Vec<Action>, Vec<Action>) = plan
+        .actions
+        .iter()
+        .cloned()
+        .partition(|a| matches!(a, Action::SetRemap { .. }));
+    let step = |actions| Plan {
+        actions,
+        ..plan.clone()
+    };
+    plan::apply(host, observed, &step(accounts), count)?;
+    if let Some(validator) = validator {
+        validate_after_accounts(host, validator, plan)?;
+    }
+    plan::apply(host, observed, &step(config), count)?;
+    Ok(())
+}
+
+/// The whole new daemon.json, userns-remap included, once the account and
+/// ranges it names exist (so dockerd finds and creates nothing), when the
+/// preflight could only check it without that key.
+///
+/// On refusal the account and ranges just written stay: putting the
+/// account files back could undo what another tool wrote meanwhile, they
+/// are inert while daemon.json does not name them, and a later run reuses
+/// them instead of allocating again.
+fn validate_after_accounts(
+    host: &Host,
+    validator: &Validator,
+    plan: &Plan,
+) -> Result<(), EnableError> {
+    if !creates_accounts(plan) || !validator.checks_userns() {
+        return Ok(());
+    }
+    let Some(text) = new_config(plan) else {
+        return Ok(());
+    };
+    activate::validate_with_dockerd(host, validator, text).map_err(|e| {
+        let kept: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|a| creates(a) || matches!(a, Action::CompleteAccount { .. }))
+            .map(Action::describe)
+            .collect();
+        ActivateError::Verify(format!(
+            "{e}
+{} was not changed; kept, unused until userns-remap names them: {}",
+            plan.config_path.display(),
+            kept.join("; ")
+        ))
+        .into()
+    })
 }
