@@ -72,10 +72,6 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let daemon = Daemon::managed(host, global, request.restart)?;
     let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
     let expect = expected(&plan);
-    // Only with a managed daemon: under --root, no program of the image runs.
-    let validator = daemon
-        .as_ref()
-        .and_then(|_| activate::dockerd_validates(host));
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
         if !refused.is_empty() {
@@ -88,13 +84,19 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
                 ),
             });
         }
-        let check = Preflight {
-            expect: &expect,
-            validator: validator.as_ref(),
-            yes: request.yes,
-            dry_run: global.dry_run,
-        };
-        preflight(host, daemon, &mut plan, &check)?;
+        preflight(
+            host,
+            daemon,
+            &mut plan,
+            &expect,
+            request.yes,
+            global.dry_run,
+        )?;
+    }
+    // None under --root: no program of the image is run.
+    let validator = activate::dockerd_validates(host);
+    if let Some(validator) = &validator {
+        validate_before_writes(host, validator, &plan)?;
     }
     let daemon_state = |restart| match &daemon {
         None => DaemonState::NotManaged {
@@ -316,41 +318,32 @@ fn expected(plan: &Plan) -> Expect {
     }
 }
 
-/// What the preflight checks against.
-struct Preflight<'a> {
-    expect: &'a Expect,
-    validator: Option<&'a Validator>,
-    yes: bool,
-    dry_run: bool,
-}
-
 /// Everything that can refuse the change is checked before the first write.
 fn preflight(
     host: &Host,
     daemon: &Daemon,
     plan: &mut Plan,
-    check: &Preflight<'_>,
+    expect: &Expect,
+    yes: bool,
+    dry_run: bool,
 ) -> Result<(), EnableError> {
     activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
     let info = daemon.observe();
-    let live = info.as_ref().is_some_and(|i| check.expect.met_by(i));
+    let live = info.as_ref().is_some_and(|i| expect.met_by(i));
     if plan.actions.is_empty() && live {
         return Ok(());
     }
     if info.is_some() {
         let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
-        match activate::refuse_running(&containers, check.yes) {
+        match activate::refuse_running(&containers, yes) {
             // A dry run shows the whole plan; the refusal becomes a warning.
-            Err(refusal) if check.dry_run => plan.warnings.push(Warning {
+            Err(refusal) if dry_run => plan.warnings.push(Warning {
                 file: plan.config_path.clone(),
                 line: None,
                 message: refusal.to_string().replace(" (nothing was changed)", ""),
             }),
             result => result?,
         }
-    }
-    if let Some(validator) = check.validator {
-        validate_before_writes(host, validator, plan)?;
     }
     plan.actions.push(Action::RestartDaemon {
         command: daemon.restart_command()?,
@@ -398,9 +391,8 @@ fn validate_before_writes(
     } else {
         text.to_owned()
     };
-    activate::validate_with_dockerd(host, validator, &text).map_err(|e| {
-        ActivateError::Verify(format!("{e} (nothing was changed)")).into()
-    })
+    activate::validate_with_dockerd(host, validator, &text)
+        .map_err(|e| ActivateError::Verify(format!("{e} (nothing was changed)")).into())
 }
 
 /// Carries out the plan with dockerd's check in between: the accounts and
