@@ -126,6 +126,7 @@ fn first_planted(stdout: &str) -> u32 {
 fn enable_past_planted_links(scene: &Scene, engine: &Path, args: &str) -> (i32, String) {
     let planted = scene.run_ok(&plant_validate_links());
     let first = first_planted(&planted);
+    let shadow = fingerprint_all(&[scene.etc("shadow")]);
     let etc = scene.etc_fingerprint();
     let tmp = fingerprint_tree(&scene.path("tmp"));
     let out = scene.run(&enable(engine, "TMPDIR=/tmp/u", args));
@@ -135,6 +136,8 @@ fn enable_past_planted_links(scene: &Scene, engine: &Path, args: &str) -> (i32, 
         planted_for(first, pid),
         "the tool ran as pid {pid}, outside the planted {first}..+{PLANTED_PIDS}: the attack proves nothing"
     );
+    let shadow_after = fingerprint_all(&[scene.etc("shadow")]);
+    assert_unchanged("/etc/shadow", &shadow, &shadow_after);
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
     assert_unchanged("/tmp", &tmp, &fingerprint_tree(&scene.path("tmp")));
     (rc, format!("{stdout}{}", stderr(&out)))
