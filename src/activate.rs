@@ -2,7 +2,7 @@
 //! restart, proof from the daemon itself, and the roll-back when that
 //! proof does not come.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -397,11 +397,13 @@ fn major_version(version: &str) -> Option<u32> {
 pub fn validate_with_dockerd(
     host: &Host,
     validator: &Validator,
+    path: &Path,
     text: &str,
 ) -> Result<(), ActivateError> {
     let input = sealed_memfd(text.as_bytes()).map_err(|e| {
         ActivateError::Verify(format!(
-            "cannot hand the new daemon.json to dockerd --validate: {e}"
+            "cannot hand the new {} to dockerd --validate: {e}",
+            path.display()
         ))
     })?;
     let args = [
@@ -414,7 +416,8 @@ pub fn validate_with_dockerd(
         .map(drop)
         .map_err(|e| {
             ActivateError::Verify(format!(
-                "dockerd --validate rejects the new daemon.json: {e}"
+                "dockerd --validate rejects the new {} (given on its standard input): {e}",
+                path.display()
             ))
         })
 }
@@ -430,5 +433,39 @@ fn sealed_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
     file.write_all(bytes)?;
     let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
     rustix::fs::fcntl_add_seals(&file, seals)?;
+    // Read from the start whether reopened through /proc or read as is.
+    file.rewind()?;
     Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn major_version_reads_debian_and_upstream_builds() {
+        assert_eq!(
+            major_version("Docker version 26.1.5+dfsg1, build 411e817"),
+            Some(26)
+        );
+        assert_eq!(
+            major_version("Docker version 20.10.24+dfsg1, build 5d6db84\n"),
+            Some(20)
+        );
+        assert_eq!(major_version("dockerd: unknown"), None);
+    }
+
+    #[test]
+    fn the_candidate_is_a_sealed_file_without_a_name() {
+        let fd = sealed_memfd(b"{}\n").unwrap();
+        let mut file = std::fs::File::from(fd);
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{}\n");
+        assert!(file.write_all(b"x").is_err(), "sealed against writes");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        assert!(link.to_string_lossy().starts_with("/memfd:"), "{link:?}");
+    }
 }

@@ -391,7 +391,7 @@ fn validate_before_writes(
     } else {
         text.to_owned()
     };
-    activate::validate_with_dockerd(host, validator, &text)
+    activate::validate_with_dockerd(host, validator, &plan.config_path, &text)
         .map_err(|e| ActivateError::Verify(format!("{e} (nothing was changed)")).into())
 }
 
@@ -440,7 +440,7 @@ fn validate_after_accounts(
     let Some(text) = new_config(plan) else {
         return Ok(());
     };
-    activate::validate_with_dockerd(host, validator, text).map_err(|e| {
+    activate::validate_with_dockerd(host, validator, &plan.config_path, text).map_err(|e| {
         let kept: Vec<String> = plan
             .actions
             .iter()
@@ -448,11 +448,134 @@ fn validate_after_accounts(
             .map(Action::describe)
             .collect();
         ActivateError::Verify(format!(
-            "{e}
-{} was not changed; kept, unused until userns-remap names them: {}",
+            "{e}\n{} was not changed; kept, unused until userns-remap names them: {}",
             plan.config_path.display(),
             kept.join("; ")
         ))
         .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{HostError, Runner};
+    use crate::plan::{FileChange, Mapping};
+    use std::cell::RefCell;
+    use std::ffi::OsString;
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::path::{Path, PathBuf};
+    use std::rc::Rc;
+
+    /// Records what `dockerd --validate` would have read, and accepts it.
+    struct Recorder(Rc<RefCell<Vec<String>>>);
+
+    impl Runner for Recorder {
+        fn run(&self, program: &Path, _: &[OsString]) -> Result<String, HostError> {
+            Err(HostError::Command {
+                program: program.to_owned(),
+                message: "not expected".into(),
+            })
+        }
+
+        fn run_with_input(
+            &self,
+            _: &Path,
+            args: &[OsString],
+            input: OwnedFd,
+        ) -> Result<String, HostError> {
+            assert_eq!(args[2], "/proc/self/fd/0");
+            let mut text = String::new();
+            std::fs::File::from(input)
+                .read_to_string(&mut text)
+                .unwrap();
+            self.0.borrow_mut().push(text);
+            Ok(String::new())
+        }
+    }
+
+    const NEW: &str = "{\n  \"debug\": true,\n  \"userns-remap\": \"default\"\n}\n";
+
+    fn plan(actions: Vec<Action>) -> Plan {
+        let path = PathBuf::from("/etc/docker/daemon.json");
+        Plan {
+            mapping: Mapping {
+                spec: "default".into(),
+                user: "dockremap".into(),
+                group: "dockremap".into(),
+                uid: None,
+                gid: None,
+                uid_ranges: Vec::new(),
+                gid_ranges: Vec::new(),
+            },
+            actions,
+            changes: vec![FileChange {
+                path: path.clone(),
+                old: "{\n  \"debug\": true\n}\n".into(),
+                new: NEW.into(),
+            }],
+            warnings: Vec::new(),
+            config_path: path,
+            data_root: "/var/lib/docker".into(),
+        }
+    }
+
+    fn set_remap() -> Action {
+        Action::SetRemap {
+            path: "/etc/docker/daemon.json".into(),
+            from: None,
+            to: "default".into(),
+        }
+    }
+
+    fn create_user() -> Action {
+        Action::CreateUser {
+            name: "dockremap".into(),
+            group: "dockremap".into(),
+            tool: "useradd",
+            command: None,
+        }
+    }
+
+    fn seen(major: u32, plan: &Plan, after_accounts: bool) -> Vec<String> {
+        let texts = Rc::new(RefCell::new(Vec::new()));
+        let host = Host::open(Path::new("/"), Box::new(Recorder(texts.clone()))).unwrap();
+        let validator = Validator {
+            dockerd: "/usr/sbin/dockerd".into(),
+            major,
+        };
+        validate_before_writes(&host, &validator, plan).unwrap();
+        if after_accounts {
+            validate_after_accounts(&host, &validator, plan).unwrap();
+        }
+        texts.take()
+    }
+
+    #[test]
+    fn dockerd_never_sees_userns_remap_before_the_account_exists() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        let before = seen(28, &plan, false);
+        assert_eq!(before, ["{\n  \"debug\": true\n}\n"]);
+    }
+
+    #[test]
+    fn the_whole_file_is_validated_once_the_account_exists_on_26_and_later() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        let texts = seen(26, &plan, true);
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[1], NEW);
+    }
+
+    #[test]
+    fn before_26_the_file_without_the_key_is_all_there_is_to_check() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        assert_eq!(seen(25, &plan, true).len(), 1);
+    }
+
+    #[test]
+    fn with_the_account_in_place_the_whole_file_is_validated_up_front() {
+        let plan = plan(vec![set_remap()]);
+        assert_eq!(seen(28, &plan, true), [NEW]);
+    }
 }
