@@ -2,6 +2,8 @@
 //! restart, proof from the daemon itself, and the roll-back when that
 //! proof does not come.
 
+use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -343,49 +345,127 @@ fn restore(host: &Host, path: &Path, original: Option<&Snapshot>) -> Result<(), 
     }
 }
 
-/// Whether the running dockerd has `--validate` (Engine 23 and later).
-pub fn dockerd_validates(host: &Host) -> Option<PathBuf> {
+/// Engine 23 added `dockerd --validate`.
+const VALIDATE_SINCE: u32 = 23;
+/// From Engine 26, `--validate` also sets up userns-remap: for `"default"`
+/// it creates dockremap and its subordinate ranges when they are missing.
+const VALIDATE_USERNS_SINCE: u32 = 26;
+
+/// The live host's dockerd, which can check a daemon.json without starting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validator {
+    pub dockerd: PathBuf,
+    pub major: u32,
+}
+
+impl Validator {
+    /// Whether `--validate` acts on userns-remap: then it must only ever
+    /// see a remap account that already exists with its ranges, or it
+    /// creates them itself.
+    pub fn checks_userns(&self) -> bool {
+        self.major >= VALIDATE_USERNS_SINCE
+    }
+}
+
+/// The dockerd to validate with, when it has `--validate` (Engine 23+).
+/// Never under `--root`: an image's dockerd is the image's program.
+pub fn dockerd_validates(host: &Host) -> Option<Validator> {
+    if !host.is_live() {
+        return None;
+    }
     let dockerd = crate::account::find_program(host, "dockerd")?;
     let version = host.runner().run(&dockerd, &["--version".into()]).ok()?;
-    let major: u32 = version
+    let major = major_version(&version)?;
+    (major >= VALIDATE_SINCE).then_some(Validator { dockerd, major })
+}
+
+/// `26` from `Docker version 26.1.5+dfsg1, build 411e817`.
+fn major_version(version: &str) -> Option<u32> {
+    version
         .split("version ")
         .nth(1)?
         .split('.')
         .next()?
         .parse()
-        .ok()?;
-    (major >= 23).then_some(dockerd)
+        .ok()
 }
 
-/// Runs `dockerd --validate` on the new content, in a temp file beside it.
-pub fn validate_with_dockerd(host: &Host, dockerd: &Path, text: &str) -> Result<(), ActivateError> {
-    let dir = tempfile_in_tmp()?;
-    let file = dir.join("daemon.json");
-    std::fs::write(&file, text).map_err(|source| HostError::Io {
-        path: file.clone(),
-        source,
-    })?;
-    let result = host.runner().run(
-        dockerd,
-        &[
-            "--validate".into(),
-            "--config-file".into(),
-            file.clone().into(),
-        ],
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    result.map(drop).map_err(|e| {
+/// Runs `dockerd --validate` on `text`. The text is handed over as a
+/// sealed memfd on dockerd's standard input: a file with no path, so no
+/// one can plant a link where it is written or swap it before dockerd
+/// reads it.
+pub fn validate_with_dockerd(
+    host: &Host,
+    validator: &Validator,
+    path: &Path,
+    text: &str,
+) -> Result<(), ActivateError> {
+    let input = sealed_memfd(text.as_bytes()).map_err(|e| {
         ActivateError::Verify(format!(
-            "dockerd --validate rejects the new daemon.json: {e}"
+            "cannot hand the new {} to dockerd --validate: {e}",
+            path.display()
         ))
-    })
+    })?;
+    let args = [
+        "--validate".into(),
+        "--config-file".into(),
+        "/proc/self/fd/0".into(),
+    ];
+    host.runner()
+        .run_with_input(&validator.dockerd, &args, input)
+        .map(drop)
+        .map_err(|e| {
+            ActivateError::Verify(format!(
+                "dockerd --validate rejects the new {} (given on its standard input): {e}",
+                path.display()
+            ))
+        })
 }
 
-fn tempfile_in_tmp() -> Result<PathBuf, HostError> {
-    let dir = std::env::temp_dir().join(format!("docker-userns-validate.{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| HostError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    Ok(dir)
+/// An anonymous in-memory file holding `bytes`, sealed against change.
+fn sealed_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        "docker-userns-daemon.json",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
+    rustix::fs::fcntl_add_seals(&file, seals)?;
+    // Read from the start whether reopened through /proc or read as is.
+    file.rewind()?;
+    Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn major_version_reads_debian_and_upstream_builds() {
+        assert_eq!(
+            major_version("Docker version 26.1.5+dfsg1, build 411e817"),
+            Some(26)
+        );
+        assert_eq!(
+            major_version("Docker version 20.10.24+dfsg1, build 5d6db84\n"),
+            Some(20)
+        );
+        assert_eq!(major_version("dockerd: unknown"), None);
+    }
+
+    #[test]
+    fn the_candidate_is_a_sealed_file_without_a_name() {
+        let fd = sealed_memfd(b"{}\n").unwrap();
+        let mut file = std::fs::File::from(fd);
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{}\n");
+        assert!(file.write_all(b"x").is_err(), "sealed against writes");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        assert!(link.to_string_lossy().starts_with("/memfd:"), "{link:?}");
+    }
 }

@@ -2,11 +2,11 @@
 //! writing anything, apply, restart dockerd, verify from the daemon itself,
 //! and roll daemon.json back when the daemon does not prove it.
 
-use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 use std::fs;
 
 use crate::check::data_root::Content;
-use crate::config::daemon_json::USERNS_REMAP;
+use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
@@ -93,6 +93,11 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             global.dry_run,
         )?;
     }
+    // None under --root: no program of the image is run.
+    let validator = activate::dockerd_validates(host);
+    if let Some(validator) = &validator {
+        validate_before_writes(host, validator, &plan)?;
+    }
     let daemon_state = |restart| match &daemon {
         None => DaemonState::NotManaged {
             reason: not_managed_reason(host, request),
@@ -118,7 +123,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             migrated: None,
         });
     }
-    plan::apply(host, &observed, &plan, request.count)?;
+    apply(host, &observed, &plan, request.count, validator.as_ref())?;
     let after = plan::plan(host, &plan::observe(host, global)?, global, &spec, request)?;
     if let Some(pending) = after.actions.first() {
         return Err(PlanError::NotConverged(pending.describe()).into());
@@ -340,13 +345,237 @@ fn preflight(
             result => result?,
         }
     }
-    if let Some(dockerd) = activate::dockerd_validates(host) {
-        if let Some(change) = plan.changes.iter().find(|c| c.path == plan.config_path) {
-            activate::validate_with_dockerd(host, &dockerd, &change.new)?;
-        }
-    }
     plan.actions.push(Action::RestartDaemon {
         command: daemon.restart_command()?,
     });
     Ok(())
+}
+
+/// The new daemon.json, when the plan changes it.
+fn new_config(plan: &Plan) -> Option<&str> {
+    plan.changes
+        .iter()
+        .find(|c| c.path == plan.config_path)
+        .map(|c| c.new.as_str())
+}
+
+/// Whether the plan still creates the remap account or its ranges. Until
+/// they exist dockerd must not see userns-remap: `--validate` (26+) would
+/// create them itself, with its own allocator, even in a dry run.
+fn creates_accounts(plan: &Plan) -> bool {
+    plan.actions.iter().any(creates)
+}
+
+fn creates(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreateGroup { .. } | Action::CreateUser { .. } | Action::AddRange { .. }
+    )
+}
+
+/// Checks the new daemon.json before anything is written (in a dry run
+/// too): whole when the remap account and its ranges exist, else without
+/// userns-remap, so every other key is still checked and nothing created.
+fn validate_before_writes(
+    host: &Host,
+    validator: &Validator,
+    plan: &Plan,
+) -> Result<(), EnableError> {
+    let Some(text) = new_config(plan) else {
+        return Ok(());
+    };
+    let text = if creates_accounts(plan) {
+        DaemonConfig::parse(&plan.config_path, text.as_bytes())
+            .map_err(PlanError::from)?
+            .without(USERNS_REMAP)
+    } else {
+        text.to_owned()
+    };
+    activate::validate_with_dockerd(host, validator, &plan.config_path, &text)
+        .map_err(|e| ActivateError::Verify(format!("{e} (nothing was changed)")).into())
+}
+
+/// Carries out the plan with dockerd's check in between: the accounts and
+/// ranges first, then daemon.json only once dockerd accepts it whole.
+fn apply(
+    host: &Host,
+    observed: &plan::Observed,
+    plan: &Plan,
+    count: u64,
+    validator: Option<&Validator>,
+) -> Result<(), EnableError> {
+    let (config, accounts): (Vec<Action>, Vec<Action>) = plan
+        .actions
+        .iter()
+        .cloned()
+        .partition(|a| matches!(a, Action::SetRemap { .. }));
+    let step = |actions| Plan {
+        actions,
+        ..plan.clone()
+    };
+    plan::apply(host, observed, &step(accounts), count)?;
+    if let Some(validator) = validator {
+        validate_after_accounts(host, validator, plan)?;
+    }
+    plan::apply(host, observed, &step(config), count)?;
+    Ok(())
+}
+
+/// The whole new daemon.json, userns-remap included, once the account and
+/// ranges it names exist (so dockerd finds and creates nothing), when the
+/// preflight could only check it without that key.
+///
+/// On refusal the account and ranges just written stay: putting the
+/// account files back could undo what another tool wrote meanwhile, they
+/// are inert while daemon.json does not name them, and a later run reuses
+/// them instead of allocating again.
+fn validate_after_accounts(
+    host: &Host,
+    validator: &Validator,
+    plan: &Plan,
+) -> Result<(), EnableError> {
+    if !creates_accounts(plan) || !validator.checks_userns() {
+        return Ok(());
+    }
+    let Some(text) = new_config(plan) else {
+        return Ok(());
+    };
+    activate::validate_with_dockerd(host, validator, &plan.config_path, text).map_err(|e| {
+        let kept: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|a| creates(a) || matches!(a, Action::CompleteAccount { .. }))
+            .map(Action::describe)
+            .collect();
+        ActivateError::Verify(format!(
+            "{e}\n{} was not changed; kept, unused until userns-remap names them: {}",
+            plan.config_path.display(),
+            kept.join("; ")
+        ))
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{HostError, Runner};
+    use crate::plan::{FileChange, Mapping};
+    use std::cell::RefCell;
+    use std::ffi::OsString;
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::path::{Path, PathBuf};
+    use std::rc::Rc;
+
+    /// Records what `dockerd --validate` would have read, and accepts it.
+    struct Recorder(Rc<RefCell<Vec<String>>>);
+
+    impl Runner for Recorder {
+        fn run(&self, program: &Path, _: &[OsString]) -> Result<String, HostError> {
+            Err(HostError::Command {
+                program: program.to_owned(),
+                message: "not expected".into(),
+            })
+        }
+
+        fn run_with_input(
+            &self,
+            _: &Path,
+            args: &[OsString],
+            input: OwnedFd,
+        ) -> Result<String, HostError> {
+            assert_eq!(args[2], "/proc/self/fd/0");
+            let mut text = String::new();
+            std::fs::File::from(input)
+                .read_to_string(&mut text)
+                .unwrap();
+            self.0.borrow_mut().push(text);
+            Ok(String::new())
+        }
+    }
+
+    const NEW: &str = "{\n  \"debug\": true,\n  \"userns-remap\": \"default\"\n}\n";
+
+    fn plan(actions: Vec<Action>) -> Plan {
+        let path = PathBuf::from("/etc/docker/daemon.json");
+        Plan {
+            mapping: Mapping {
+                spec: "default".into(),
+                user: "dockremap".into(),
+                group: "dockremap".into(),
+                uid: None,
+                gid: None,
+                uid_ranges: Vec::new(),
+                gid_ranges: Vec::new(),
+            },
+            actions,
+            changes: vec![FileChange {
+                path: path.clone(),
+                old: "{\n  \"debug\": true\n}\n".into(),
+                new: NEW.into(),
+            }],
+            warnings: Vec::new(),
+            config_path: path,
+            data_root: "/var/lib/docker".into(),
+        }
+    }
+
+    fn set_remap() -> Action {
+        Action::SetRemap {
+            path: "/etc/docker/daemon.json".into(),
+            from: None,
+            to: "default".into(),
+        }
+    }
+
+    fn create_user() -> Action {
+        Action::CreateUser {
+            name: "dockremap".into(),
+            group: "dockremap".into(),
+            tool: "useradd",
+            command: None,
+        }
+    }
+
+    fn seen(major: u32, plan: &Plan, after_accounts: bool) -> Vec<String> {
+        let texts = Rc::new(RefCell::new(Vec::new()));
+        let host = Host::open(Path::new("/"), Box::new(Recorder(texts.clone()))).unwrap();
+        let validator = Validator {
+            dockerd: "/usr/sbin/dockerd".into(),
+            major,
+        };
+        validate_before_writes(&host, &validator, plan).unwrap();
+        if after_accounts {
+            validate_after_accounts(&host, &validator, plan).unwrap();
+        }
+        texts.take()
+    }
+
+    #[test]
+    fn dockerd_never_sees_userns_remap_before_the_account_exists() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        let before = seen(28, &plan, false);
+        assert_eq!(before, ["{\n  \"debug\": true\n}\n"]);
+    }
+
+    #[test]
+    fn the_whole_file_is_validated_once_the_account_exists_on_26_and_later() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        let texts = seen(26, &plan, true);
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[1], NEW);
+    }
+
+    #[test]
+    fn before_26_the_file_without_the_key_is_all_there_is_to_check() {
+        let plan = plan(vec![create_user(), set_remap()]);
+        assert_eq!(seen(25, &plan, true).len(), 1);
+    }
+
+    #[test]
+    fn with_the_account_in_place_the_whole_file_is_validated_up_front() {
+        let plan = plan(vec![set_remap()]);
+        assert_eq!(seen(28, &plan, true), [NEW]);
+    }
 }

@@ -79,6 +79,16 @@ pub struct Snapshot {
 /// Runs an external program by absolute path with an argument vector.
 pub trait Runner {
     fn run(&self, program: &Path, args: &[OsString]) -> Result<String, HostError>;
+
+    /// Like [`Runner::run`], with `input` as the program's standard input:
+    /// the way to hand it a file that has no name anyone else could swap
+    /// (it opens `/proc/self/fd/0`).
+    fn run_with_input(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        input: OwnedFd,
+    ) -> Result<String, HostError>;
 }
 
 /// Runs programs for real, with a fixed environment and no shell.
@@ -86,33 +96,46 @@ pub struct SystemRunner;
 
 impl Runner for SystemRunner {
     fn run(&self, program: &Path, args: &[OsString]) -> Result<String, HostError> {
-        let output = Command::new(program)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| HostError::Io {
-                path: program.to_owned(),
-                source,
-            })?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
-        Err(HostError::Command {
-            program: program.to_owned(),
-            message: format!(
-                "`{} {}` failed ({}): {}",
-                program.display(),
-                args.join(" "),
-                output.status,
-                stderr.trim()
-            ),
-        })
+        execute(program, args, Stdio::null())
     }
+
+    fn run_with_input(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        input: OwnedFd,
+    ) -> Result<String, HostError> {
+        execute(program, args, Stdio::from(input))
+    }
+}
+
+fn execute(program: &Path, args: &[OsString], stdin: Stdio) -> Result<String, HostError> {
+    let output = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .stdin(stdin)
+        .output()
+        .map_err(|source| HostError::Io {
+            path: program.to_owned(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+    Err(HostError::Command {
+        program: program.to_owned(),
+        message: format!(
+            "`{} {}` failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            output.status,
+            stderr.trim()
+        ),
+    })
 }
 
 /// The machine (or image root) docker-userns acts on.

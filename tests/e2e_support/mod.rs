@@ -31,6 +31,12 @@
 //!   plus the script's arguments, and exits 0 once the daemon answers, 1 if
 //!   it dies or stays silent for 60 s, like `systemctl restart` does. The
 //!   tool under test gets `--restart-command <dir>/restart.sh`.
+//! - `DOCKER_USERNS_ENGINE` picks the engine: `20.10` (default) is the
+//!   system's dockerd; `26` or `28` is Debian's, unpacked by
+//!   `scripts/engines` (run when missing). Its dockerd is bound over
+//!   /usr/sbin/dockerd in the namespace, and `restart.sh` puts its usr/bin
+//!   and usr/sbin (containerd, shims, docker-proxy, docker-init) first on
+//!   PATH.
 //! - Containers go in a cgroup parent unique to the harness, so teardown
 //!   can find them. Teardown (`stop`, and `Drop` when a test fails) removes
 //!   containers, stops dockerd (SIGTERM, then SIGKILL), kills by PID what is
@@ -73,6 +79,33 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const HELPER_READY: Duration = Duration::from_secs(10);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Environment variable naming the engine: 20.10 (default), 26 or 28.
+pub const ENGINE_VAR: &str = "DOCKER_USERNS_ENGINE";
+const ENGINES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/engines");
+
+/// The unpacked engine chosen by `DOCKER_USERNS_ENGINE`, or `None` for the
+/// system's dockerd; fetched with scripts/engines when missing.
+pub fn engine() -> Result<Option<PathBuf>> {
+    let version = std::env::var(ENGINE_VAR).unwrap_or_default();
+    match version.as_str() {
+        "" | "20.10" => Ok(None),
+        "26" | "28" => {
+            let cache = std::env::var_os("DOCKER_USERNS_ENGINES")
+                .map_or_else(|| "/var/cache/docker-userns/engines".into(), PathBuf::from);
+            let dir = cache.join(&version);
+            if !dir.join("usr/sbin/dockerd").is_file() {
+                let status = Command::new(ENGINES_SCRIPT)
+                    .arg(&version)
+                    .status()
+                    .context("running scripts/engines")?;
+                ensure!(status.success(), "scripts/engines {version} failed");
+            }
+            Ok(Some(dir))
+        }
+        other => bail!("{ENGINE_VAR}={other}: expected 20.10, 26 or 28"),
+    }
+}
 
 /// Paths of one harness, all under its temp dir.
 #[derive(Debug, Clone)]
@@ -123,6 +156,8 @@ pub struct ContainerProbe {
 
 pub struct Harness {
     paths: Paths,
+    /// The unpacked engine in use, `None` for the system's.
+    engine: Option<PathBuf>,
     docker_client: PathBuf,
     helper: Option<Child>,
     helper_pid: u32,
@@ -142,6 +177,7 @@ impl Harness {
              run as root (uid 0); run them with sudo"
         );
         let docker_client = find_tools()?;
+        let engine = engine()?;
         let dir = tempfile::Builder::new()
             .prefix("docker-userns-e2e.")
             .tempdir()
@@ -151,10 +187,11 @@ impl Harness {
         prepare_tree(&paths)?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let cgroup_parent = format!("docker-userns-e2e-{}-{n}", std::process::id());
-        let (helper, namespace) = spawn_helper(&paths)?;
+        let (helper, namespace) = spawn_helper(&paths, engine.as_deref())?;
         let helper_pid = helper.id();
         let harness = Harness {
             paths,
+            engine,
             docker_client,
             helper: Some(helper),
             helper_pid,
@@ -437,6 +474,7 @@ impl Harness {
             .replace("@LOG@", &q(&p.log))
             .replace("@SOCK@", &q(&p.socket))
             .replace("@DOCKERD@", DOCKERD)
+            .replace("@ENGINE_PATH@", &self.engine_path())
             .replace("@DOCKER@", &q(&self.docker_client))
             .replace("@DOCKER_CONFIG@", &q(&p.docker_config))
             .replace("@FLAGS@", &flags);
@@ -453,6 +491,14 @@ impl Harness {
         fs::write(self.stop_script(), stop)?;
         fs::set_permissions(self.stop_script(), fs::Permissions::from_mode(0o755))?;
         Ok(())
+    }
+
+    /// `PATH` entries of the engine, to go before the system's.
+    fn engine_path(&self) -> String {
+        self.engine.as_ref().map_or_else(String::new, |dir| {
+            let bin = |d: &str| sh_quote(&dir.join(d).display().to_string());
+            format!("{}:{}:", bin("usr/bin"), bin("usr/sbin"))
+        })
     }
 
     fn stop_script(&self) -> PathBuf {
@@ -585,6 +631,8 @@ SOCK=@SOCK@
 DOCKER=@DOCKER@
 export DOCKER_CONFIG=@DOCKER_CONFIG@
 unset DOCKER_HOST
+PATH=@ENGINE_PATH@$PATH
+export PATH
 
 state() { sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null; }
 alive() { s=$(state "$1"); [ -n "$s" ] && [ "$s" != Z ]; }
@@ -678,12 +726,16 @@ fn prepare_tree(paths: &Paths) -> Result<()> {
 }
 
 /// Starts the namespace owner and waits until its binds are in place.
-fn spawn_helper(paths: &Paths) -> Result<(Child, PathBuf)> {
+fn spawn_helper(paths: &Paths, engine: Option<&Path>) -> Result<(Child, PathBuf)> {
     let ready = paths.root.join("helper.ready");
     let mut script = String::from("set -e\n");
     for (target, name) in BIND_MOUNTS {
         let source = paths.root.join(name).display().to_string();
         script.push_str(&format!("mount --bind {} {}\n", sh_quote(&source), target));
+    }
+    if let Some(dir) = engine {
+        let dockerd = dir.join("usr/sbin/dockerd").display().to_string();
+        script.push_str(&format!("mount --bind {} {DOCKERD}\n", sh_quote(&dockerd)));
     }
     script.push_str(&format!(
         "touch {}\nexec sleep infinity\n",
