@@ -156,7 +156,6 @@ fn migrate_refuses_volume_data_symlink_to_etc_cron_d() {
     let img = image(&scene);
     let victim = victim(&scene);
     plant_symlink(&img.join(DATA).join("volumes/v/_data"), "/etc/cron.d");
-    plant_symlink(&img.join(DATA).join("volumes/w"), victim.to_str().unwrap());
     fs::create_dir(img.join(DATA).join("volumes/x")).unwrap();
     symlink(&victim, img.join(DATA).join("volumes/x/_data")).unwrap();
     let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
@@ -164,6 +163,20 @@ fn migrate_refuses_volume_data_symlink_to_etc_cron_d() {
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
     assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
     assert_refused(&out, "volumes/v/_data");
+}
+
+#[test]
+fn migrate_refuses_volume_dir_symlink_to_outside_dir() {
+    let scene = Scene::new();
+    let img = image(&scene);
+    let victim = victim(&scene);
+    fs::create_dir(victim.join("_data")).unwrap();
+    symlink(&victim, img.join(DATA).join("volumes/w")).unwrap();
+    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
+    let out = migrate(&scene);
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
+    assert_refused(&out, "volumes/w");
 }
 
 #[test]
