@@ -13,7 +13,7 @@
 //!
 //! Every file is reached from the data root's descriptor, opened once
 //! beneath `--root`, one name at a time without following links (see
-//! [`at`]); everything a container or an image could have swapped for a
+//! `at`); everything a container or an image could have swapped for a
 //! link is checked before the first write, so a refusal changes nothing.
 
 mod at;
@@ -554,8 +554,12 @@ fn inspect_state(state: &At) -> Result<(), MigrateError> {
 /// following a link or blocking, and only when it is a small regular file
 /// root owns.
 pub fn pending(host: &Host, data_root: &Path) -> Option<Migration> {
-    let root = open_data_root(host, data_root).ok()?;
-    journal::read(&root).ok().flatten()
+    read_pending(host, data_root).ok().flatten()
+}
+
+/// [`pending`], saying why a journal (or the data root) was refused.
+pub fn read_pending(host: &Host, data_root: &Path) -> Result<Option<Migration>, MigrateError> {
+    journal::read(&open_data_root(host, data_root)?)
 }
 
 /// Opens the data root inside the host's root. Under `--root` it must lie
@@ -579,7 +583,7 @@ fn open_data_root(host: &Host, data_root: &Path) -> Result<At, MigrateError> {
     match rfs::openat2(&image, host::relative(data_root), flags, Mode::empty(), how) {
         Ok(fd) => At::root(fd, display),
         Err(Errno::XDEV) => Err(MigrateError::Refused(format!(
-            "{}: the data root resolves through a symbolic link that leads out of {}; point data-root at the real directory",
+            "{}: the data root resolves through a symbolic link that is absolute or leads out of {}; point data-root at the real directory",
             display.display(),
             host.root().display()
         ))),
@@ -698,6 +702,16 @@ mod tests {
                 "/host": {"Source": "/srv/host"}
             }
         })
+    }
+
+    #[test]
+    fn temp_names_carry_the_pid_after_one_leading_dot() {
+        let pid = std::process::id();
+        assert_eq!(temp_name(CONFIG), format!(".config.v2.json.{pid}.tmp"));
+        assert_eq!(
+            temp_name(journal::NAME),
+            format!(".docker-userns-migrate.json.{pid}.tmp")
+        );
     }
 
     #[test]
