@@ -194,6 +194,21 @@ fn migrate_refuses_container_hostname_symlink_to_etc_shadow() {
 }
 
 #[test]
+fn migrate_refuses_container_hosts_hard_link_to_outside_file() {
+    let scene = Scene::new();
+    let img = image(&scene);
+    let victim = victim(&scene);
+    let hosts = img.join(DATA).join("containers/C1/hosts");
+    fs::remove_file(&hosts).unwrap();
+    fs::hard_link(victim.join("secret"), &hosts).unwrap();
+    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
+    let out = migrate(&scene);
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
+    assert_refused(&out, "containers/C1/hosts");
+}
+
+#[test]
 fn migrate_refuses_layer_dir_symlink_to_etc_ssl() {
     let scene = Scene::new();
     let img = image(&scene);
