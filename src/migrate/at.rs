@@ -395,3 +395,82 @@ fn write_file(fd: OwnedFd, path: &Path, bytes: &[u8], owner: Owner) -> Result<()
         .and_then(|()| file.sync_all())
         .map_err(std_io(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (tempfile::TempDir, At) {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = rfs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let at = At::root(fd, dir.path().to_owned()).unwrap();
+        (dir, at)
+    }
+
+    #[test]
+    fn links_and_wrong_kinds_are_refused_naming_the_entry() {
+        let (dir, at) = scratch();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        rfs::mknodat(
+            &at.fd,
+            "fifo",
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let refused = |r: Result<(), MigrateError>, name: &str, what: &str| {
+            let message = r.unwrap_err().to_string();
+            assert!(message.contains(&format!("/{name} {what}")), "{message}");
+        };
+        refused(
+            at.dir("link").map(drop),
+            "link",
+            "is a symbolic link to /etc",
+        );
+        refused(
+            at.file("link").map(drop),
+            "link",
+            "is a symbolic link to /etc",
+        );
+        refused(at.dir("file").map(drop), "file", "is a regular file");
+        refused(at.file("fifo").map(drop), "fifo", "is a FIFO");
+        refused(at.subdirs(&[]).map(drop), "link", "is a symbolic link");
+        assert!(at.dir("absent").unwrap().is_none());
+        assert!(at.file("file").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_file_with_another_link_is_refused() {
+        let (dir, at) = scratch();
+        std::fs::write(dir.path().join("a"), "x").unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        let message = at.file("a").map(drop).unwrap_err().to_string();
+        assert!(message.contains("has 2 hard links"), "{message}");
+    }
+
+    #[test]
+    fn replace_never_writes_through_what_waits_at_the_temp_name() {
+        let (dir, at) = scratch();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(temp_name("f"))).unwrap();
+        let owner = Owner {
+            uid: 0,
+            gid: 0,
+            mode: 0o600,
+        };
+        assert!(at.replace("f", b"new", owner).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        std::fs::remove_file(dir.path().join(temp_name("f"))).unwrap();
+        at.replace("f", b"new", owner).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
+        assert!(!dir.path().join(temp_name("f")).exists());
+    }
+}

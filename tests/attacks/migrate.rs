@@ -237,6 +237,17 @@ fn migrate_refuses_layer_diff_symlink_to_outside_dir() {
 }
 
 #[test]
+fn migrate_refuses_remapped_root_symlink_to_etc_ssl() {
+    let scene = Scene::new();
+    let img = image(&scene);
+    symlink("/etc/ssl", img.join(DATA).join("100000.100000")).unwrap();
+    let etc = scene.etc_fingerprint();
+    let out = migrate(&scene);
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_refused(&out, "100000.100000");
+}
+
+#[test]
 fn migrate_refuses_journal_symlink_to_etc_shadow() {
     let scene = Scene::new();
     let img = image(&scene);
