@@ -237,13 +237,15 @@ fn migrate_refuses_layer_diff_symlink_to_outside_dir() {
 }
 
 #[test]
-fn migrate_refuses_remapped_root_symlink_to_etc_ssl() {
+fn migrate_refuses_remapped_root_symlink_to_outside_dir() {
     let scene = Scene::new();
     let img = image(&scene);
-    symlink("/etc/ssl", img.join(DATA).join("100000.100000")).unwrap();
-    let etc = scene.etc_fingerprint();
+    let victim = victim(&scene);
+    symlink(&victim, img.join(DATA).join("100000.100000")).unwrap();
+    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
     let out = migrate(&scene);
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
     assert_refused(&out, "100000.100000");
 }
 
