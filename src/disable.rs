@@ -170,7 +170,7 @@ pub fn run(
         return Ok(outcome);
     }
     if let Some(m) = &migration {
-        m.record_intent()
+        m.record_intent(host)
             .map_err(|e| ActivateError::Verify(format!("{e:#}")))?;
     }
     if current.is_some() {
@@ -180,7 +180,7 @@ pub fn run(
         if let Some(d) = &daemon {
             d.stop()?;
         }
-        m.run_stopped()?;
+        m.run_stopped(host)?;
     }
     if let Some(daemon) = &daemon {
         if outcome
@@ -197,7 +197,7 @@ pub fn run(
                 }
                 Err(cause) => {
                     let cause = match &migration {
-                        Some(m) => crate::enable::undo_migration(m, cause),
+                        Some(m) => crate::enable::undo_migration(host, m, cause),
                         None => cause,
                     };
                     let original = observed.config_file.as_ref();
@@ -232,7 +232,7 @@ fn plan_migration(
 ) -> Result<Option<Migration>, DisableError> {
     let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
     let host_root = host.display(&data_root);
-    let migration = match migrate::pending(&host_root) {
+    let migration = match migrate::pending(host, &data_root) {
         Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
         _ => current.and_then(|value| remapped(host, observed, value, &host_root, &data_root)),
     };
@@ -243,11 +243,11 @@ fn plan_migration(
         host,
         &data_root.join(format!("{}.{}", migration.uid, migration.gid)),
     );
-    if content.is_empty() && migrate::pending(&host_root).is_none() {
+    if content.is_empty() && migrate::pending(host, &data_root).is_none() {
         return Ok(None);
     }
-    if migrate::pending(&host_root).is_none() {
-        migration.preflight().map_err(|e| {
+    if migrate::pending(host, &data_root).is_none() {
+        migration.preflight(host).map_err(|e| {
             ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
         })?;
     }

@@ -142,7 +142,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             },
             Err(cause) => {
                 let cause = match &migration {
-                    Some(m) => undo_migration(m, cause),
+                    Some(m) => undo_migration(host, m, cause),
                     None => cause,
                 };
                 let original = observed.config_file.as_ref();
@@ -192,7 +192,8 @@ fn plan_migration(
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
         direction: Direction::IntoRemapped,
     };
-    let unfinished = migrate::pending(&data_root).filter(|p| p.uid == new.uid && p.gid == new.gid);
+    let unfinished =
+        migrate::pending(host, &plan.data_root).filter(|p| p.uid == new.uid && p.gid == new.gid);
     let (migration, content) = match unfinished {
         Some(m) => {
             let content = Content::count(host, &plan.data_root);
@@ -220,8 +221,8 @@ fn plan_migration(
         )
         .into());
     }
-    if migrate::pending(&data_root).is_none() {
-        migration.preflight().map_err(|e| {
+    if migrate::pending(host, &plan.data_root).is_none() {
+        migration.preflight(host).map_err(|e| {
             ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
         })?;
     }
@@ -279,16 +280,16 @@ fn migrate(
             );
         }
     }
-    Ok(migration.run_stopped()?)
+    Ok(migration.run_stopped(host)?)
 }
 
 /// Carries the data back before daemon.json is restored.
-pub fn undo_migration(migration: &Migration, cause: ActivateError) -> ActivateError {
+pub fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> ActivateError {
     let back = Migration {
         direction: Direction::OutOfRemapped,
         ..migration.clone()
     };
-    match back.run() {
+    match back.run(host) {
         Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
         Err(e) => ActivateError::Verify(format!(
             "{cause:#}\nmoving the migrated data back FAILED: {e:#}"

@@ -38,7 +38,7 @@ fn unfinished(facts: &Facts<'_>) -> Check {
     const ID: &str = "data_root.unfinished";
     const TITLE: &str = "no half-done migration or shift";
     let root = facts.host.display(&facts.data_root);
-    if let Some(m) = crate::migrate::pending(&root) {
+    if let Some(m) = crate::migrate::pending(facts.host, &facts.data_root) {
         let (command, way) = match m.direction {
             crate::migrate::Direction::IntoRemapped => ("enable --migrate", "into"),
             crate::migrate::Direction::OutOfRemapped => ("disable --migrate", "out of"),

@@ -1,0 +1,742 @@
+//! `--migrate`: carry the daemon's images, containers and volumes between
+//! the non-remapped data root and `<data-root>/<uid>.<gid>`, by rename and
+//! id shift (never a copy), with a journal so that an interrupted run is
+//! completed by the next one.
+//!
+//! What moves: the daemon-state entries at the top of the data root. What
+//! is shifted: only what container processes own, as dockerd lays out a
+//! remapped root itself: layer contents (`overlay2/*/diff`, `work`), volume
+//! data (`volumes/*/_data`) and the per-container `hostname`, `hosts`,
+//! `resolv.conf`. What is rewritten: the absolute paths a container's
+//! `config.v2.json` keeps (logs, hostname, hosts, resolv.conf and named
+//! volume sources), which dockerd does not recompute for volumes.
+//!
+//! Every file is reached from the data root's descriptor, opened once
+//! beneath `--root`, one name at a time without following links (see
+//! `at`); everything a container or an image could have swapped for a
+//! link is checked before the first write, so a refusal changes nothing.
+
+mod at;
+mod journal;
+
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use serde_json::{Value, json};
+
+use crate::host::{self, Host, HostError};
+use crate::shift::{self, IdMap, ShiftOptions};
+use at::{At, Entry, Owner, io_err, temp_name};
+
+/// Top-level entries of a data root that belong to the daemon's state.
+const STATE: &[&str] = &[
+    "image",
+    "overlay2",
+    "containers",
+    "volumes",
+    "network",
+    "buildkit",
+    "plugins",
+    "runtimes",
+    "swarm",
+    "tmp",
+    "trust",
+    "containerd",
+];
+/// Storage drivers whose layers this module cannot shift.
+const OTHER_DRIVERS: &[&str] = &[
+    "vfs",
+    "btrfs",
+    "zfs",
+    "aufs",
+    "devicemapper",
+    "fuse-overlayfs",
+];
+/// Files dockerd writes into a container's directory for its process.
+const CONTAINER_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
+const CONFIG: &str = "config.v2.json";
+/// What a layer holds that container processes own.
+const LAYER_TREES: &[&str] = &["diff", "work"];
+/// Path fields of `config.v2.json` that point into the data root.
+const PATH_FIELDS: &[&str] = &["LogPath", "HostnamePath", "HostsPath", "ResolvConfPath"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("shifting {path}: {source}")]
+    Shift {
+        path: PathBuf,
+        #[source]
+        source: shift::ShiftError,
+    },
+    #[error("{0}")]
+    Refused(String),
+    /// A link, a file of the wrong kind, a mount or a hard link where the
+    /// migration would act.
+    #[error("{path} {what}")]
+    Unexpected { path: PathBuf, what: String },
+    #[error(
+        "{source:#}; dockerd is left stopped and the journal in {journal} records the migration: run the same command again to finish it"
+    )]
+    Interrupted {
+        #[source]
+        source: Box<MigrateError>,
+        journal: PathBuf,
+    },
+    #[error("shifting {path}: {count} entries failed, first: {first}; rerun to finish")]
+    Entries {
+        path: PathBuf,
+        count: u64,
+        first: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Non-remapped root -> `<uid>.<gid>` (enable).
+    IntoRemapped,
+    /// `<uid>.<gid>` -> non-remapped root (disable).
+    OutOfRemapped,
+    /// `<old_uid>.<old_gid>` -> `<uid>.<gid>`, when the mapping changed.
+    Between { old_uid: u32, old_gid: u32 },
+}
+
+/// One migration: where, which way, and the mapping.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Migration {
+    /// The data root as the host sees it (already joined to `--root`),
+    /// for messages.
+    pub data_root: PathBuf,
+    /// The data root as dockerd sees it: what is opened inside `--root`,
+    /// and what the configs' paths use.
+    pub daemon_data_root: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub count: u32,
+    pub direction: Direction,
+}
+
+/// What a migration did, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateReport {
+    pub moved: Vec<String>,
+    pub configs_rewritten: usize,
+    pub entries_shifted: u64,
+    pub ids_left_alone: u64,
+    pub resumed: bool,
+    pub elapsed: std::time::Duration,
+}
+
+impl MigrateReport {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "moved": self.moved,
+            "configs_rewritten": self.configs_rewritten,
+            "entries_shifted": self.entries_shifted,
+            "ids_left_alone": self.ids_left_alone,
+            "resumed": self.resumed,
+            "seconds": self.elapsed.as_secs_f64(),
+        })
+    }
+}
+
+impl Migration {
+    pub fn remapped_root(&self) -> PathBuf {
+        self.data_root.join(self.remapped_name())
+    }
+
+    pub fn source(&self) -> PathBuf {
+        match self.source_name() {
+            Some(name) => self.data_root.join(name),
+            None => self.data_root.clone(),
+        }
+    }
+
+    fn target(&self) -> PathBuf {
+        match self.target_name() {
+            Some(name) => self.data_root.join(name),
+            None => self.data_root.clone(),
+        }
+    }
+
+    fn remapped_name(&self) -> String {
+        format!("{}.{}", self.uid, self.gid)
+    }
+
+    /// The source's name in the data root; `None` for the data root itself.
+    fn source_name(&self) -> Option<String> {
+        match self.direction {
+            Direction::IntoRemapped => None,
+            Direction::OutOfRemapped => Some(self.remapped_name()),
+            Direction::Between { old_uid, old_gid } => Some(format!("{old_uid}.{old_gid}")),
+        }
+    }
+
+    fn target_name(&self) -> Option<String> {
+        match self.direction {
+            Direction::IntoRemapped | Direction::Between { .. } => Some(self.remapped_name()),
+            Direction::OutOfRemapped => None,
+        }
+    }
+
+    /// The id maps that carry the source's owners to the target's.
+    fn maps(&self) -> (IdMap, IdMap) {
+        let count = self.count;
+        let map = |from, to| IdMap { from, to, count };
+        match self.direction {
+            Direction::IntoRemapped => (map(0, self.uid), map(0, self.gid)),
+            Direction::OutOfRemapped => (map(self.uid, 0), map(self.gid, 0)),
+            Direction::Between { old_uid, old_gid } => {
+                (map(old_uid, self.uid), map(old_gid, self.gid))
+            }
+        }
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.data_root.join(journal::NAME)
+    }
+
+    fn open_root(&self, host: &Host) -> Result<At, MigrateError> {
+        open_data_root(host, &self.daemon_data_root)
+    }
+
+    /// A `<uid>.<gid>` directory of the data root, or the root itself.
+    fn open_named(root: &At, name: Option<String>) -> Result<Option<At>, MigrateError> {
+        match name {
+            Some(name) => root.dir(name),
+            None => root.dup().map(Some),
+        }
+    }
+
+    /// The entries to move; refuses what rename cannot do or would
+    /// clobber, and anything planted where the migration would act. Runs
+    /// before anything is written; mounts are checked when dockerd is
+    /// stopped (a running dockerd mounts its own root).
+    pub fn preflight(&self, host: &Host) -> Result<Vec<String>, MigrateError> {
+        let root = self.open_root(host)?;
+        journal::read(&root)?;
+        let entries = self.movable(&root)?;
+        self.inspect(&root)?;
+        Ok(entries)
+    }
+
+    fn movable(&self, root: &At) -> Result<Vec<String>, MigrateError> {
+        let Some(source) = Self::open_named(root, self.source_name())? else {
+            return Ok(Vec::new());
+        };
+        let target = Self::open_named(root, self.target_name())?;
+        let root_dev = root.dev();
+        let mut entries = Vec::new();
+        for name in STATE {
+            let Some(meta) = source.lstat(name)? else {
+                continue;
+            };
+            if meta.st_dev != root_dev {
+                return Err(MigrateError::Refused(format!(
+                    "{} is on another filesystem than {}: moving it would need a copy; migrate it by hand or keep it",
+                    source.join(name).display(),
+                    self.data_root.display()
+                )));
+            }
+            if let Some(target) = &target {
+                if target.lstat(name)?.is_some() && !target.is_empty_dir(name) {
+                    return Err(MigrateError::Refused(format!(
+                        "both {} and {} exist; remove the one you do not need first",
+                        source.join(name).display(),
+                        target.join(name).display()
+                    )));
+                }
+            }
+            entries.push((*name).to_owned());
+        }
+        for driver in OTHER_DRIVERS {
+            if source.lstat(driver)?.is_some() {
+                return Err(MigrateError::Refused(format!(
+                    "{} holds layers of the {driver} storage driver; only overlay2 layers can be migrated",
+                    source.join(driver).display()
+                )));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Checks, on both sides, every place the migration will act on:
+    /// layer and volume trees are directories, container files regular
+    /// files, none is a link or on another filesystem, and no temp name
+    /// is taken.
+    fn inspect(&self, root: &At) -> Result<(), MigrateError> {
+        journal::require_no_temp(root)?;
+        for name in [self.source_name(), self.target_name()] {
+            if let Some(state) = Self::open_named(root, name)? {
+                inspect_state(&state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs (or, when a journal for the same migration exists, finishes)
+    /// the migration. Every step is idempotent.
+    pub fn run(&self, host: &Host) -> Result<MigrateReport, MigrateError> {
+        let started = std::time::Instant::now();
+        let mut report = MigrateReport::default();
+        let root = self.open_root(host)?;
+        match journal::read(&root)? {
+            Some(existing) if existing == *self => report.resumed = true,
+            Some(other) => {
+                return Err(MigrateError::Refused(format!(
+                    "{} records another unfinished migration ({:?} for {}.{}); finish that one first",
+                    self.journal().display(),
+                    other.direction,
+                    other.uid,
+                    other.gid
+                )));
+            }
+            None => {}
+        }
+        let entries = if report.resumed {
+            self.resumable_entries(&root)?
+        } else {
+            self.movable(&root)?
+        };
+        self.inspect(&root)?;
+        if let Some(mount) = mounts_under(&root)?.first() {
+            return Err(MigrateError::Refused(format!(
+                "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
+            )));
+        }
+        journal::write(&root, self)?;
+        crate::failpoint::hit("migrate.after_journal");
+        report.moved = self.move_entries(&root, &entries)?;
+        crate::failpoint::hit("migrate.after_move");
+        report.configs_rewritten = self.rewrite_configs(&root)?;
+        self.shift_owned(&root, &mut report)?;
+        crate::failpoint::hit("migrate.after_shift");
+        self.set_layout_owners(&root)?;
+        journal::remove(&root)?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Records the migration before anything else changes, so that a
+    /// crash right after the config is rewritten still leaves a record
+    /// of what is left to do.
+    pub fn record_intent(&self, host: &Host) -> Result<(), MigrateError> {
+        let root = self.open_root(host)?;
+        journal::require_no_temp(&root)?;
+        journal::write(&root, self)
+    }
+
+    /// [`Migration::run`] once dockerd is stopped: a failure then says
+    /// how the daemon was left and how to finish.
+    pub fn run_stopped(&self, host: &Host) -> Result<MigrateReport, MigrateError> {
+        self.run(host).map_err(|source| MigrateError::Interrupted {
+            source: Box::new(source),
+            journal: self.journal(),
+        })
+    }
+
+    fn resumable_entries(&self, root: &At) -> Result<Vec<String>, MigrateError> {
+        let Some(source) = Self::open_named(root, self.source_name())? else {
+            return Ok(Vec::new());
+        };
+        let mut entries = Vec::new();
+        for name in STATE {
+            if source.lstat(name)?.is_some() {
+                entries.push((*name).to_owned());
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The target directory, created as dockerd would when it is new.
+    fn open_target(&self, root: &At) -> Result<At, MigrateError> {
+        let Some(name) = self.target_name() else {
+            return root.dup();
+        };
+        let created = root.create_dir(&name, 0o700)?;
+        let target = root
+            .dir(&name)?
+            .ok_or_else(|| io_err(root.join(&name), Errno::NOENT))?;
+        if created {
+            target.set_owner_mode(0, self.gid, 0o710)?;
+        }
+        Ok(target)
+    }
+
+    fn move_entries(&self, root: &At, entries: &[String]) -> Result<Vec<String>, MigrateError> {
+        let target = self.open_target(root)?;
+        let Some(source) = Self::open_named(root, self.source_name())? else {
+            return Ok(Vec::new());
+        };
+        let mut moved = Vec::new();
+        for name in entries {
+            if source.lstat(name)?.is_none() {
+                continue;
+            }
+            if target.is_empty_dir(name) {
+                target.remove_dir(name)?;
+            }
+            source.rename_into(name, &target)?;
+            moved.push(name.clone());
+        }
+        Ok(moved)
+    }
+
+    /// Points the paths each container config keeps at the new root.
+    fn rewrite_configs(&self, root: &At) -> Result<usize, MigrateError> {
+        let seen_by_daemon = |host_path: PathBuf| match host_path.strip_prefix(&self.data_root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => prefix(&self.daemon_data_root.join(rel)),
+            _ => prefix(&self.daemon_data_root),
+        };
+        let (from, to) = (seen_by_daemon(self.source()), seen_by_daemon(self.target()));
+        let Some(containers) = self.target_subdir(root, "containers")? else {
+            return Ok(0);
+        };
+        let mut rewritten = 0;
+        for name in containers.subdirs(&[])? {
+            let Some(container) = containers.dir(&name)? else {
+                continue;
+            };
+            let Some(file) = container.file(CONFIG)? else {
+                continue;
+            };
+            let Ok(mut config) = serde_json::from_slice::<Value>(&file.read()?) else {
+                return Err(MigrateError::Refused(format!(
+                    "{}: not valid JSON; fix or remove it",
+                    file.path.display()
+                )));
+            };
+            if rewrite_paths(&mut config, &from, &to) {
+                let bytes = serde_json::to_vec(&config).expect("JSON values serialize");
+                container.replace(CONFIG, &bytes, Owner::of(&file.stat))?;
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+
+    fn target_subdir(&self, root: &At, name: &str) -> Result<Option<At>, MigrateError> {
+        match Self::open_named(root, self.target_name())? {
+            Some(target) => target.dir(name),
+            None => Ok(None),
+        }
+    }
+
+    /// Shifts what container processes own; ids already in the target
+    /// range are outside the source range, so a rerun shifts nothing twice.
+    fn shift_owned(&self, root: &At, report: &mut MigrateReport) -> Result<(), MigrateError> {
+        let (uid_map, gid_map) = self.maps();
+        let options = ShiftOptions {
+            uid_maps: vec![uid_map],
+            gid_maps: vec![gid_map],
+            dry_run: false,
+            progress: false,
+        };
+        // One directory open at a time: a root may hold thousands.
+        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+            for name in overlay.subdirs(&["l"])? {
+                let Some(layer) = overlay.dir(&name)? else {
+                    continue;
+                };
+                for part in LAYER_TREES {
+                    if let Some(tree) = layer.dir(part)? {
+                        shift_tree(&tree, &options, report)?;
+                    }
+                }
+            }
+        }
+        if let Some(volumes) = self.target_subdir(root, "volumes")? {
+            for name in volumes.subdirs(&[])? {
+                let Some(volume) = volumes.dir(&name)? else {
+                    continue;
+                };
+                if let Some(data) = volume.dir("_data")? {
+                    shift_tree(&data, &options, report)?;
+                }
+            }
+        }
+        if let Some(containers) = self.target_subdir(root, "containers")? {
+            for name in containers.subdirs(&[])? {
+                let Some(container) = containers.dir(&name)? else {
+                    continue;
+                };
+                for file in CONTAINER_FILES {
+                    if let Some(entry) = container.file(file)? {
+                        if shift_file(&entry, uid_map, gid_map)? {
+                            report.entries_shifted += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The owners and modes dockerd gives a root of this kind, where it
+    /// does not set them itself at start.
+    fn set_layout_owners(&self, root: &At) -> Result<(), MigrateError> {
+        let gid = match self.direction {
+            Direction::IntoRemapped | Direction::Between { .. } => self.gid,
+            Direction::OutOfRemapped => 0,
+        };
+        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+            for name in overlay.subdirs(&["l"])? {
+                if let Some(layer) = overlay.dir(&name)? {
+                    layer.set_owner_mode(0, gid, 0o710)?;
+                }
+            }
+        }
+        if let Some(containers) = self.target_subdir(root, "containers")? {
+            for name in containers.subdirs(&[])? {
+                let Some(container) = containers.dir(&name)? else {
+                    continue;
+                };
+                container.set_owner_mode(0, gid, 0o710)?;
+                if let Some(mounts) = container.dir("mounts")? {
+                    mounts.set_owner_mode(0, gid, 0o710)?;
+                }
+            }
+        }
+        if let Some(source) = self.source_name() {
+            if root.is_empty_dir(&source) {
+                root.remove_dir(&source)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses, in one side's state, a link or a file of the wrong kind where
+/// the migration will shift, chown, rewrite or create.
+fn inspect_state(state: &At) -> Result<(), MigrateError> {
+    if let Some(overlay) = state.dir("overlay2")? {
+        for name in overlay.subdirs(&["l"])? {
+            if let Some(layer) = overlay.dir(&name)? {
+                for part in LAYER_TREES {
+                    layer.dir(part)?;
+                }
+            }
+        }
+    }
+    if let Some(volumes) = state.dir("volumes")? {
+        for name in volumes.subdirs(&[])? {
+            if let Some(volume) = volumes.dir(&name)? {
+                volume.dir("_data")?;
+            }
+        }
+    }
+    if let Some(containers) = state.dir("containers")? {
+        for name in containers.subdirs(&[])? {
+            let Some(container) = containers.dir(&name)? else {
+                continue;
+            };
+            for file in CONTAINER_FILES.iter().chain([&CONFIG]) {
+                container.file(file)?;
+            }
+            container.dir("mounts")?;
+            container.require_absent(&temp_name(CONFIG))?;
+        }
+    }
+    Ok(())
+}
+
+/// The unfinished migration recorded in a data root (as dockerd sees it,
+/// inside the host's root), if any. Whatever is there is read without
+/// following a link or blocking, and only when it is a small regular file
+/// root owns.
+pub fn pending(host: &Host, data_root: &Path) -> Option<Migration> {
+    read_pending(host, data_root).ok().flatten()
+}
+
+/// [`pending`], saying why a journal (or the data root) was refused.
+pub fn read_pending(host: &Host, data_root: &Path) -> Result<Option<Migration>, MigrateError> {
+    journal::read(&open_data_root(host, data_root)?)
+}
+
+/// Opens the data root inside the host's root. Under `--root` it must lie
+/// beneath the image: a `..` in it, or a symlink on the way that leads out
+/// of the image, is refused, never clamped into a guess.
+fn open_data_root(host: &Host, data_root: &Path) -> Result<At, MigrateError> {
+    let display = host.display(data_root);
+    if data_root.components().any(|c| c == Component::ParentDir) {
+        return Err(MigrateError::Refused(format!(
+            "data-root {} contains `..`; write it without `..` (under --root it would lead out of {})",
+            data_root.display(),
+            host.root().display()
+        )));
+    }
+    if host.is_live() {
+        return At::root(host.open_dir(data_root)?, display);
+    }
+    let image = host.open_dir(Path::new("/"))?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    match rfs::openat2(&image, host::relative(data_root), flags, Mode::empty(), how) {
+        Ok(fd) => At::root(fd, display),
+        Err(Errno::XDEV) => Err(MigrateError::Refused(format!(
+            "{}: the data root resolves through a symbolic link that is absolute or leads out of {}; point data-root at the real directory",
+            display.display(),
+            host.root().display()
+        ))),
+        Err(e) => Err(io_err(display, e)),
+    }
+}
+
+/// Shifts one tree through the shift engine, which is handed this very
+/// directory (by its /proc/self/fd path), not a name to look up again.
+fn shift_tree(
+    tree: &At,
+    options: &ShiftOptions,
+    report: &mut MigrateReport,
+) -> Result<(), MigrateError> {
+    let handle = tree.proc_path();
+    let shown = |path: &Path| match path.strip_prefix(&handle) {
+        Ok(rest) if !rest.as_os_str().is_empty() => tree.path().join(rest),
+        _ => tree.path().to_owned(),
+    };
+    let shifted = shift::shift_tree(&handle, options).map_err(|source| MigrateError::Shift {
+        path: tree.path().to_owned(),
+        source,
+    })?;
+    if !shifted.ok() {
+        let first = shifted.errors.first().map_or_else(String::new, |e| {
+            format!("{} ({})", shown(&e.path).display(), e.kind)
+        });
+        return Err(MigrateError::Entries {
+            path: tree.path().to_owned(),
+            count: shifted.error_count,
+            first,
+        });
+    }
+    report.entries_shifted += shifted.changed;
+    report.ids_left_alone += shifted.uids_left_alone + shifted.gids_left_alone;
+    Ok(())
+}
+
+fn shift_file(entry: &Entry, uid_map: IdMap, gid_map: IdMap) -> Result<bool, MigrateError> {
+    let uid = uid_map.apply(entry.stat.st_uid);
+    let gid = gid_map.apply(entry.stat.st_gid);
+    if uid.is_none() && gid.is_none() {
+        return Ok(false);
+    }
+    entry.chown(uid, gid)?;
+    Ok(true)
+}
+
+/// Mount points at or below the data root (from /proc/self/mountinfo).
+fn mounts_under(root: &At) -> Result<Vec<String>, MigrateError> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| MigrateError::Io {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+    let dir = root.real_path()?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| Path::new(m).starts_with(&dir))
+        .collect())
+}
+
+fn prefix(path: &Path) -> String {
+    format!("{}/", path.display())
+}
+
+/// Rewrites `from`-prefixed paths to `to`; true when anything changed.
+/// A path that already has the target prefix is left alone, so that a
+/// rerun after a crash is harmless in both directions.
+pub fn rewrite_paths(config: &mut Value, from: &str, to: &str) -> bool {
+    // Of two nested prefixes, the longer one marks a path already done
+    // when it is the target.
+    let fix = |value: &mut Value| -> bool {
+        let Some(text) = value.as_str() else {
+            return false;
+        };
+        let done = to.len() > from.len() && text.starts_with(to);
+        match text.strip_prefix(from) {
+            Some(rest) if !done => {
+                *value = Value::String(format!("{to}{rest}"));
+                true
+            }
+            _ => false,
+        }
+    };
+    let mut changed = false;
+    for field in PATH_FIELDS {
+        if let Some(value) = config.get_mut(*field) {
+            changed |= fix(value);
+        }
+    }
+    if let Some(Value::Object(mounts)) = config.get_mut("MountPoints") {
+        for mount in mounts.values_mut() {
+            if let Some(source) = mount.get_mut("Source") {
+                changed |= fix(source);
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Value {
+        json!({
+            "LogPath": "/var/lib/docker/containers/abc/abc-json.log",
+            "HostnamePath": "/var/lib/docker/containers/abc/hostname",
+            "HostsPath": "/var/lib/docker/containers/abc/hosts",
+            "ResolvConfPath": "/var/lib/docker/containers/abc/resolv.conf",
+            "MountPoints": {
+                "/data": {"Source": "/var/lib/docker/volumes/vol/_data", "Name": "vol"},
+                "/host": {"Source": "/srv/host"}
+            }
+        })
+    }
+
+    #[test]
+    fn temp_names_carry_the_pid_after_one_leading_dot() {
+        let pid = std::process::id();
+        assert_eq!(temp_name(CONFIG), format!(".config.v2.json.{pid}.tmp"));
+        assert_eq!(
+            temp_name(journal::NAME),
+            format!(".docker-userns-migrate.json.{pid}.tmp")
+        );
+    }
+
+    #[test]
+    fn rewrites_forward_and_back_exactly_and_idempotently() {
+        let (plain, mapped) = ("/var/lib/docker/", "/var/lib/docker/100000.100000/");
+        let mut c = config();
+        assert!(rewrite_paths(&mut c, plain, mapped));
+        assert_eq!(
+            c["LogPath"],
+            "/var/lib/docker/100000.100000/containers/abc/abc-json.log"
+        );
+        assert_eq!(
+            c["MountPoints"]["/data"]["Source"],
+            "/var/lib/docker/100000.100000/volumes/vol/_data"
+        );
+        assert_eq!(
+            c["MountPoints"]["/host"]["Source"], "/srv/host",
+            "bind mounts stay"
+        );
+        assert!(
+            !rewrite_paths(&mut c, plain, mapped),
+            "a rerun changes nothing"
+        );
+        assert!(rewrite_paths(&mut c, mapped, plain));
+        assert_eq!(c, config());
+        assert!(!rewrite_paths(&mut c, mapped, plain));
+    }
+}
