@@ -174,16 +174,25 @@ fn acquire(
     }
 }
 
+/// Creates `NAME.<pid>` holding our PID. A file of that name can only be
+/// a leftover of a dead process that had our PID (or something planted),
+/// so it is removed first, and the new one is never opened through a link.
+/// On any failure, a full disk while writing the PID included, nothing of
+/// ours is left behind.
 fn write_pid_file(dir: &OwnedFd, name: &OsString, pid: u32) -> Result<(), Errno> {
     let _ = rfs::unlinkat(dir, name, AtFlags::empty());
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     let text = pid.to_string();
-    let written = rustix::io::write(&fd, text.as_bytes())?;
-    if written != text.len() {
-        return Err(Errno::IO);
+    let written = match rustix::io::write(&fd, text.as_bytes()) {
+        Ok(n) if n == text.len() => Ok(()),
+        Ok(_) => Err(Errno::NOSPC),
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
     }
-    Ok(())
+    written
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {

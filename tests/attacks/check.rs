@@ -286,10 +286,11 @@ fn closed_stdout_ends_quietly_for_every_output() {
     assert_eq!(code, normal, "check's status changed with a closed stdout");
 }
 
-#[test]
-fn full_disk_leaves_no_lock_or_temp_file_in_etc() {
-    let scene = Scene::new();
-    let img = image(&scene, false);
+/// Runs `enable --root $T/img` with the image's /etc on a 64 KiB tmpfs
+/// that `fill` (shell) fills, and returns the output with a line telling
+/// whether the listing of /etc (names, sizes, inodes) changed.
+fn enable_on_full_etc(scene: &Scene, fill: &str) -> String {
+    let img = image(scene, false);
     // The remap account exists, so enable only has to lock and write
     // /etc/subuid and /etc/subgid: our own lock and temp file code.
     put(
@@ -300,14 +301,13 @@ fn full_disk_leaves_no_lock_or_temp_file_in_etc() {
     put(&img, "etc/group", "root:x:0:\ndockremap:x:999:\n");
     put(&img, "etc/subuid", "");
     put(&img, "etc/subgid", "");
-    let before = scene.etc_fingerprint();
-    let out = scene.run(
+    let out = scene.run(&format!(
         r#"I="$T/img"
 cp -a "$I/etc" "$T/etc.copy"
 mount -t tmpfs -o size=64k tmpfs "$I/etc"
 cp -a "$T/etc.copy/." "$I/etc/"
-dd if=/dev/zero of="$I/etc/filler" bs=4k 2>/dev/null || true
-list() { (cd "$I/etc" && find . -printf '%p %s %i\n' | sort); }
+{fill}
+list() {{ (cd "$I/etc" && find . -printf '%p %s %i\n' | sort); }}
 list > "$T/before.txt"
 rc=0
 "$BIN" --root "$I" enable --no-restart || rc=$?
@@ -315,13 +315,38 @@ echo "exit=$rc"
 list > "$T/after.txt"
 if cmp -s "$T/before.txt" "$T/after.txt"; then echo "etc unchanged"; else
   echo "etc changed:"; diff "$T/before.txt" "$T/after.txt" || true; fi
-"#,
+"#
+    ));
+    stdout(&out) + &stderr(&out)
+}
+
+#[test]
+fn full_disk_leaves_no_lock_or_temp_file_in_etc() {
+    let scene = Scene::new();
+    let before = scene.etc_fingerprint();
+    // Nothing free: writing the PID into `subuid.<pid>` fails.
+    let no_room = enable_on_full_etc(
+        &scene,
+        r#"dd if=/dev/zero of="$I/etc/filler" bs=4k 2>/dev/null || true"#,
     );
-    let text = stdout(&out) + &stderr(&out);
+    assert!(no_room.contains("exit=2"), "{no_room}");
+    assert!(no_room.contains("subuid.lock"), "{no_room}");
+    assert!(no_room.contains("No space left on device"), "{no_room}");
+    assert!(no_room.contains("etc unchanged"), "{no_room}");
+    fs::remove_dir_all(scene.path("img")).unwrap();
+    fs::remove_dir_all(scene.path("etc.copy")).unwrap();
+    // One page free: the lock file takes it, the temp file finds none.
+    let one_page = enable_on_full_etc(
+        &scene,
+        r#"dd if=/dev/zero of="$I/etc/spare" bs=4k count=1 2>/dev/null
+dd if=/dev/zero of="$I/etc/filler" bs=4k 2>/dev/null || true
+rm "$I/etc/spare""#,
+    );
+    assert!(one_page.contains("exit=2"), "{one_page}");
+    assert!(one_page.contains(".tmp"), "{one_page}");
+    assert!(one_page.contains("No space left on device"), "{one_page}");
+    assert!(one_page.contains("etc unchanged"), "{one_page}");
     assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert!(text.contains("exit=2"), "{text}");
-    assert!(text.contains("No space left on device"), "{text}");
-    assert!(text.contains("etc unchanged"), "{text}");
 }
 
 #[test]
