@@ -391,3 +391,28 @@ fn check_follows_unit_links_that_stay_inside_the_image() {
     );
     assert!(text.contains("etc/default/docker"), "{text}");
 }
+
+#[test]
+fn check_data_root_link_out_of_the_image_is_not_measured() {
+    let scene = Scene::new();
+    mark_victim(&scene);
+    // Outside the image: 4 MiB that only a walk led out of it would count.
+    let victim = scene.path("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("data"), vec![7u8; 4 << 20]).unwrap();
+    let img = image(&scene, false);
+    link(
+        &img,
+        "var/lib/docker/1.1",
+        victim.to_str().expect("a UTF-8 scene path"),
+    );
+    let before = scene.etc_fingerprint();
+    let (text, code, _) = check_image(&scene, "human");
+    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
+    assert_finished(&text, code);
+    assert_no_leak(&text);
+    assert!(
+        text.contains("/var/lib/docker/1.1 (0 images, 0 containers, 0 volumes, 0.0 B)"),
+        "the walk left the image:\n{text}"
+    );
+}
