@@ -693,7 +693,7 @@ mod tests {
         for fifo in ["etc/init.d/docker", "var/log/docker.log"] {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &r.join(fifo),
+                r.join(fifo),
                 rfs::FileType::Fifo,
                 rfs::Mode::from_raw_mode(0o644),
                 0,
