@@ -375,8 +375,13 @@ impl Host {
     ) -> Result<OwnedFd, HostError> {
         self.require_regular(path, st, limit)?;
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        rfs::open(proc_fd(handle), flags, Mode::empty())
-            .map_err(|e| HostError::io(&self.display(path), e))
+        rfs::open(proc_fd(handle), flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOENT => HostError::Refused {
+                path: self.display(path),
+                what: "cannot be reopened through /proc/self/fd; is /proc mounted?".into(),
+            },
+            e => HostError::io(&self.display(path), e),
+        })
     }
 
     fn refuse_link(&self, dir: &OwnedFd, path: &Path, name: &std::ffi::OsStr) -> HostError {
@@ -432,10 +437,10 @@ fn is_missing(e: &HostError) -> bool {
 }
 
 fn human_size(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{} KiB", bytes >> 10)
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -477,4 +482,73 @@ pub fn relative(path: &Path) -> PathBuf {
 pub fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
     let name = path.file_name().expect("file paths have a name");
     (path.parent().unwrap_or(Path::new("/")), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn image() -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc/d")).unwrap();
+        fs::write(dir.path().join("etc/real"), "inside\n").unwrap();
+        let host = Host::open(dir.path(), Box::new(SystemRunner)).unwrap();
+        (dir, host)
+    }
+
+    #[test]
+    fn absolute_links_resolve_inside_the_root() {
+        let (dir, host) = image();
+        symlink("/etc/real", dir.path().join("etc/link")).unwrap();
+        symlink("../../../../../../etc/real", dir.path().join("etc/d/up")).unwrap();
+        for path in ["/etc/link", "/etc/d/up"] {
+            let bytes = host.read_resolved(Path::new(path), 64).unwrap();
+            assert_eq!(bytes.as_deref(), Some(&b"inside\n"[..]), "{path}");
+        }
+        symlink("/etc/none", dir.path().join("etc/dangling")).unwrap();
+        assert!(
+            host.read_resolved(Path::new("/etc/dangling"), 64)
+                .unwrap()
+                .is_none()
+        );
+        assert!(host.has_entry(Path::new("/etc/dangling")));
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let (dir, host) = image();
+        let fifo = dir.path().join("etc/fifo");
+        rfs::mknodat(rfs::CWD, &fifo, rfs::FileType::Fifo, Mode::RUSR, 0).unwrap();
+        let err = host.read_resolved(Path::new("/etc/fifo"), 64).unwrap_err();
+        assert!(
+            err.to_string().contains("not a regular file (Fifo)"),
+            "{err}"
+        );
+        let err = host.read_resolved(Path::new("/etc/real"), 3).unwrap_err();
+        assert!(err.to_string().contains("larger than the 3 bytes"), "{err}");
+        let err = host.read_resolved(Path::new("/etc/d"), 64).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        assert_eq!(
+            host.read_head(Path::new("/etc/real"), 2).unwrap().unwrap(),
+            b"in"
+        );
+        assert_eq!(
+            host.read_tail(Path::new("/etc/real"), 3).unwrap().unwrap(),
+            (b"de\n".to_vec(), true)
+        );
+    }
+
+    #[test]
+    fn listings_go_through_the_root() {
+        let (dir, host) = image();
+        fs::write(dir.path().join("etc/d/b.conf"), "").unwrap();
+        fs::write(dir.path().join("etc/d/a.conf"), "").unwrap();
+        symlink("/etc/d", dir.path().join("etc/linked")).unwrap();
+        let names = host.list_dir(Path::new("/etc/linked")).unwrap().unwrap();
+        assert_eq!(names, ["a.conf", "b.conf"]);
+        assert!(host.list_dir(Path::new("/etc/real")).unwrap().is_none());
+        assert!(host.list_dir(Path::new("/nope")).unwrap().is_none());
+    }
 }
