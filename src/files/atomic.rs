@@ -223,3 +223,40 @@ pub fn remove(host: &Host, path: &Path) -> Result<(), HostError> {
     }
     rfs::fsync(&dir).map_err(|e| HostError::io(&host.display(path), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SystemRunner;
+    use std::fs;
+
+    #[test]
+    fn a_planted_temp_link_is_replaced_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        fs::write(etc.join("subuid"), "old\n").unwrap();
+        let victim = root.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        let temp = format!(".subuid.{}.tmp", std::process::id());
+        std::os::unix::fs::symlink(&victim, etc.join(&temp)).unwrap();
+        let host = Host::open(root.path(), Box::new(SystemRunner)).unwrap();
+        let previous = host.read(Path::new("/etc/subuid")).unwrap().unwrap();
+        let job = Replace {
+            path: Path::new("/etc/subuid"),
+            bytes: b"new\n",
+            previous: Some(&previous),
+            backup: Some("subuid-".into()),
+        };
+        replace(&host, &job).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(fs::read_to_string(etc.join("subuid")).unwrap(), "new\n");
+        assert_eq!(fs::read_to_string(etc.join("subuid-")).unwrap(), "old\n");
+        let mut names: Vec<_> = fs::read_dir(&etc)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["subuid", "subuid-"]);
+    }
+}

@@ -230,3 +230,32 @@ fn with_suffix(name: &std::ffi::OsStr, suffix: &str) -> OsString {
 fn sleep_a_little() {
     std::thread::sleep(Duration::from_millis(20));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SystemRunner;
+    use std::fs;
+
+    #[test]
+    fn a_planted_pid_file_link_is_replaced_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let victim = root.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        let pid_name = format!("subuid.{}", std::process::id());
+        std::os::unix::fs::symlink(&victim, etc.join(&pid_name)).unwrap();
+        let host = Host::open(root.path(), Box::new(SystemRunner)).unwrap();
+        let locks = lock(&host, &[Path::new("/etc/subuid")]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert!(etc.join(&pid_name).symlink_metadata().is_err());
+        let lock_file = etc.join("subuid.lock");
+        assert_eq!(
+            fs::read_to_string(&lock_file).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(locks);
+        assert!(lock_file.symlink_metadata().is_err());
+    }
+}
