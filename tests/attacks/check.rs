@@ -256,6 +256,7 @@ fn closed_stdout_ends_quietly_for_every_output() {
     let scene = Scene::new();
     let img = image(&scene, false);
     let root = img.to_str().unwrap();
+    let before = scene.etc_fingerprint();
     let normal = Command::new(BIN)
         .args(["--root", root, "check"])
         .output()
@@ -268,6 +269,19 @@ fn closed_stdout_ends_quietly_for_every_output() {
         &["--root", root, "--dry-run", "enable"],
         &["--root", root, "--format", "json", "--dry-run", "enable"],
         &["--root", root, "--dry-run", "disable"],
+        &["--root", root, "--format", "json", "grant", "/nonexistent"],
+        &["--root", root, "grant", "/nonexistent"],
+        &[
+            "--root",
+            root,
+            "--dry-run",
+            "shift",
+            "/etc",
+            "--uid-map",
+            "0:100000:65536",
+            "--gid-map",
+            "0:100000:65536",
+        ],
         &["completions", "bash"],
         &["docker-cli-plugin-metadata"],
         &["--help"],
@@ -284,6 +298,7 @@ fn closed_stdout_ends_quietly_for_every_output() {
     }
     let (code, _) = run_into_closed_pipe(&["--root", root, "check"]);
     assert_eq!(code, normal, "check's status changed with a closed stdout");
+    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
 }
 
 /// Runs `enable --root $T/img` with the image's /etc on a 64 KiB tmpfs
