@@ -259,7 +259,7 @@ fn run(invocation: &service::Invocation) -> Result<(), ActivateError> {
 
 /// Refuses when a key about to be set in daemon.json is also a flag.
 pub fn refuse_flag_conflicts(host: &Host, keys: &[&str]) -> Result<(), ActivateError> {
-    let found = flags::scan(host.root())
+    let found = flags::scan(host)
         .map_err(|e| ActivateError::Verify(format!("cannot read how dockerd is started: {e}")))?;
     match flags::conflicts(&found, keys).into_iter().next() {
         Some(conflict) => Err(ActivateError::FlagConflict(conflict)),

@@ -3,7 +3,6 @@
 //! and roll daemon.json back when the daemon does not prove it.
 
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
-use std::fs;
 
 use crate::check::data_root::Content;
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
@@ -243,8 +242,8 @@ fn source_with_content(host: &Host, plan: &Plan, new: &Migration) -> Option<(Mig
     }
     let wanted = new.remapped_root();
     let mut others = Vec::new();
-    for entry in fs::read_dir(&new.data_root).ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in host.list_dir(&plan.data_root).ok()?? {
+        let name = name.to_string_lossy().into_owned();
         let Some((u, g)) = name
             .split_once('.')
             .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
@@ -252,7 +251,7 @@ fn source_with_content(host: &Host, plan: &Plan, new: &Migration) -> Option<(Mig
             continue;
         };
         let content = Content::count(host, &plan.data_root.join(&name));
-        if entry.path() != wanted && !content.is_empty() {
+        if new.data_root.join(&name) != wanted && !content.is_empty() {
             others.push((u, g, content));
         }
     }

@@ -7,16 +7,20 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 /// Files larger than this are refused: every file read here is a small
 /// config file, and a huge one is a mistake or an attack.
 pub const MAX_FILE_SIZE: u64 = 16 << 20;
+
+/// Directories listed here hold a handful of drop-ins or config files.
+pub const MAX_DIR_ENTRIES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -252,26 +256,161 @@ impl Host {
             }
             Err(e) => return Err(e),
         };
-        let flags =
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rfs::openat(&dir, name, flags, Mode::empty()) {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let handle = match rfs::openat(&dir, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP) => return Err(self.refuse_link(&dir, path, name)),
             Err(e) => return Err(HostError::io(&self.display(path), e)),
         };
-        let st = rfs::fstat(&fd).map_err(|e| HostError::io(&self.display(path), e))?;
-        self.require_regular(path, &st)?;
-        let bytes = read_all(&fd).map_err(|source| HostError::Io {
-            path: self.display(path),
-            source,
-        })?;
+        let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(path), e))?;
+        if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink {
+            return Err(self.refuse_link(&dir, path, name));
+        }
+        let (fd, bytes) = self.read_handle(path, &handle, &st, MAX_FILE_SIZE)?;
         Ok(Some(Snapshot {
             path: path.to_owned(),
             bytes,
             meta: FileMeta::from_stat(&st),
             selinux_label: selinux_label(&fd),
         }))
+    }
+
+    /// Reads a regular file as a program inside the root finds it: links
+    /// are followed, but resolved inside the root, so an absolute link in
+    /// an image leads to the image's file, never the host's. `None` when
+    /// it does not exist; refused when it is not a regular file of at most
+    /// `limit` bytes.
+    pub fn read_resolved(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, HostError> {
+        let handle = match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(path), e))?;
+        let (_, bytes) = self.read_handle(path, &handle, &st, limit)?;
+        Ok(Some(bytes))
+    }
+
+    /// The names in a directory inside the root (links resolved inside
+    /// it), without `.` and `..`; `None` when it does not exist or is not
+    /// a directory.
+    pub fn list_dir(&self, path: &Path) -> Result<Option<Vec<OsString>>, HostError> {
+        let fd = match self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let shown = || self.display(path);
+        let dir = rfs::Dir::new(fd).map_err(|e| HostError::io(&shown(), e))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| HostError::io(&shown(), e))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if names.len() == MAX_DIR_ENTRIES {
+                return Err(HostError::Refused {
+                    path: shown(),
+                    what: format!("holds more than {MAX_DIR_ENTRIES} entries"),
+                });
+            }
+            names.push(OsString::from_vec(name.to_vec()));
+        }
+        names.sort();
+        Ok(Some(names))
+    }
+
+    /// True when a directory entry exists at `path`, whatever it is: a
+    /// dangling link counts, as it does for systemd's unit search.
+    pub fn has_entry(&self, path: &Path) -> bool {
+        let (parent, name) = split(path);
+        self.open_dir(parent)
+            .is_ok_and(|dir| rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+    }
+
+    /// The first `len` bytes of a regular file, links resolved inside the
+    /// root; `None` when it does not exist.
+    pub fn read_head(&self, path: &Path, len: u64) -> Result<Option<Vec<u8>>, HostError> {
+        let Some(fd) = self.open_regular(path)? else {
+            return Ok(None);
+        };
+        let bytes = read_at_most(&fd, len).map_err(|source| HostError::Io {
+            path: self.display(path),
+            source,
+        })?;
+        Ok(Some(bytes))
+    }
+
+    /// The last `len` bytes of a regular file of any size, links resolved
+    /// inside the root, and whether it was cut; `None` when it does not exist.
+    pub fn read_tail(&self, path: &Path, len: u64) -> Result<Option<(Vec<u8>, bool)>, HostError> {
+        let Some(fd) = self.open_regular(path)? else {
+            return Ok(None);
+        };
+        let io = |e: Errno| HostError::io(&self.display(path), e);
+        let size = rfs::fstat(&fd).map_err(io)?.st_size as u64;
+        let start = size.saturating_sub(len);
+        rfs::seek(&fd, rfs::SeekFrom::Start(start)).map_err(io)?;
+        let bytes = read_at_most(&fd, len).map_err(|source| HostError::Io {
+            path: self.display(path),
+            source,
+        })?;
+        Ok(Some((bytes, start > 0)))
+    }
+
+    /// A regular file inside the root opened for reading, links resolved
+    /// inside the root; `None` when it does not exist.
+    fn open_regular(&self, path: &Path) -> Result<Option<OwnedFd>, HostError> {
+        let handle = match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(path), e))?;
+        self.reopen_regular(path, &handle, &st, u64::MAX).map(Some)
+    }
+
+    /// The bytes of the file behind an `O_PATH` handle, at most `limit`.
+    fn read_handle(
+        &self,
+        path: &Path,
+        handle: &OwnedFd,
+        st: &rfs::Stat,
+        limit: u64,
+    ) -> Result<(OwnedFd, Vec<u8>), HostError> {
+        let fd = self.reopen_regular(path, handle, st, limit)?;
+        // One byte more than allowed catches a file that grew after fstat.
+        let bytes = read_at_most(&fd, limit.saturating_add(1)).map_err(|source| HostError::Io {
+            path: self.display(path),
+            source,
+        })?;
+        if bytes.len() as u64 > limit {
+            return Err(self.too_large(path, bytes.len() as u64, limit));
+        }
+        Ok((fd, bytes))
+    }
+
+    /// Opens an `O_PATH` handle for reading once it is known to be a
+    /// regular file of at most `limit` bytes: opening a FIFO, a device or
+    /// a socket can block or act on hardware. The reopening goes through
+    /// the handle itself, so it reaches the very file that was checked.
+    fn reopen_regular(
+        &self,
+        path: &Path,
+        handle: &OwnedFd,
+        st: &rfs::Stat,
+        limit: u64,
+    ) -> Result<OwnedFd, HostError> {
+        self.require_regular(path, st, limit)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        rfs::open(proc_fd(handle), flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOENT => HostError::Refused {
+                path: self.display(path),
+                what: "cannot be reopened through /proc/self/fd; is /proc mounted?".into(),
+            },
+            e => HostError::io(&self.display(path), e),
+        })
     }
 
     fn refuse_link(&self, dir: &OwnedFd, path: &Path, name: &std::ffi::OsStr) -> HostError {
@@ -287,15 +426,16 @@ impl Host {
         }
     }
 
-    pub(crate) fn require_regular(&self, path: &Path, st: &rfs::Stat) -> Result<(), HostError> {
+    pub(crate) fn require_regular(
+        &self,
+        path: &Path,
+        st: &rfs::Stat,
+        limit: u64,
+    ) -> Result<(), HostError> {
         let kind = rfs::FileType::from_raw_mode(st.st_mode);
         let what = match kind {
-            rfs::FileType::RegularFile if st.st_size as u64 > MAX_FILE_SIZE => {
-                format!(
-                    "is {} bytes, larger than the {} MiB accepted for a config file",
-                    st.st_size,
-                    MAX_FILE_SIZE >> 20
-                )
+            rfs::FileType::RegularFile if st.st_size as u64 > limit => {
+                return Err(self.too_large(path, st.st_size as u64, limit));
             }
             rfs::FileType::RegularFile => return Ok(()),
             rfs::FileType::Directory => "is a directory, expected a regular file".to_owned(),
@@ -306,14 +446,43 @@ impl Host {
             what,
         })
     }
+
+    fn too_large(&self, path: &Path, size: u64, limit: u64) -> HostError {
+        HostError::Refused {
+            path: self.display(path),
+            what: format!(
+                "is {size} bytes, larger than the {} accepted for a config file",
+                human_size(limit)
+            ),
+        }
+    }
 }
 
-fn read_all(fd: &OwnedFd) -> std::io::Result<Vec<u8>> {
+fn is_missing(e: &HostError) -> bool {
+    matches!(e, HostError::Io { source, .. } if matches!(
+        source.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    ))
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// The path that reopens a file descriptor, even an `O_PATH` one.
+fn proc_fd(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Reads from the current offset to the end, but never more than `max` bytes.
+fn read_at_most(fd: &OwnedFd, max: u64) -> std::io::Result<Vec<u8>> {
     let mut file = std::fs::File::from(fd.try_clone()?);
     let mut bytes = Vec::new();
-    file.by_ref()
-        .take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut bytes)?;
+    file.by_ref().take(max).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -342,4 +511,73 @@ pub fn relative(path: &Path) -> PathBuf {
 pub fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
     let name = path.file_name().expect("file paths have a name");
     (path.parent().unwrap_or(Path::new("/")), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn image() -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc/d")).unwrap();
+        fs::write(dir.path().join("etc/real"), "inside\n").unwrap();
+        let host = Host::open(dir.path(), Box::new(SystemRunner)).unwrap();
+        (dir, host)
+    }
+
+    #[test]
+    fn absolute_links_resolve_inside_the_root() {
+        let (dir, host) = image();
+        symlink("/etc/real", dir.path().join("etc/link")).unwrap();
+        symlink("../../../../../../etc/real", dir.path().join("etc/d/up")).unwrap();
+        for path in ["/etc/link", "/etc/d/up"] {
+            let bytes = host.read_resolved(Path::new(path), 64).unwrap();
+            assert_eq!(bytes.as_deref(), Some(&b"inside\n"[..]), "{path}");
+        }
+        symlink("/etc/none", dir.path().join("etc/dangling")).unwrap();
+        assert!(
+            host.read_resolved(Path::new("/etc/dangling"), 64)
+                .unwrap()
+                .is_none()
+        );
+        assert!(host.has_entry(Path::new("/etc/dangling")));
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let (dir, host) = image();
+        let fifo = dir.path().join("etc/fifo");
+        rfs::mknodat(rfs::CWD, &fifo, rfs::FileType::Fifo, Mode::RUSR, 0).unwrap();
+        let err = host.read_resolved(Path::new("/etc/fifo"), 64).unwrap_err();
+        assert!(
+            err.to_string().contains("not a regular file (Fifo)"),
+            "{err}"
+        );
+        let err = host.read_resolved(Path::new("/etc/real"), 3).unwrap_err();
+        assert!(err.to_string().contains("larger than the 3 bytes"), "{err}");
+        let err = host.read_resolved(Path::new("/etc/d"), 64).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        assert_eq!(
+            host.read_head(Path::new("/etc/real"), 2).unwrap().unwrap(),
+            b"in"
+        );
+        assert_eq!(
+            host.read_tail(Path::new("/etc/real"), 3).unwrap().unwrap(),
+            (b"de\n".to_vec(), true)
+        );
+    }
+
+    #[test]
+    fn listings_go_through_the_root() {
+        let (dir, host) = image();
+        fs::write(dir.path().join("etc/d/b.conf"), "").unwrap();
+        fs::write(dir.path().join("etc/d/a.conf"), "").unwrap();
+        symlink("/etc/d", dir.path().join("etc/linked")).unwrap();
+        let names = host.list_dir(Path::new("/etc/linked")).unwrap().unwrap();
+        assert_eq!(names, ["a.conf", "b.conf"]);
+        assert!(host.list_dir(Path::new("/etc/real")).unwrap().is_none());
+        assert!(host.list_dir(Path::new("/nope")).unwrap().is_none());
+    }
 }

@@ -7,7 +7,7 @@ use docker_userns::check;
 use docker_userns::cli::{self, Invocation};
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use docker_userns::request::{Command, Format, Global, Request, ShiftRequest};
 use docker_userns::shift;
@@ -17,23 +17,41 @@ fn main() -> ExitCode {
     let request = match cli::parse_args(std::env::args_os()) {
         Invocation::Run(request) => request,
         Invocation::PluginMetadata => {
-            report::print_json(&cli::plugin_metadata());
-            return ExitCode::SUCCESS;
+            return exit(Status::Ok, report::print_json(&cli::plugin_metadata()));
         }
         Invocation::Completions(shell) => {
-            cli::write_completions(shell, &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            // Generated in memory: the generator panics on a failed write.
+            let mut script = Vec::new();
+            cli::write_completions(shell, &mut script);
+            return exit(Status::Ok, report::print(script));
         }
     };
     let json = request.global.format == Format::Json;
     let status = match run(&request) {
         Ok(status) => status,
         Err(error) => {
+            // Nowhere left to report a failure to report the error.
             if json {
-                report::print_json(&report::error_json(command_name(&request), &error));
+                let _ = report::print_json(&report::error_json(command_name(&request), &error));
             } else {
-                eprintln!("docker-userns: error: {error:#}");
+                let _ = writeln!(std::io::stderr(), "docker-userns: error: {error:#}");
             }
+            Status::Error
+        }
+    };
+    ExitCode::from(status as u8)
+}
+
+/// The exit status once the output is written: `status`, unless stdout
+/// failed for another reason than a reader that went away.
+fn exit(status: Status, written: std::io::Result<()>) -> ExitCode {
+    let status = match written {
+        Ok(()) => status,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "docker-userns: error: writing to stdout: {e}"
+            );
             Status::Error
         }
     };
@@ -67,7 +85,7 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 g,
                 || report::enable_json(&outcome, g.dry_run, g.diff),
                 || report::enable_human(&outcome, g.dry_run, g.diff, g.verbose),
-            );
+            )?;
             Ok(Status::of(&outcome, g.dry_run))
         }
         Command::Disable(disable) => {
@@ -76,7 +94,7 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 g,
                 || report::disable_json(&outcome, g.dry_run, g.diff),
                 || report::disable_human(&outcome, g.dry_run, g.diff),
-            );
+            )?;
             Ok(Status::pending_if(g.dry_run && !outcome.actions.is_empty()))
         }
         Command::Grant(grant) => {
@@ -85,12 +103,12 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 g,
                 || report::grant_json(&outcome, g.dry_run, g.diff),
                 || report::grant_human(&outcome, g.dry_run, g.diff),
-            );
+            )?;
             Ok(Status::pending_if(g.dry_run && !outcome.fixes.is_empty()))
         }
         Command::Shift(request) => {
             let report = run_shift(g, request)?;
-            emit(g, || report.to_json(), || report.human());
+            emit(g, || report.to_json(), || report.human())?;
             Ok(if report.ok() {
                 Status::Ok
             } else {
@@ -101,8 +119,9 @@ fn run(request: &Request) -> anyhow::Result<Status> {
             let checks = check::run(&host, g, check);
             match g.format {
                 Format::Json => report::print_json(&report::check_json(&checks)),
-                Format::Human => print!("{}", report::check_human(&checks, g.quiet)),
+                Format::Human => report::print(report::check_human(&checks, g.quiet)),
             }
+            .context(WRITING)?;
             Ok(Status::pending_if(!check::healthy(&checks)))
         }
     }
@@ -126,11 +145,18 @@ fn run_shift(g: &Global, request: &ShiftRequest) -> anyhow::Result<shift::ShiftR
     )?)
 }
 
+const WRITING: &str = "writing the report to stdout";
+
 /// Prints a result in the requested format (nothing for human with -q).
-fn emit(g: &Global, json: impl FnOnce() -> serde_json::Value, human: impl FnOnce() -> String) {
+fn emit(
+    g: &Global,
+    json: impl FnOnce() -> serde_json::Value,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match g.format {
         Format::Json => report::print_json(&json()),
-        Format::Human if g.quiet => {}
-        Format::Human => print!("{}", human()),
+        Format::Human if g.quiet => Ok(()),
+        Format::Human => report::print(human()),
     }
+    .context(WRITING)
 }

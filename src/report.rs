@@ -422,11 +422,21 @@ pub fn error_json(command: &str, error: &anyhow::Error) -> Value {
     })
 }
 
-pub fn print_json(value: &Value) {
+/// Writes a JSON document and a newline to stdout.
+pub fn print_json(value: &Value) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    print(format!("{text}\n"))
+}
+
+/// Writes to stdout. A reader that went away (`docker-userns check | head`)
+/// is no error: the output is simply not wanted any more, as for any filter.
+pub fn print(bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(
-        stdout,
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    let written = stdout
+        .write_all(bytes.as_ref())
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

@@ -63,7 +63,7 @@ pub fn checks(facts: &Facts<'_>, socket: Option<&str>) -> (Vec<Check>, Option<Li
 
 fn flag_conflict(facts: &Facts<'_>) -> Check {
     const TITLE: &str = "userns-remap not also a dockerd flag";
-    let found = match flags::scan(facts.host.root()) {
+    let found = match flags::scan(facts.host) {
         Ok(found) => found,
         Err(e) => return Check::skip(FLAGS, TITLE, e.to_string()),
     };

@@ -2,7 +2,11 @@
 //! every parent lets the remapped root through, inactive roots and what
 //! they hide, and whether the filesystem can carry the mapping.
 
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::{Check, Facts, Remap};
 
@@ -245,25 +249,43 @@ pub struct Size {
 const SIZE_BUDGET: usize = 200_000;
 
 impl Size {
-    /// Allocated bytes under `dir`, without following symlinks or crossing
-    /// into other filesystems; the namespaced roots inside a data root are
-    /// not part of it.
-    fn of(dir: &Path) -> Size {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(top) = std::fs::symlink_metadata(dir) else {
-            return Size {
-                bytes: 0,
-                complete: true,
-            };
+    /// Allocated bytes under `dir` (inside the host's root), without
+    /// following symlinks or crossing into other filesystems; the
+    /// namespaced roots inside a data root are not part of it. The walk
+    /// goes from directory descriptor to entry, so no link in the tree
+    /// can lead it elsewhere.
+    fn of(host: &crate::host::Host, dir: &Path) -> Size {
+        let empty = Size {
+            bytes: 0,
+            complete: true,
         };
-        let mut stack = vec![dir.to_owned()];
+        let Ok(top) = host.open_dir(dir) else {
+            return empty;
+        };
+        let Ok(top_st) = rfs::fstat(&top) else {
+            return empty;
+        };
+        let top = Rc::new(top);
+        let mut stack = vec![(Rc::clone(&top), None::<CString>)];
         let (mut bytes, mut seen) = (0u64, 0usize);
-        while let Some(path) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
+        while let Some((parent, name)) = stack.pop() {
+            let fd = match &name {
+                None => parent,
+                Some(name) => {
+                    match rfs::openat(&*parent, name.as_c_str(), WALK_FLAGS, Mode::empty()) {
+                        Ok(fd) => Rc::new(fd),
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let Ok(listing) = rfs::Dir::read_from(&*fd) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                if path == dir && is_remapped_name(&entry.file_name().to_string_lossy()) {
+            for entry in listing.flatten() {
+                let entry_name = entry.file_name();
+                if matches!(entry_name.to_bytes(), b"." | b"..")
+                    || (name.is_none() && is_remapped_name(&entry_name.to_string_lossy()))
+                {
                     continue;
                 }
                 seen += 1;
@@ -273,10 +295,13 @@ impl Size {
                         complete: false,
                     };
                 }
-                let Ok(meta) = entry.metadata() else { continue };
-                bytes += meta.blocks() * 512;
-                if meta.is_dir() && meta.dev() == top.dev() {
-                    stack.push(entry.path());
+                let Ok(st) = rfs::statat(&*fd, entry_name, AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
+                };
+                bytes += st.st_blocks as u64 * 512;
+                let is_dir = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory;
+                if is_dir && st.st_dev == top_st.st_dev {
+                    stack.push((Rc::clone(&fd), Some(entry_name.to_owned())));
                 }
             }
         }
@@ -286,6 +311,13 @@ impl Size {
         }
     }
 }
+
+/// A directory below the data root, opened without following a link.
+const WALK_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC);
 
 impl std::fmt::Display for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -323,7 +355,7 @@ impl Content {
             images,
             containers: names("containers").len(),
             volumes,
-            size: Size::of(&host.display(root)),
+            size: Size::of(host, root),
         }
     }
 

@@ -6,7 +6,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use super::{Check, Facts};
+use crate::host::Host;
 use crate::ids::IdRange;
+use std::path::Path;
 
 const ENABLED: &str = "kernel.userns_enabled";
 const PROBE: &str = "kernel.userns_probe";
@@ -20,7 +22,7 @@ pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
             Check::skip(PROBE, "user namespace probe", why),
         ];
     }
-    let enabled = enabled();
+    let enabled = enabled(facts.host);
     let probe = if enabled.status == super::Status::Fail {
         Check::skip(
             PROBE,
@@ -33,13 +35,18 @@ pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
     vec![enabled, probe]
 }
 
-fn enabled() -> Check {
+fn enabled(host: &Host) -> Check {
     const TITLE: &str = "user namespaces enabled";
-    match std::fs::read_to_string(MAX_USERNS).map(|t| t.trim().parse::<u64>()) {
-        Ok(Ok(0)) => Check::fail(ENABLED, TITLE, format!("{MAX_USERNS} is 0"))
+    let value = host
+        .read_resolved(Path::new(MAX_USERNS), 64)
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().parse::<u64>());
+    match value {
+        Some(Ok(0)) => Check::fail(ENABLED, TITLE, format!("{MAX_USERNS} is 0"))
             .remedy("sysctl -w user.max_user_namespaces=15000 (and persist it in /etc/sysctl.d/)"),
-        Ok(Ok(n)) => Check::ok(ENABLED, TITLE, format!("max_user_namespaces = {n}")),
-        Ok(Err(_)) | Err(_) => Check::fail(
+        Some(Ok(n)) => Check::ok(ENABLED, TITLE, format!("max_user_namespaces = {n}")),
+        Some(Err(_)) | None => Check::fail(
             ENABLED,
             TITLE,
             format!("{MAX_USERNS} is unreadable: no user namespace support"),

@@ -6,31 +6,36 @@
 //! passes it on the command line, down to the file and line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::host::{Host, HostError};
 
 /// systemd unit directories under a root, highest precedence first.
 pub const UNIT_DIRS: &[&str] = &[
-    "etc/systemd/system",
-    "run/systemd/system",
-    "usr/local/lib/systemd/system",
-    "lib/systemd/system",
-    "usr/lib/systemd/system",
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
 ];
 
 pub const UNIT_NAME: &str = "docker.service";
 
+/// Units, drop-ins and environment files are a few lines; anything larger
+/// is refused before it is read.
+pub const MAX_UNIT_FILE_SIZE: u64 = 1 << 20;
+
 /// Files sourced by init scripts, with the variable they pass to dockerd.
 const INIT_ENV_FILES: &[(&str, &str)] = &[
-    ("etc/default/docker", "DOCKER_OPTS"),
-    ("etc/sysconfig/docker", "OPTIONS"),
-    ("etc/conf.d/docker", "DOCKER_OPTS"),
+    ("/etc/default/docker", "DOCKER_OPTS"),
+    ("/etc/sysconfig/docker", "OPTIONS"),
+    ("/etc/conf.d/docker", "DOCKER_OPTS"),
 ];
 
 /// One dockerd flag and where it is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagSource {
+    /// The file as seen from outside the root.
     pub file: PathBuf,
     pub line: usize,
     /// As written: `--userns-remap`, `-g`, ...
@@ -40,40 +45,60 @@ pub struct FlagSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlagsError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("reading {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
 }
 
-/// Flags that the daemon under `root` gets outside daemon.json.
+impl From<HostError> for FlagsError {
+    fn from(e: HostError) -> Self {
+        let (path, reason) = match e {
+            HostError::Refused { path, what } => (path, what),
+            HostError::Io { path, source } => (path, source.to_string()),
+            HostError::Command { program, message } => (program, message),
+        };
+        FlagsError::Read { path, reason }
+    }
+}
+
+/// Flags that the daemon under the host's root gets outside daemon.json.
 ///
 /// When systemd runs the machine and has a docker.service, its effective
 /// `ExecStart` is what counts (with the variables it expands). Otherwise an
 /// init script starts dockerd with the options from its environment file.
-pub fn scan(root: &Path) -> Result<Vec<FlagSource>, FlagsError> {
-    if root.join("run/systemd/system").is_dir() {
-        if let Some(flags) = scan_systemd(root)? {
+/// Every file is read through `host`, so links resolve inside the root.
+pub fn scan(host: &Host) -> Result<Vec<FlagSource>, FlagsError> {
+    if systemd_runs(host) {
+        if let Some(flags) = scan_systemd(host)? {
             return Ok(flags);
         }
     }
-    scan_init_env(root)
+    scan_init_env(host)
+}
+
+/// True when systemd is the init of the machine under the root.
+pub fn systemd_runs(host: &Host) -> bool {
+    matches!(
+        host.stat(Path::new("/run/systemd/system")),
+        Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode)
+            == rustix::fs::FileType::Directory
+    )
 }
 
 /// Flags from docker.service and its drop-ins; `None` when there is no unit.
-pub fn scan_systemd(root: &Path) -> Result<Option<Vec<FlagSource>>, FlagsError> {
-    let Some(main) = find_unit(root) else {
+pub fn scan_systemd(host: &Host) -> Result<Option<Vec<FlagSource>>, FlagsError> {
+    let Some(main) = find_unit(host) else {
         return Ok(None);
     };
+    if is_masked(host, &main) {
+        return Ok(Some(Vec::new()));
+    }
     let mut service = Service::default();
-    for file in std::iter::once(main).chain(drop_ins(root)?) {
-        if let Some(text) = read_optional(&file)? {
-            service.apply(&file, &text);
+    for file in std::iter::once(main).chain(drop_ins(host)?) {
+        if let Some(text) = read_optional(host, &file)? {
+            service.apply(&host.display(&file), &text);
         }
     }
-    let env = service.environment(root)?;
+    let env = service.environment(host)?;
     let mut flags = Vec::new();
     for exec in &service.exec_start {
         flags.extend(parse_dockerd_args(&expand_exec(exec, &env)));
@@ -82,85 +107,66 @@ pub fn scan_systemd(root: &Path) -> Result<Option<Vec<FlagSource>>, FlagsError> 
 }
 
 /// Flags from the variables that init scripts pass to dockerd.
-pub fn scan_init_env(root: &Path) -> Result<Vec<FlagSource>, FlagsError> {
+pub fn scan_init_env(host: &Host) -> Result<Vec<FlagSource>, FlagsError> {
     let mut flags = Vec::new();
-    for (rel, var) in INIT_ENV_FILES {
-        let path = root.join(rel);
-        let Some(text) = read_optional(&path)? else {
+    for (path, var) in INIT_ENV_FILES {
+        let path = Path::new(path);
+        let Some(text) = read_optional(host, path)? else {
             continue;
         };
         let vars = parse_env_file(&text);
         let Some(value) = final_value(&vars, var) else {
             continue;
         };
-        flags.extend(parse_dockerd_args(&split_traced(value, &path)));
+        flags.extend(parse_dockerd_args(&split_traced(
+            value,
+            &host.display(path),
+        )));
     }
     Ok(flags)
 }
 
-/// The docker.service that systemd would load: the first one found in
-/// precedence order, so a unit in /etc hides the packaged one.
-pub fn find_unit(root: &Path) -> Option<PathBuf> {
+/// The docker.service that systemd would load, as a path inside the root:
+/// the first one found in precedence order, so a unit in /etc hides the
+/// packaged one (a link counts even before it is followed).
+pub fn find_unit(host: &Host) -> Option<PathBuf> {
     UNIT_DIRS
         .iter()
-        .map(|dir| root.join(dir).join(UNIT_NAME))
-        .find(|path| path.symlink_metadata().is_ok())
+        .map(|dir| Path::new(dir).join(UNIT_NAME))
+        .find(|path| host.has_entry(path))
+}
+
+/// A unit linked to /dev/null is masked: systemd never starts it.
+fn is_masked(host: &Host, unit: &Path) -> bool {
+    matches!(
+        host.stat(unit),
+        Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode)
+            == rustix::fs::FileType::CharacterDevice
+    )
 }
 
 /// `docker.service.d/*.conf` from every unit directory, applied in lexical
 /// order of file name; a higher-precedence directory's file hides a
 /// same-named one below it.
-fn drop_ins(root: &Path) -> Result<Vec<PathBuf>, FlagsError> {
+fn drop_ins(host: &Host) -> Result<Vec<PathBuf>, FlagsError> {
     let mut by_name = BTreeMap::new();
     for dir in UNIT_DIRS {
-        let dir = root.join(dir).join(format!("{UNIT_NAME}.d"));
-        for path in list_dir(&dir)? {
-            let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
-                continue;
-            };
-            if path.extension().is_some_and(|e| e == "conf") {
-                by_name.entry(name).or_insert(path);
+        let dir = Path::new(dir).join(format!("{UNIT_NAME}.d"));
+        for name in host.list_dir(&dir)?.unwrap_or_default() {
+            if Path::new(&name).extension().is_some_and(|e| e == "conf") {
+                by_name
+                    .entry(name.clone())
+                    .or_insert_with(|| dir.join(name));
             }
         }
     }
     Ok(by_name.into_values().collect())
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, FlagsError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if missing(&e) => return Ok(Vec::new()),
-        Err(source) => return Err(read_error(dir, source)),
-    };
-    entries
-        .map(|entry| {
-            entry
-                .map(|e| e.path())
-                .map_err(|source| read_error(dir, source))
-        })
-        .collect()
-}
-
-fn read_optional(path: &Path) -> Result<Option<String>, FlagsError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if missing(&e) => Ok(None),
-        Err(source) => Err(read_error(path, source)),
-    }
-}
-
-fn missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
-}
-
-fn read_error(path: &Path, source: io::Error) -> FlagsError {
-    FlagsError::Read {
-        path: path.to_path_buf(),
-        source,
-    }
+fn read_optional(host: &Host, path: &Path) -> Result<Option<String>, FlagsError> {
+    Ok(host
+        .read_resolved(path, MAX_UNIT_FILE_SIZE)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// daemon.json keys whose flag is not simply `--<key>`.
@@ -365,7 +371,7 @@ impl Service {
     }
 
     /// `Environment=` first, then `EnvironmentFile=`, whose values win.
-    fn environment(&self, root: &Path) -> Result<HashMap<String, (Traced, PathBuf)>, FlagsError> {
+    fn environment(&self, host: &Host) -> Result<HashMap<String, (Traced, PathBuf)>, FlagsError> {
         let mut env = HashMap::new();
         for a in &self.environment {
             for word in split_unit_words(&a.value) {
@@ -378,13 +384,13 @@ impl Service {
             }
         }
         for a in &self.environment_files {
-            let rel = a.value.trim_start_matches('-').trim_start_matches('/');
-            let path = root.join(rel);
-            let Some(text) = read_optional(&path)? else {
+            let path = Path::new("/").join(a.value.trim_start_matches('-'));
+            let Some(text) = read_optional(host, &path)? else {
                 continue;
             };
+            let shown = host.display(&path);
             for var in parse_env_file(&text) {
-                env.insert(var.name, (var.value, path.clone()));
+                env.insert(var.name, (var.value, shown.clone()));
             }
         }
         Ok(env)
@@ -705,6 +711,12 @@ impl ShellLexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::SystemRunner;
+    use std::fs;
+
+    fn host(root: &Path) -> Host {
+        Host::open(root, Box::new(SystemRunner)).unwrap()
+    }
 
     const DEBIAN_UNIT: &str = "\
 [Unit]
@@ -773,7 +785,7 @@ WantedBy=multi-user.target
             DEBIAN_UNIT,
         );
         write(root.path(), "etc/default/docker", DEBIAN_DEFAULT);
-        let flags = scan(root.path()).unwrap();
+        let flags = scan(&host(root.path())).unwrap();
         assert_eq!(
             flags,
             [
@@ -801,7 +813,7 @@ WantedBy=multi-user.target
             "etc/default/docker",
             "DOCKER_OPTS=\"--dns 8.8.8.8\"\nexport DOCKER_OPTS=\"$DOCKER_OPTS \\\n  --userns-remap=default -g /srv/docker\"\n",
         );
-        let flags = scan(root.path()).unwrap();
+        let flags = scan(&host(root.path())).unwrap();
         assert_eq!(
             flags,
             [
@@ -849,7 +861,7 @@ WantedBy=multi-user.target
             "etc/systemd/system/docker.service.d/30-mine.conf",
             "# set by hand\n[Service]\nExecStart=\nExecStart=-/usr/bin/dockerd \\\n    --data-root=/srv \\\n    ${EXTRA} --debug\n",
         );
-        let flags = scan(root.path()).unwrap();
+        let flags = scan(&host(root.path())).unwrap();
         assert_eq!(
             flags,
             [
@@ -883,9 +895,12 @@ WantedBy=multi-user.target
             "etc/systemd/system/docker.service",
             "[Service]\nExecStart=@/usr/bin/dockerd dockerd-argv0 --userns-remap default\n",
         );
-        assert_eq!(find_unit(root.path()), Some(unit.clone()));
         assert_eq!(
-            scan(root.path()).unwrap(),
+            find_unit(&host(root.path())),
+            Some(PathBuf::from("/etc/systemd/system/docker.service"))
+        );
+        assert_eq!(
+            scan(&host(root.path())).unwrap(),
             [flag(&unit, 2, "--userns-remap", Some("default"))]
         );
     }
@@ -898,7 +913,7 @@ WantedBy=multi-user.target
             "etc/systemd/system/docker.service",
             "[Unit]\nExecStart=/usr/bin/dockerd --nope\n[Service]\nExecStart=/usr/local/bin/start-docker.sh --userns-remap=x\n",
         );
-        assert_eq!(scan(root.path()).unwrap(), []);
+        assert_eq!(scan(&host(root.path())).unwrap(), []);
     }
 
     #[test]
@@ -914,9 +929,9 @@ WantedBy=multi-user.target
             "etc/sysconfig/docker",
             "# /etc/sysconfig/docker\nOPTIONS='--selinux-enabled --log-driver=journald'\nDOCKER_CERT_PATH=/etc/docker\n",
         );
-        assert_eq!(scan_systemd(root.path()).unwrap().unwrap().len(), 2);
+        assert_eq!(scan_systemd(&host(root.path())).unwrap().unwrap().len(), 2);
         assert_eq!(
-            scan(root.path()).unwrap(),
+            scan(&host(root.path())).unwrap(),
             [
                 flag(&sysconfig, 2, "--selinux-enabled", None),
                 flag(&sysconfig, 2, "--log-driver", Some("journald")),
@@ -937,7 +952,7 @@ WantedBy=multi-user.target
             "etc/default/docker",
             "DOCKER_OPTS=--userns-remap=default\n",
         );
-        let flags = scan(root.path()).unwrap();
+        let flags = scan(&host(root.path())).unwrap();
         assert_eq!(flags.len(), 1);
         assert!(conflicts(&flags, &["userns-remap"]).is_empty());
     }
@@ -950,9 +965,9 @@ WantedBy=multi-user.target
             "etc/conf.d/docker",
             "DOCKER_OPTS=\"-Gdocker -H=unix:///run/d.sock\"\n",
         );
-        assert_eq!(scan_systemd(root.path()).unwrap(), None);
+        assert_eq!(scan_systemd(&host(root.path())).unwrap(), None);
         assert_eq!(
-            scan(root.path()).unwrap(),
+            scan(&host(root.path())).unwrap(),
             [
                 flag(&conf, 1, "-G", Some("docker")),
                 flag(&conf, 1, "-H", Some("unix:///run/d.sock")),
@@ -1027,6 +1042,6 @@ WantedBy=multi-user.target
     #[test]
     fn missing_files_are_no_flags() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(scan(root.path()).unwrap(), []);
+        assert_eq!(scan(&host(root.path())).unwrap(), []);
     }
 }

@@ -7,23 +7,26 @@
 //! shell.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::fs as rfs;
+
 use super::flags;
+use crate::host::{Host, HostError, SystemRunner};
 
 /// Where service tools are looked up, relative to the root.
 pub const PROGRAM_DIRS: &[&str] = &["usr/sbin", "usr/bin", "sbin", "bin"];
 
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
-const LOG_FILES: &[&str] = &["var/log/docker.log", "var/log/docker/current"];
-const RUNIT_DIRS: &[&str] = &["etc/sv/docker", "var/service/docker"];
+const LOG_FILES: &[&str] = &["/var/log/docker.log", "/var/log/docker/current"];
+const RUNIT_DIRS: &[&str] = &["/etc/sv/docker", "/var/service/docker"];
+const INIT_SCRIPT: &str = "/etc/init.d/docker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -134,25 +137,52 @@ pub fn detect(root: &Path, restart_command: Option<&str>) -> Result<ServiceManag
     if let Some(command) = restart_command {
         return custom(command);
     }
-    if root.join("run/systemd/system").is_dir() && flags::find_unit(root).is_some() {
+    let not_detected = || ServiceError::NotDetected {
+        root: root.to_path_buf(),
+    };
+    let host = open_root(root).ok_or_else(not_detected)?;
+    if flags::systemd_runs(&host) && flags::find_unit(&host).is_some() {
         return Ok(ServiceManager::Systemd);
     }
-    if root.join("snap/bin/docker").exists() || root.join("var/snap/docker").is_dir() {
+    if host.exists(Path::new("/snap/bin/docker")) || is_dir(&host, "/var/snap/docker") {
         return Ok(ServiceManager::Snap);
     }
-    let script = root.join("etc/init.d/docker");
-    if script.is_file() && (has_openrc_shebang(&script) || root.join("sbin/openrc-run").exists()) {
+    let script = Path::new(INIT_SCRIPT);
+    let has_script = is_file(&host, INIT_SCRIPT);
+    if has_script
+        && (has_openrc_shebang(&host, script) || host.exists(Path::new("/sbin/openrc-run")))
+    {
         return Ok(ServiceManager::OpenRc);
     }
-    if let Some(dir) = RUNIT_DIRS.iter().map(|d| root.join(d)).find(|d| d.is_dir()) {
-        return Ok(ServiceManager::Runit { dir });
+    if let Some(dir) = RUNIT_DIRS.iter().find(|d| is_dir(&host, d)) {
+        return Ok(ServiceManager::Runit {
+            dir: host.display(Path::new(dir)),
+        });
     }
-    if script.is_file() {
-        return Ok(ServiceManager::SysV { script });
+    if has_script {
+        return Ok(ServiceManager::SysV {
+            script: host.display(script),
+        });
     }
-    Err(ServiceError::NotDetected {
-        root: root.to_path_buf(),
-    })
+    Err(not_detected())
+}
+
+/// The root as a [`Host`], so every probe and read below resolves links
+/// inside it and never opens anything but a regular file for reading.
+fn open_root(root: &Path) -> Option<Host> {
+    Host::open(root, Box::new(SystemRunner)).ok()
+}
+
+fn kind_is(host: &Host, path: &str, kind: rfs::FileType) -> bool {
+    matches!(host.stat(Path::new(path)), Ok(Some(st)) if rfs::FileType::from_raw_mode(st.st_mode) == kind)
+}
+
+fn is_dir(host: &Host, path: &str) -> bool {
+    kind_is(host, path, rfs::FileType::Directory)
+}
+
+fn is_file(host: &Host, path: &str) -> bool {
+    kind_is(host, path, rfs::FileType::RegularFile)
 }
 
 fn custom(command: &str) -> Result<ServiceManager, ServiceError> {
@@ -170,12 +200,11 @@ fn custom(command: &str) -> Result<ServiceManager, ServiceError> {
     Ok(ServiceManager::Custom { argv })
 }
 
-fn has_openrc_shebang(script: &Path) -> bool {
-    let mut head = [0u8; 128];
-    let Ok(n) = File::open(script).and_then(|mut f| f.read(&mut head)) else {
+fn has_openrc_shebang(host: &Host, script: &Path) -> bool {
+    let Ok(Some(head)) = host.read_head(script, 128) else {
         return false;
     };
-    let first_line = head[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+    let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     first_line.starts_with(b"#!") && String::from_utf8_lossy(first_line).contains("openrc-run")
 }
 
@@ -226,11 +255,9 @@ impl ServiceManager {
             }))
         });
         journal.or_else(|| {
-            let file = LOG_FILES
-                .iter()
-                .map(|f| root.join(f))
-                .find(|f| f.is_file())?;
-            Some(LogSource::File(file))
+            let host = open_root(root)?;
+            let file = LOG_FILES.iter().find(|f| is_file(&host, f))?;
+            Some(LogSource::File(host.display(Path::new(file))))
         })
     }
 }
@@ -367,7 +394,10 @@ pub enum LogSource {
 pub fn last_log_lines(root: &Path, manager: &ServiceManager, lines: usize) -> Option<String> {
     let text = match manager.log_source(root, lines)? {
         LogSource::Journal(invocation) => run_captured(&invocation, JOURNAL_TIMEOUT)?,
-        LogSource::File(path) => tail_file(&path, lines).ok()?,
+        LogSource::File(path) => {
+            let inside = path.strip_prefix(root).ok()?;
+            tail_file(&open_root(root)?, &Path::new("/").join(inside), lines).ok()?
+        }
     };
     let text = text.trim_end();
     (!text.is_empty()).then(|| text.to_string())
@@ -402,17 +432,15 @@ fn run_captured(invocation: &Invocation, timeout: Duration) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The last `lines` lines of a possibly large file, reading only its end.
-pub fn tail_file(path: &Path, lines: usize) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(LOG_TAIL_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+/// The last `lines` lines of a possibly large file inside the host's
+/// root, reading only its end.
+pub fn tail_file(host: &Host, path: &Path, lines: usize) -> Result<String, HostError> {
+    let Some((bytes, cut)) = host.read_tail(path, LOG_TAIL_BYTES)? else {
+        return Ok(String::new());
+    };
     let text = String::from_utf8_lossy(&bytes);
     let mut all: Vec<&str> = text.lines().collect();
-    if start > 0 && !all.is_empty() {
+    if cut && !all.is_empty() {
         // The first line was cut by the seek.
         all.remove(0);
     }
@@ -650,7 +678,31 @@ mod tests {
     #[test]
     fn tail_of_a_short_file() {
         let root = tempfile::tempdir().unwrap();
-        let log = touch(root.path(), "log", "a\nb\nc", 0o644);
-        assert_eq!(tail_file(&log, 30).unwrap(), "a\nb\nc");
+        touch(root.path(), "log", "a\nb\nc", 0o644);
+        let host = open_root(root.path()).unwrap();
+        assert_eq!(tail_file(&host, Path::new("/log"), 30).unwrap(), "a\nb\nc");
+        assert_eq!(tail_file(&host, Path::new("/none"), 30).unwrap(), "");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_log_or_init_script_is_not_opened() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        mkdir(r, "etc/init.d");
+        mkdir(r, "var/log");
+        for fifo in ["etc/init.d/docker", "var/log/docker.log"] {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                r.join(fifo),
+                rfs::FileType::Fifo,
+                rfs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap();
+        }
+        assert!(detect(r, None).is_err());
+        let host = open_root(r).unwrap();
+        assert!(!has_openrc_shebang(&host, Path::new("/etc/init.d/docker")));
+        assert!(tail_file(&host, Path::new("/var/log/docker.log"), 3).is_err());
     }
 }

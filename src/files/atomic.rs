@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -27,35 +27,36 @@ pub struct Replace<'a> {
 /// Replaces a file atomically. Readers see the old or the new content,
 /// never a mix; on any error the original is left as it was. When the file
 /// changed on disk since it was read, nothing is written.
+///
+/// The backup and the new content are both written to temp files before
+/// either is renamed, so a full disk fails before anything is replaced and
+/// leaves neither a temp file nor a new backup behind.
 pub fn replace(host: &Host, job: &Replace<'_>) -> Result<(), HostError> {
-    let (parent, name) = split(job.path);
+    let (parent, _) = split(job.path);
     let dir = host.open_dir(parent)?;
     ensure_unchanged(host, &dir, job)?;
-    let (uid, gid, mode) = job
+    let owner = job
         .previous
         .map_or(NEW_FILE, |p| (p.meta.uid, p.meta.gid, p.meta.mode));
     let label = job.previous.and_then(|p| p.selinux_label.as_deref());
-    if let (Some(backup), Some(previous)) = (&job.backup, job.previous) {
-        write_then_rename(
+    let backup = match (&job.backup, job.previous) {
+        (Some(backup), Some(previous)) => Some(Staged::write(
             host,
             &dir,
-            job.path,
-            backup,
+            job.path.with_file_name(backup),
             &previous.bytes,
-            (uid, gid, mode),
+            owner,
             label,
-        )?;
+        )?),
+        _ => None,
+    };
+    let new = Staged::write(host, &dir, job.path.to_owned(), job.bytes, owner, label)?;
+    if let Some(backup) = backup {
+        backup.commit()?;
         crate::failpoint::hit("write.after_backup");
     }
-    write_then_rename(
-        host,
-        &dir,
-        job.path,
-        name,
-        job.bytes,
-        (uid, gid, mode),
-        label,
-    )
+    new.commit()?;
+    rfs::fsync(&dir).map_err(|e| HostError::io(&host.display(job.path), e))
 }
 
 /// Creates a directory (mode 0755 root:root) if it is missing.
@@ -97,32 +98,66 @@ fn ensure_unchanged(host: &Host, dir: &OwnedFd, job: &Replace<'_>) -> Result<(),
     }
 }
 
-fn write_then_rename(
-    host: &Host,
-    dir: &OwnedFd,
-    target: &Path,
-    name: &std::ffi::OsStr,
-    bytes: &[u8],
-    (uid, gid, mode): (u32, u32, u32),
-    label: Option<&[u8]>,
-) -> Result<(), HostError> {
-    remove_stale_temps(dir, name);
-    let temp = temp_name(name);
-    let shown = host.display(&target.with_file_name(&temp));
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rfs::openat(dir, &temp, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| HostError::io(&shown, e))?;
-    let filled = fill(fd, bytes, (uid, gid, mode), label).map_err(|e| HostError::io(&shown, e));
-    crate::failpoint::hit("write.before_rename");
-    let renamed = filled.and_then(|()| {
-        rfs::renameat(dir, &temp, dir, name).map_err(|e| HostError::io(&host.display(target), e))
-    });
-    if renamed.is_err() {
+/// A complete temp file next to its target, renamed over it by
+/// [`Staged::commit`]; removed when dropped uncommitted, so no error path
+/// leaves it behind.
+struct Staged<'a> {
+    host: &'a Host,
+    dir: &'a OwnedFd,
+    target: PathBuf,
+    temp: OsString,
+    committed: bool,
+}
+
+impl<'a> Staged<'a> {
+    fn write(
+        host: &'a Host,
+        dir: &'a OwnedFd,
+        target: PathBuf,
+        bytes: &[u8],
+        owner: (u32, u32, u32),
+        label: Option<&[u8]>,
+    ) -> Result<Self, HostError> {
+        let (_, name) = split(&target);
+        remove_stale_temps(dir, name);
+        let temp = temp_name(name);
+        let shown = host.display(&target.with_file_name(&temp));
+        // Our own temp name can only be a dead writer's that had our PID,
+        // or something planted; it goes, and O_EXCL|O_NOFOLLOW never
+        // follows one put back meanwhile.
         let _ = rfs::unlinkat(dir, &temp, AtFlags::empty());
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(dir, &temp, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| HostError::io(&shown, e))?;
+        let staged = Staged {
+            host,
+            dir,
+            target,
+            temp,
+            committed: false,
+        };
+        fill(fd, bytes, owner, label).map_err(|e| HostError::io(&shown, e))?;
+        Ok(staged)
     }
-    renamed?;
-    crate::failpoint::hit("write.after_rename");
-    rfs::fsync(dir).map_err(|e| HostError::io(&host.display(target), e))
+
+    fn commit(mut self) -> Result<(), HostError> {
+        crate::failpoint::hit("write.before_rename");
+        let (_, name) = split(&self.target);
+        rfs::renameat(self.dir, &self.temp, self.dir, name)
+            .map_err(|e| HostError::io(&self.host.display(&self.target), e))?;
+        self.committed = true;
+        crate::failpoint::hit("write.after_rename");
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rfs::unlinkat(self.dir, &self.temp, AtFlags::empty());
+        }
+    }
 }
 
 /// Temp files of ours whose writer died (a crash between write and
@@ -187,4 +222,41 @@ pub fn remove(host: &Host, path: &Path) -> Result<(), HostError> {
         Err(e) => return Err(HostError::io(&host.display(path), e)),
     }
     rfs::fsync(&dir).map_err(|e| HostError::io(&host.display(path), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SystemRunner;
+    use std::fs;
+
+    #[test]
+    fn a_planted_temp_link_is_replaced_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        fs::write(etc.join("subuid"), "old\n").unwrap();
+        let victim = root.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        let temp = format!(".subuid.{}.tmp", std::process::id());
+        std::os::unix::fs::symlink(&victim, etc.join(&temp)).unwrap();
+        let host = Host::open(root.path(), Box::new(SystemRunner)).unwrap();
+        let previous = host.read(Path::new("/etc/subuid")).unwrap().unwrap();
+        let job = Replace {
+            path: Path::new("/etc/subuid"),
+            bytes: b"new\n",
+            previous: Some(&previous),
+            backup: Some("subuid-".into()),
+        };
+        replace(&host, &job).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(fs::read_to_string(etc.join("subuid")).unwrap(), "new\n");
+        assert_eq!(fs::read_to_string(etc.join("subuid-")).unwrap(), "old\n");
+        let mut names: Vec<_> = fs::read_dir(&etc)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["subuid", "subuid-"]);
+    }
 }

@@ -174,16 +174,25 @@ fn acquire(
     }
 }
 
+/// Creates `NAME.<pid>` holding our PID. A file of that name can only be
+/// a leftover of a dead process that had our PID (or something planted),
+/// so it is removed first, and the new one is never opened through a link.
+/// On any failure, a full disk while writing the PID included, nothing of
+/// ours is left behind.
 fn write_pid_file(dir: &OwnedFd, name: &OsString, pid: u32) -> Result<(), Errno> {
     let _ = rfs::unlinkat(dir, name, AtFlags::empty());
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     let text = pid.to_string();
-    let written = rustix::io::write(&fd, text.as_bytes())?;
-    if written != text.len() {
-        return Err(Errno::IO);
+    let written = match rustix::io::write(&fd, text.as_bytes()) {
+        Ok(n) if n == text.len() => Ok(()),
+        Ok(_) => Err(Errno::NOSPC),
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
     }
-    Ok(())
+    written
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
@@ -220,4 +229,33 @@ fn with_suffix(name: &std::ffi::OsStr, suffix: &str) -> OsString {
 
 fn sleep_a_little() {
     std::thread::sleep(Duration::from_millis(20));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SystemRunner;
+    use std::fs;
+
+    #[test]
+    fn a_planted_pid_file_link_is_replaced_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let victim = root.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        let pid_name = format!("subuid.{}", std::process::id());
+        std::os::unix::fs::symlink(&victim, etc.join(&pid_name)).unwrap();
+        let host = Host::open(root.path(), Box::new(SystemRunner)).unwrap();
+        let locks = lock(&host, &[Path::new("/etc/subuid")]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert!(etc.join(&pid_name).symlink_metadata().is_err());
+        let lock_file = etc.join("subuid.lock");
+        assert_eq!(
+            fs::read_to_string(&lock_file).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(locks);
+        assert!(lock_file.symlink_metadata().is_err());
+    }
 }
