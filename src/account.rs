@@ -1,6 +1,7 @@
 //! Creating the remap user and group with the tools the system has:
 //! shadow's useradd/groupadd, BusyBox adduser/addgroup, or direct edits
-//! of passwd/group/shadow/gshadow under shadow's locks.
+//! of passwd/group/shadow/gshadow under shadow's locks (always so under
+//! `--root`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub enum AccountError {
 /// How accounts get created on this system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountTool {
-    /// shadow's useradd/groupadd; under `--root`, the machine's own with `--prefix`.
+    /// shadow's useradd/groupadd (live system only).
     Shadow { useradd: PathBuf, groupadd: PathBuf },
     /// BusyBox with the adduser/addgroup applets.
     BusyBox { busybox: PathBuf },
@@ -58,28 +59,24 @@ impl AccountTool {
     }
 }
 
-/// Picks the tool. Under `--root` no program from the image is ever run:
-/// the machine's useradd is used with `--prefix` when the image is a
-/// shadow system, and the files are edited directly otherwise.
+/// Picks the tool. Under `--root` the files are always edited directly,
+/// by descriptors resolved inside the image: no program from the image is
+/// run, and neither is the machine's `useradd --prefix`, which resolves
+/// the image's `etc` and every name shadow writes there (`NAME-` backups,
+/// `NAME+` temp files, `NAME.lock`) by path, following links out of the
+/// image, so a hostile image could have it rewrite the host's /etc.
 pub fn detect_tool(host: &Host) -> AccountTool {
-    let in_root = |name: &str| find_program(host, name);
-    if host.is_live() {
-        if let (Some(useradd), Some(groupadd)) = (in_root("useradd"), in_root("groupadd")) {
-            return AccountTool::Shadow { useradd, groupadd };
-        }
-        if let Some(busybox) = in_root("busybox").filter(|b| busybox_has_adduser(host, b)) {
-            return AccountTool::BusyBox { busybox };
-        }
+    if !host.is_live() {
         return AccountTool::Files;
     }
-    let machine = Host::open(Path::new("/"), Box::new(crate::host::SystemRunner));
-    let machine_tools = machine
-        .ok()
-        .and_then(|m| Some((find_program(&m, "useradd")?, find_program(&m, "groupadd")?)));
-    match (in_root("useradd"), machine_tools) {
-        (Some(_), Some((useradd, groupadd))) => AccountTool::Shadow { useradd, groupadd },
-        _ => AccountTool::Files,
+    let in_root = |name: &str| find_program(host, name);
+    if let (Some(useradd), Some(groupadd)) = (in_root("useradd"), in_root("groupadd")) {
+        return AccountTool::Shadow { useradd, groupadd };
     }
+    if let Some(busybox) = in_root("busybox").filter(|b| busybox_has_adduser(host, b)) {
+        return AccountTool::BusyBox { busybox };
+    }
+    AccountTool::Files
 }
 
 pub fn find_program(host: &Host, name: &str) -> Option<PathBuf> {
@@ -106,16 +103,11 @@ pub fn nologin_shell(host: &Host) -> &'static str {
 }
 
 /// The command line that creates a system group, for display and running.
-pub fn group_command(
-    host: &Host,
-    tool: &AccountTool,
-    group: &str,
-) -> Option<(PathBuf, Vec<OsString>)> {
+pub fn group_command(tool: &AccountTool, group: &str) -> Option<(PathBuf, Vec<OsString>)> {
     let mut args: Vec<OsString> = Vec::new();
     let program = match tool {
         AccountTool::Shadow { groupadd, .. } => {
             args.push("--system".into());
-            push_prefix(host, &mut args);
             groupadd.clone()
         }
         AccountTool::BusyBox { busybox } => {
@@ -153,7 +145,6 @@ pub fn user_command(
             ] {
                 args.push(arg.into());
             }
-            push_prefix(host, &mut args);
             useradd.clone()
         }
         AccountTool::BusyBox { busybox } => {
@@ -170,19 +161,12 @@ pub fn user_command(
     Some((program, args))
 }
 
-fn push_prefix(host: &Host, args: &mut Vec<OsString>) {
-    if !host.is_live() {
-        args.push("--prefix".into());
-        args.push(host.root().into());
-    }
-}
-
 /// Creates a system group unless it exists.
 pub fn create_group(host: &Host, tool: &AccountTool, group: &str) -> Result<(), AccountError> {
     if !is_valid_account_name(group) {
         return Err(AccountError::InvalidName(group.into()));
     }
-    match group_command(host, tool, group) {
+    match group_command(tool, group) {
         Some((program, args)) => Ok(host.runner().run(&program, &args).map(drop)?),
         None => files::add_group(host, group),
     }
@@ -204,7 +188,8 @@ pub fn create_user(
     }
 }
 
-/// Direct edits, for systems with neither shadow nor BusyBox's applets.
+/// Direct edits, for image roots and systems with neither shadow nor
+/// BusyBox's applets.
 mod files {
     use super::*;
 

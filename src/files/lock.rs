@@ -187,10 +187,11 @@ fn write_pid_file(dir: &OwnedFd, name: &OsString, pid: u32) -> Result<(), Errno>
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
+    // NONBLOCK: a FIFO planted as the lock (in an image) must not hold us.
     let fd = rfs::openat(
         dir,
         lock_name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .ok()?;
