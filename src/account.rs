@@ -54,7 +54,7 @@ impl AccountTool {
             (AccountTool::Shadow { .. }, false) => "groupadd",
             (AccountTool::BusyBox { .. }, true) => "busybox adduser",
             (AccountTool::BusyBox { .. }, false) => "busybox addgroup",
-            (AccountTool::Files, _) => "direct edit under shadow's locks",
+            (AccountTool::Files, _) => "direct edit, locked",
         }
     }
 }

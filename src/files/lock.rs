@@ -179,11 +179,14 @@ fn write_pid_file(dir: &OwnedFd, name: &OsString, pid: u32) -> Result<(), Errno>
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     let text = pid.to_string();
-    let written = rustix::io::write(&fd, text.as_bytes())?;
-    if written != text.len() {
-        return Err(Errno::IO);
-    }
-    Ok(())
+    let error = match rustix::io::write(&fd, text.as_bytes()) {
+        Ok(n) if n == text.len() => return Ok(()),
+        Ok(_) => Errno::IO,
+        Err(e) => e,
+    };
+    // A full disk must leave no `NAME.<pid>` behind.
+    let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    Err(error)
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
