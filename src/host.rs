@@ -215,7 +215,22 @@ impl Host {
             Mode::empty(),
             how,
         )
-        .map_err(|e| HostError::io(&self.display(path), e))
+        .map_err(|e| self.resolve_error(path, e))
+    }
+
+    /// In an image, a link loop is how links to the host's files show up
+    /// (`etc -> /etc` resolves to itself inside the root): say so.
+    fn resolve_error(&self, path: &Path, errno: Errno) -> HostError {
+        if errno != Errno::LOOP || self.is_live() {
+            return HostError::io(&self.display(path), errno);
+        }
+        HostError::Refused {
+            path: self.display(path),
+            what: "goes through a symbolic link that loops inside the root; under --root \
+                   links resolve inside the image (a link to /etc or /etc/docker points \
+                   back at itself), never out of it: replace the link with the directory"
+                .into(),
+        }
     }
 
     /// Reads a regular file; `None` when it does not exist. A symlink, a

@@ -290,8 +290,7 @@ fn image_etc_linked_to_host_etc_is_refused() {
     let etc = scene.etc_fingerprint();
     let out = on_image(&scene, "enable");
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&img.display().to_string()));
+    assert_refused(&out, &img.join("etc"), "loops inside the root");
 }
 
 #[test]
@@ -330,12 +329,7 @@ fn image_docker_dir_linked_to_host_docker_is_refused() {
     let etc = scene.etc_fingerprint();
     let out = on_image(&scene, "enable");
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&img.join("etc/docker").display().to_string()),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, &img.join("etc/docker"), "loops inside the root");
 }
 
 #[test]
