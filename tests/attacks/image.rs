@@ -233,7 +233,11 @@ fn image_lock_name_linked_to_host_shadow_is_not_opened() {
     let etc = scene.etc_fingerprint();
     let out = on_image(&scene, "enable");
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, &img.join("etc/passwd.lock"), "locked");
+    assert_refused(
+        &out,
+        &img.join("etc/passwd.lock"),
+        "is a symbolic link, not a lock file",
+    );
     assert!(
         !stderr(&out).contains("root:"),
         "the host's shadow leaked into the message:\n{}",
@@ -254,7 +258,11 @@ fn image_lock_name_planted_as_fifo_does_not_block() {
         started.elapsed() < std::time::Duration::from_secs(50),
         "enable blocked on the FIFO lock"
     );
-    assert_refused(&out, &img.join("etc/group.lock"), "locked");
+    assert_refused(
+        &out,
+        &img.join("etc/group.lock"),
+        "is a special file, not a lock file",
+    );
 }
 
 #[test]
@@ -406,22 +414,45 @@ fn image_disable_purge_with_subuid_hard_linked_to_host_leaves_host_copy() {
 }
 
 #[test]
-fn image_disable_purge_backup_links_to_host_are_not_followed() {
+fn image_disable_purge_lock_link_to_host_is_refused() {
+    let scene = Scene::new();
+    let img = enabled_image(&scene);
+    // The first lock purge takes is a link to the host's subuid.
+    link("/etc/subuid", &img.join("etc/subuid.lock"));
+    let etc = scene.etc_fingerprint();
+    let accounts: Vec<PathBuf> = ACCOUNT_FILES
+        .iter()
+        .chain(&["subuid", "subgid", "subuid.lock"])
+        .map(|name| img.join("etc").join(name))
+        .collect();
+    let image = fingerprint_all(&accounts);
+    let out = on_image(&scene, "disable --purge");
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_refused(
+        &out,
+        &img.join("etc/subuid.lock"),
+        "is a symbolic link, not a lock file",
+    );
+    // daemon.json is written first (a live purge waits for the daemon to
+    // run without the mapping); the account files are left as they were.
+    assert_unchanged("the image's accounts", &image, &fingerprint_all(&accounts));
+}
+
+#[test]
+fn image_disable_purge_backup_links_to_host_are_replaced_not_followed() {
     let scene = Scene::new();
     let img = enabled_image(&scene);
     for name in ACCOUNT_FILES.iter().chain(&["subuid", "subgid"]) {
         link("/etc/shadow", &img.join(format!("etc/{name}-")));
     }
-    link("/etc/passwd", &img.join("etc/gshadow.lock"));
     let etc = scene.etc_fingerprint();
     let out = on_image(&scene, "disable --purge");
     assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    // The link where gshadow's lock goes is a lock held by no live
-    // process: it is refused or cleared, never opened for writing.
-    if out.status.success() {
-        let passwd = fs::read_to_string(img.join("etc/passwd")).unwrap();
-        assert!(!passwd.contains("dockremap"), "{passwd}");
-    } else {
-        assert_refused(&out, &img.join("etc/gshadow.lock"), "");
+    assert_ok(&out);
+    for name in ACCOUNT_FILES.iter().chain(&["subuid", "subgid"]) {
+        let text = fs::read_to_string(img.join("etc").join(name)).unwrap();
+        assert!(!text.contains("dockremap"), "{name}: {text}");
+        let backup = img.join(format!("etc/{name}-"));
+        assert!(fs::symlink_metadata(&backup).unwrap().is_file(), "{name}-");
     }
 }
