@@ -400,3 +400,35 @@ pub fn backup_name(path: &Path) -> OsString {
     name.push("-");
     name
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A runner that fails the test if anything is run.
+    struct NoRunner;
+
+    impl crate::host::Runner for NoRunner {
+        fn run(&self, program: &Path, _: &[OsString]) -> Result<String, HostError> {
+            panic!("{} was run on an image root", program.display())
+        }
+    }
+
+    #[test]
+    fn image_root_with_shadow_and_busybox_is_edited_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sbin = dir.path().join("usr/sbin");
+        std::fs::create_dir_all(&sbin).unwrap();
+        for tool in ["useradd", "groupadd", "busybox"] {
+            std::fs::write(sbin.join(tool), "#!/bin/false\n").unwrap();
+            std::fs::set_permissions(sbin.join(tool), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let host = Host::open(dir.path(), Box::new(NoRunner)).unwrap();
+        let tool = detect_tool(&host);
+        assert_eq!(tool, AccountTool::Files);
+        assert_eq!(group_command(&tool, "dockremap"), None);
+        assert_eq!(user_command(&host, &tool, "dockremap", "dockremap"), None);
+    }
+}
