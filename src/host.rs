@@ -274,7 +274,8 @@ impl Host {
             path: self.display(path),
             what: format!(
                 "is a symbolic link to {target}; docker-userns does not write through links \
-                 (point --config at the real file, or replace the link with the file)"
+                 ({})",
+                link_remedy(path)
             ),
         }
     }
@@ -315,6 +316,15 @@ pub(crate) fn selinux_label(fd: &impl AsFd) -> Option<Vec<u8>> {
     let len = rfs::fgetxattr(fd, "security.selinux", &mut buf[..]).ok()?;
     buf.truncate(len);
     Some(buf)
+}
+
+/// How to get past a refused link: `--config` only helps for daemon.json.
+fn link_remedy(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|e| e == "json") {
+        "point --config at the real file, or replace the link with the file"
+    } else {
+        "replace the link with the file"
+    }
 }
 
 /// A root-relative form of an absolute in-root path (`/etc/x` -> `etc/x`).

@@ -455,3 +455,29 @@ fn image_disable_purge_backup_links_to_host_are_replaced_not_followed() {
         assert!(fs::symlink_metadata(&backup).unwrap().is_file(), "{name}-");
     }
 }
+
+#[test]
+fn image_account_files_linked_to_host_are_refused() {
+    for name in ["passwd", "shadow", "subuid", "login.defs"] {
+        let scene = Scene::new();
+        let img = debian_image(&scene);
+        fs::write(scene.etc("subuid"), "alice:100000:65536\n").unwrap();
+        link(format!("/etc/{name}"), &img.join("etc").join(name));
+        let etc = scene.etc_fingerprint();
+        let image = fingerprint_tree(&img);
+        let out = on_image(&scene, "enable");
+        assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+        assert_refused(
+            &out,
+            &img.join("etc").join(name),
+            &format!("is a symbolic link to /etc/{name}; docker-userns does not write through"),
+        );
+        assert!(
+            stderr(&out).contains("replace the link with the file")
+                && !stderr(&out).contains("--config"),
+            "{}",
+            stderr(&out)
+        );
+        assert_unchanged("the image", &image, &fingerprint_tree(&img));
+    }
+}
