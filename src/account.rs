@@ -201,8 +201,7 @@ mod files {
         if db.by_name(group).is_some() {
             return Ok(());
         }
-        let defs = read_login_defs(host)?;
-        let (min, max) = defs.system_bounds(IdKind::Gid)?;
+        let (min, max) = system_ids(host, IdKind::Gid)?;
         let taken: Vec<IdRange> = db.entries.iter().map(|e| IdRange::single(e.gid)).collect();
         let gid =
             first_fit_descending(&taken, min, max).ok_or(AccountError::NoFreeId { min, max })?;
@@ -230,8 +229,7 @@ mod files {
                 format!("group {group:?} does not exist"),
             )
         })?;
-        let defs = read_login_defs(host)?;
-        let (min, max) = defs.system_bounds(IdKind::Uid)?;
+        let (min, max) = system_ids(host, IdKind::Uid)?;
         let taken: Vec<IdRange> = users
             .entries
             .iter()
@@ -256,6 +254,14 @@ mod files {
             append(host, SHADOW, Some(&shadow), &shadow_line(user))?;
         }
         Ok(())
+    }
+
+    /// SYS_*_MIN..=SYS_*_MAX from login.defs, never 0 (a second root) nor
+    /// past 2^32-2 (`(uid_t)-1` means "no change" to chown): an image's
+    /// login.defs may say anything.
+    fn system_ids(host: &Host, kind: IdKind) -> Result<(u64, u64), AccountError> {
+        let (min, max) = read_login_defs(host)?.system_bounds(kind)?;
+        Ok((min.max(1), max.min(u64::from(u32::MAX) - 1)))
     }
 
     /// A locked shadow entry, changed today, as useradd writes it.

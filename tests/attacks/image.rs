@@ -481,3 +481,32 @@ fn image_account_files_linked_to_host_are_refused() {
         assert_unchanged("the image", &image, &fingerprint_tree(&img));
     }
 }
+
+#[test]
+fn image_login_defs_cannot_make_the_remap_user_a_second_root() {
+    let scene = Scene::new();
+    let img = debian_image(&scene);
+    // No root entry, and system ids "0..=0": the only id left is root's.
+    fs::write(
+        img.join("etc/passwd"),
+        "nobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
+    fs::write(img.join("etc/group"), "nogroup:x:65534:\n").unwrap();
+    fs::write(
+        img.join("etc/login.defs"),
+        "SYS_UID_MIN 0\nSYS_UID_MAX 0\nSYS_GID_MIN 0\nSYS_GID_MAX 0\n",
+    )
+    .unwrap();
+    let etc = scene.etc_fingerprint();
+    let out = on_image(&scene, "enable");
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no free system id left in 1..=0"),
+        "{}",
+        stderr(&out)
+    );
+    let group = fs::read_to_string(img.join("etc/group")).unwrap();
+    assert!(!group.contains(":0:"), "{group}");
+}
