@@ -1,6 +1,7 @@
 //! Creating the remap user and group with the tools the system has:
 //! shadow's useradd/groupadd, BusyBox adduser/addgroup, or direct edits
-//! of passwd/group/shadow/gshadow under shadow's locks.
+//! of passwd/group/shadow/gshadow under shadow's locks (always so under
+//! `--root`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub enum AccountError {
 /// How accounts get created on this system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountTool {
-    /// shadow's useradd/groupadd; under `--root`, the machine's own with `--prefix`.
+    /// shadow's useradd/groupadd (live system only).
     Shadow { useradd: PathBuf, groupadd: PathBuf },
     /// BusyBox with the adduser/addgroup applets.
     BusyBox { busybox: PathBuf },
@@ -53,33 +54,29 @@ impl AccountTool {
             (AccountTool::Shadow { .. }, false) => "groupadd",
             (AccountTool::BusyBox { .. }, true) => "busybox adduser",
             (AccountTool::BusyBox { .. }, false) => "busybox addgroup",
-            (AccountTool::Files, _) => "direct edit under shadow's locks",
+            (AccountTool::Files, _) => "direct edit, locked",
         }
     }
 }
 
-/// Picks the tool. Under `--root` no program from the image is ever run:
-/// the machine's useradd is used with `--prefix` when the image is a
-/// shadow system, and the files are edited directly otherwise.
+/// Picks the tool. Under `--root` the files are always edited directly,
+/// by descriptors resolved inside the image: no program from the image is
+/// run, and neither is the machine's `useradd --prefix`, which resolves
+/// the image's `etc` and every name shadow writes there (`NAME-` backups,
+/// `NAME+` temp files, `NAME.lock`) by path, following links out of the
+/// image, so a hostile image could have it rewrite the host's /etc.
 pub fn detect_tool(host: &Host) -> AccountTool {
-    let in_root = |name: &str| find_program(host, name);
-    if host.is_live() {
-        if let (Some(useradd), Some(groupadd)) = (in_root("useradd"), in_root("groupadd")) {
-            return AccountTool::Shadow { useradd, groupadd };
-        }
-        if let Some(busybox) = in_root("busybox").filter(|b| busybox_has_adduser(host, b)) {
-            return AccountTool::BusyBox { busybox };
-        }
+    if !host.is_live() {
         return AccountTool::Files;
     }
-    let machine = Host::open(Path::new("/"), Box::new(crate::host::SystemRunner));
-    let machine_tools = machine
-        .ok()
-        .and_then(|m| Some((find_program(&m, "useradd")?, find_program(&m, "groupadd")?)));
-    match (in_root("useradd"), machine_tools) {
-        (Some(_), Some((useradd, groupadd))) => AccountTool::Shadow { useradd, groupadd },
-        _ => AccountTool::Files,
+    let in_root = |name: &str| find_program(host, name);
+    if let (Some(useradd), Some(groupadd)) = (in_root("useradd"), in_root("groupadd")) {
+        return AccountTool::Shadow { useradd, groupadd };
     }
+    if let Some(busybox) = in_root("busybox").filter(|b| busybox_has_adduser(host, b)) {
+        return AccountTool::BusyBox { busybox };
+    }
+    AccountTool::Files
 }
 
 pub fn find_program(host: &Host, name: &str) -> Option<PathBuf> {
@@ -106,16 +103,11 @@ pub fn nologin_shell(host: &Host) -> &'static str {
 }
 
 /// The command line that creates a system group, for display and running.
-pub fn group_command(
-    host: &Host,
-    tool: &AccountTool,
-    group: &str,
-) -> Option<(PathBuf, Vec<OsString>)> {
+pub fn group_command(tool: &AccountTool, group: &str) -> Option<(PathBuf, Vec<OsString>)> {
     let mut args: Vec<OsString> = Vec::new();
     let program = match tool {
         AccountTool::Shadow { groupadd, .. } => {
             args.push("--system".into());
-            push_prefix(host, &mut args);
             groupadd.clone()
         }
         AccountTool::BusyBox { busybox } => {
@@ -153,7 +145,6 @@ pub fn user_command(
             ] {
                 args.push(arg.into());
             }
-            push_prefix(host, &mut args);
             useradd.clone()
         }
         AccountTool::BusyBox { busybox } => {
@@ -170,19 +161,12 @@ pub fn user_command(
     Some((program, args))
 }
 
-fn push_prefix(host: &Host, args: &mut Vec<OsString>) {
-    if !host.is_live() {
-        args.push("--prefix".into());
-        args.push(host.root().into());
-    }
-}
-
 /// Creates a system group unless it exists.
 pub fn create_group(host: &Host, tool: &AccountTool, group: &str) -> Result<(), AccountError> {
     if !is_valid_account_name(group) {
         return Err(AccountError::InvalidName(group.into()));
     }
-    match group_command(host, tool, group) {
+    match group_command(tool, group) {
         Some((program, args)) => Ok(host.runner().run(&program, &args).map(drop)?),
         None => files::add_group(host, group),
     }
@@ -204,7 +188,8 @@ pub fn create_user(
     }
 }
 
-/// Direct edits, for systems with neither shadow nor BusyBox's applets.
+/// Direct edits, for image roots and systems with neither shadow nor
+/// BusyBox's applets.
 mod files {
     use super::*;
 
@@ -216,8 +201,7 @@ mod files {
         if db.by_name(group).is_some() {
             return Ok(());
         }
-        let defs = read_login_defs(host)?;
-        let (min, max) = defs.system_bounds(IdKind::Gid)?;
+        let (min, max) = system_ids(host, IdKind::Gid)?;
         let taken: Vec<IdRange> = db.entries.iter().map(|e| IdRange::single(e.gid)).collect();
         let gid =
             first_fit_descending(&taken, min, max).ok_or(AccountError::NoFreeId { min, max })?;
@@ -245,8 +229,7 @@ mod files {
                 format!("group {group:?} does not exist"),
             )
         })?;
-        let defs = read_login_defs(host)?;
-        let (min, max) = defs.system_bounds(IdKind::Uid)?;
+        let (min, max) = system_ids(host, IdKind::Uid)?;
         let taken: Vec<IdRange> = users
             .entries
             .iter()
@@ -271,6 +254,14 @@ mod files {
             append(host, SHADOW, Some(&shadow), &shadow_line(user))?;
         }
         Ok(())
+    }
+
+    /// SYS_*_MIN..=SYS_*_MAX from login.defs, never 0 (a second root) nor
+    /// past 2^32-2 (`(uid_t)-1` means "no change" to chown): an image's
+    /// login.defs may say anything.
+    fn system_ids(host: &Host, kind: IdKind) -> Result<(u64, u64), AccountError> {
+        let (min, max) = read_login_defs(host)?.system_bounds(kind)?;
+        Ok((min.max(1), max.min(u64::from(u32::MAX) - 1)))
     }
 
     /// A locked shadow entry, changed today, as useradd writes it.
@@ -414,4 +405,36 @@ pub fn backup_name(path: &Path) -> OsString {
     let mut name = path.file_name().expect("file path").to_owned();
     name.push("-");
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A runner that fails the test if anything is run.
+    struct NoRunner;
+
+    impl crate::host::Runner for NoRunner {
+        fn run(&self, program: &Path, _: &[OsString]) -> Result<String, HostError> {
+            panic!("{} was run on an image root", program.display())
+        }
+    }
+
+    #[test]
+    fn image_root_with_shadow_and_busybox_is_edited_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sbin = dir.path().join("usr/sbin");
+        std::fs::create_dir_all(&sbin).unwrap();
+        for tool in ["useradd", "groupadd", "busybox"] {
+            std::fs::write(sbin.join(tool), "#!/bin/false\n").unwrap();
+            std::fs::set_permissions(sbin.join(tool), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let host = Host::open(dir.path(), Box::new(NoRunner)).unwrap();
+        let tool = detect_tool(&host);
+        assert_eq!(tool, AccountTool::Files);
+        assert_eq!(group_command(&tool, "dockremap"), None);
+        assert_eq!(user_command(&host, &tool, "dockremap", "dockremap"), None);
+    }
 }

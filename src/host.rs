@@ -242,7 +242,22 @@ impl Host {
             Mode::empty(),
             how,
         )
-        .map_err(|e| HostError::io(&self.display(path), e))
+        .map_err(|e| self.resolve_error(path, e))
+    }
+
+    /// In an image, a link loop is how links to the host's files show up
+    /// (`etc -> /etc` resolves to itself inside the root): say so.
+    fn resolve_error(&self, path: &Path, errno: Errno) -> HostError {
+        if errno != Errno::LOOP || self.is_live() {
+            return HostError::io(&self.display(path), errno);
+        }
+        HostError::Refused {
+            path: self.display(path),
+            what: "goes through a symbolic link that loops inside the root; under --root \
+                   links resolve inside the image (a link to /etc or /etc/docker points \
+                   back at itself), never out of it: replace the link with the directory"
+                .into(),
+        }
     }
 
     /// Reads a regular file; `None` when it does not exist. A symlink, a
@@ -421,7 +436,8 @@ impl Host {
             path: self.display(path),
             what: format!(
                 "is a symbolic link to {target}; docker-userns does not write through links \
-                 (point --config at the real file, or replace the link with the file)"
+                 ({})",
+                link_remedy(path)
             ),
         }
     }
@@ -492,6 +508,15 @@ pub(crate) fn selinux_label(fd: &impl AsFd) -> Option<Vec<u8>> {
     let len = rfs::fgetxattr(fd, "security.selinux", &mut buf[..]).ok()?;
     buf.truncate(len);
     Some(buf)
+}
+
+/// How to get past a refused link: `--config` only helps for daemon.json.
+fn link_remedy(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|e| e == "json") {
+        "point --config at the real file, or replace the link with the file"
+    } else {
+        "replace the link with the file"
+    }
 }
 
 /// A root-relative form of an absolute in-root path (`/etc/x` -> `etc/x`).

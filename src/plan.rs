@@ -522,8 +522,7 @@ pub fn plan(
         actions.push(Action::CreateGroup {
             name: accounts.group.clone(),
             tool: observed.tool.label(false),
-            command: account::group_command(host, &observed.tool, &accounts.group)
-                .map(show_command),
+            command: account::group_command(&observed.tool, &accounts.group).map(show_command),
         });
     }
     if accounts.uid.is_none() {

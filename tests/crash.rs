@@ -160,12 +160,12 @@ fn migrated() -> TestRoot {
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
-        name: "enable (useradd)",
+        name: "enable (debian image)",
         make: debian_with_config,
         args: &["enable"],
     },
     Scenario {
-        name: "enable (direct edits)",
+        name: "enable (busybox image)",
         make: busybox,
         args: &["enable"],
     },

@@ -257,7 +257,7 @@ fn busybox_style_root_gets_the_account_by_direct_edits() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out["actions"][0]["description"],
-        "create system group dockremap (direct edit under shadow's locks)"
+        "create system group dockremap (direct edit, locked)"
     );
     let user = passwd_entry(&root, "dockremap");
     assert_eq!(

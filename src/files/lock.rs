@@ -29,6 +29,11 @@ pub enum LockError {
         source: std::io::Error,
     },
     #[error(
+        "{path}: is {what}, not a lock file a process holds; it never goes away by itself: \
+         remove it"
+    )]
+    NotALock { path: PathBuf, what: &'static str },
+    #[error(
         "{path}: still locked by process {holder} after {waited:?}; try again when it has finished"
     )]
     Busy {
@@ -155,6 +160,12 @@ fn acquire(
                 let _ = rfs::unlinkat(dir, lock_name, AtFlags::empty());
             }
             Err(Errno::EXIST) => {
+                if let Some(what) = not_a_lock(dir, lock_name) {
+                    return Err(LockError::NotALock {
+                        path: shown.to_owned(),
+                        what,
+                    });
+                }
                 let holder = read_holder(dir, lock_name);
                 if holder.map(is_dead) == Some(true) {
                     let _ = rfs::unlinkat(dir, lock_name, AtFlags::empty());
@@ -184,22 +195,35 @@ fn write_pid_file(dir: &OwnedFd, name: &OsString, pid: u32) -> Result<(), Errno>
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     let text = pid.to_string();
-    let written = match rustix::io::write(&fd, text.as_bytes()) {
-        Ok(n) if n == text.len() => Ok(()),
-        Ok(_) => Err(Errno::NOSPC),
-        Err(e) => Err(e),
+    let error = match rustix::io::write(&fd, text.as_bytes()) {
+        Ok(n) if n == text.len() => return Ok(()),
+        Ok(_) => Errno::IO,
+        Err(e) => e,
     };
-    if written.is_err() {
-        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    // A full disk must leave no `NAME.<pid>` behind.
+    let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    Err(error)
+}
+
+/// What a lock name holds when it is not a regular file (a link or a FIFO
+/// planted in an image): shadow's tools never make one, and waiting for
+/// it to go away would be waiting forever.
+fn not_a_lock(dir: &OwnedFd, lock_name: &OsString) -> Option<&'static str> {
+    let st = rfs::statat(dir, lock_name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    match rfs::FileType::from_raw_mode(st.st_mode) {
+        rfs::FileType::RegularFile => None,
+        rfs::FileType::Symlink => Some("a symbolic link"),
+        rfs::FileType::Directory => Some("a directory"),
+        _ => Some("a special file"),
     }
-    written
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
+    // NONBLOCK: a FIFO planted as the lock (in an image) must not hold us.
     let fd = rfs::openat(
         dir,
         lock_name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .ok()?;

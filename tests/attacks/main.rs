@@ -10,5 +10,6 @@ mod harness;
 mod check;
 mod enable;
 mod grant;
+mod image;
 mod migrate;
 mod shift;

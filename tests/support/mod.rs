@@ -65,7 +65,7 @@ alice:!::
 
 impl TestRoot {
     /// A Debian-like root: account files, login.defs, shadow's tools
-    /// present (so the machine's useradd is used with --prefix), nologin.
+    /// present (never run: under --root accounts are direct edits), nologin.
     pub fn debian() -> Self {
         let root = TestRoot::bare();
         root.write("etc/passwd", DEBIAN_PASSWD, 0o644);
