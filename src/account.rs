@@ -419,6 +419,15 @@ mod tests {
         fn run(&self, program: &Path, _: &[OsString]) -> Result<String, HostError> {
             panic!("{} was run on an image root", program.display())
         }
+
+        fn run_with_input(
+            &self,
+            program: &Path,
+            _: &[OsString],
+            _: std::os::fd::OwnedFd,
+        ) -> Result<String, HostError> {
+            panic!("{} was run on an image root", program.display())
+        }
     }
 
     #[test]
