@@ -271,6 +271,14 @@ fn walk_io(host: &Host, path: &Path, errno: rustix::io::Errno) -> WalkError {
     }
 }
 
+/// What the container does with the path at the end of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    ReadWrite,
+    /// A read-only bind mount: writing is not needed.
+    ReadOnly,
+}
+
 /// Every component of `path`, from `/` down, with what the subject lacks.
 pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Component>, WalkError> {
     Ok(assess(&open_components(host, path)?, subject))
@@ -279,21 +287,32 @@ pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Compon
 /// What the subject lacks on each component of a walk: `x` on the
 /// parents, `rw` on a file, `rwx` on a directory at the end.
 pub fn assess(walk: &[Opened], subject: &Subject) -> Vec<Component> {
+    assess_for(walk, subject, Use::ReadWrite)
+}
+
+/// Like [`assess`], with only `r` (and `x` on a directory) needed at the
+/// end for a read-only use.
+pub fn assess_for(walk: &[Opened], subject: &Subject, usage: Use) -> Vec<Component> {
     let last = walk.len().saturating_sub(1);
     walk.iter()
         .enumerate()
-        .map(|(index, opened)| component(opened, subject, index == last))
+        .map(|(index, opened)| component(opened, subject, (index == last).then_some(usage)))
         .collect()
 }
 
-fn component(opened: &Opened, subject: &Subject, is_last: bool) -> Component {
+fn component(opened: &Opened, subject: &Subject, last: Option<Use>) -> Component {
     let st = &opened.stat;
     let is_dir = opened.is_dir();
     let acl = read_acl(&opened.fd, ACCESS_ACL);
-    let needs = match (is_last, is_dir) {
-        (false, _) => EXEC,
-        (true, true) => READ | WRITE | EXEC,
-        (true, false) => READ | WRITE,
+    let write = if last == Some(Use::ReadWrite) {
+        WRITE
+    } else {
+        0
+    };
+    let needs = match (last, is_dir) {
+        (None, _) => EXEC,
+        (Some(_), true) => READ | write | EXEC,
+        (Some(_), false) => READ | write,
     };
     let mode = st.st_mode & 0o7777;
     let (have, decided_by) = granted(subject, st.st_uid, st.st_gid, mode, acl.as_ref());

@@ -275,6 +275,59 @@ impl Host {
         }))
     }
 
+    /// The real path of `path` inside the root, links resolved as a
+    /// program inside the root would (never out of it): what dockerd's
+    /// realpath of its data root gives, and the name the kernel mounts for
+    /// a bind source. `None` when it does not exist.
+    pub fn real_path(&self, path: &Path) -> Result<Option<PathBuf>, HostError> {
+        let handle = match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let target = |fd: BorrowedFd<'_>, shown: &Path| {
+            rfs::readlink(proc_fd(&fd), Vec::new())
+                .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
+                .map_err(|e| HostError::io(shown, e))
+        };
+        let shown = self.display(path);
+        let full = target(handle.as_fd(), &shown)?;
+        let root = target(self.root_fd.as_fd(), &self.root)?;
+        let inside = full.strip_prefix(&root).map_err(|_| HostError::Refused {
+            path: shown.clone(),
+            what: format!(
+                "resolves to {}, which is not below {}",
+                full.display(),
+                root.display()
+            ),
+        })?;
+        Ok(Some(Path::new("/").join(inside)))
+    }
+
+    /// Reads `rel`, a regular file of at most `limit` bytes below the held
+    /// directory `dir` (shown as `dir_path`), without following any link on
+    /// the way: for files below directories others may have filled.
+    /// `None` when it does not exist.
+    pub fn read_below(
+        &self,
+        dir: &impl AsFd,
+        dir_path: &Path,
+        rel: &Path,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, HostError> {
+        let path = dir_path.join(rel);
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let handle = match rfs::openat2(dir, rel, flags, Mode::empty(), how) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(HostError::io(&self.display(&path), e)),
+        };
+        let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(&path), e))?;
+        let (_, bytes) = self.read_handle(&path, &handle, &st, limit)?;
+        Ok(Some(bytes))
+    }
+
     /// Reads a regular file as a program inside the root finds it: links
     /// are followed, but resolved inside the root, so an absolute link in
     /// an image leads to the image's file, never the host's. `None` when

@@ -342,3 +342,60 @@ fn an_interrupted_migration_is_reported_with_the_command_that_finishes_it() {
         "docker-userns enable --migrate (it resumes from the journal)"
     );
 }
+
+/// dockerd leaves the data root 0710 root:<remapped gid> and its parents
+/// 0711: its own rule (world x, or owner/group x for the remapped ids)
+/// lets the remapped root through, so check must too.
+#[test]
+fn data_root_as_dockerd_leaves_it_is_traversable() {
+    require_root();
+    let root = enabled_root();
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(root.path(rel), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    std::fs::create_dir_all(root.path("var/lib/docker/100000.100000")).unwrap();
+    for dir in ["var/lib/docker", "var/lib/docker/100000.100000"] {
+        std::os::unix::fs::chown(root.path(dir), Some(0), Some(100000)).unwrap();
+        mode(dir, 0o710);
+    }
+    mode("var", 0o711);
+    mode("var/lib", 0o711);
+    let (_, out) = check(&root);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "ok", "{traverse}");
+
+    mode("var/lib", 0o700);
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "fail", "{traverse}");
+    let lib = root.path("var/lib").display().to_string();
+    assert!(
+        traverse["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{lib} is 0:0 0700")),
+        "{traverse}"
+    );
+    assert_eq!(traverse["remedy"], format!("chmod o+x {lib}"), "{traverse}");
+}
+
+/// dockerd checks the real path of a linked data root, not the link's.
+#[test]
+fn a_linked_data_root_is_checked_where_it_really_is() {
+    require_root();
+    let root = enabled_root();
+    std::fs::create_dir_all(root.path("srv/docker")).unwrap();
+    std::fs::create_dir_all(root.path("var/lib")).unwrap();
+    std::fs::remove_dir_all(root.path("var/lib/docker")).ok();
+    std::os::unix::fs::symlink("/srv/docker", root.path("var/lib/docker")).unwrap();
+    std::fs::set_permissions(root.path("srv"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let (_, out) = check(&root);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "fail", "{traverse}");
+    assert_eq!(
+        traverse["remedy"],
+        format!("chmod o+x {}", root.path("srv").display()),
+        "{traverse}"
+    );
+}
