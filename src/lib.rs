@@ -9,6 +9,7 @@
 pub mod access;
 pub mod account;
 pub mod activate;
+pub mod binds;
 pub mod check;
 pub mod cli;
 pub mod config;

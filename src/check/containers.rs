@@ -1,16 +1,26 @@
-//! Container checks (live): containers that bypass remapping or will not
-//! start under it, those that lose the Docker socket, and, as information,
-//! those whose process is root inside (the reason remapping matters).
+//! Container checks: containers that bypass remapping or will not start
+//! under it, those that lose the Docker socket, and, as information, those
+//! whose process is root inside (the reason remapping matters), from the
+//! live daemon; and bind mounts the remapped root cannot use, from the
+//! daemon or, offline, the stored container configs.
 
-use super::Check;
 use super::daemon::Live;
+use super::{Check, Facts};
+use crate::binds;
 use crate::daemon::api::ContainerDetails;
 
 const BYPASS: &str = "containers.bypass";
 const SOCKET: &str = "containers.docker_socket";
 const ROOT: &str = "containers.root_inside";
+const BINDS: &str = "containers.bind_mounts";
 
-pub fn checks(live: Option<&Live>) -> Vec<Check> {
+pub fn checks(facts: &Facts<'_>, live: Option<&Live>) -> Vec<Check> {
+    let mut out = live_checks(live);
+    out.push(bind_mounts(facts, live));
+    out
+}
+
+fn live_checks(live: Option<&Live>) -> Vec<Check> {
     let Some(live) = live else {
         let why = "dockerd does not answer (or --root)";
         return [BYPASS, SOCKET, ROOT]
@@ -144,4 +154,50 @@ fn root_inside(containers: &[ContainerDetails]) -> Check {
         )
     };
     Check::ok(ROOT, TITLE, detail)
+}
+
+/// Bind mounts whose source container root cannot read (or, mounted rw,
+/// write) under the configured mapping, each with its `grant`.
+fn bind_mounts(facts: &Facts<'_>, live: Option<&Live>) -> Check {
+    const TITLE: &str = "bind-mount sources usable by container root";
+    let Some(remap) = &facts.remap else {
+        return Check::skip(BINDS, TITLE, "no resolvable userns-remap mapping");
+    };
+    let Some(subject) = binds::container_root(&remap.uid_ranges, &remap.gid_ranges) else {
+        return Check::skip(BINDS, TITLE, "the remap user has no subordinate ranges");
+    };
+    // Offline, the containers are those the remapped daemon will run.
+    let roots: Vec<_> = remap
+        .data_root_dir()
+        .map(|dir| facts.data_root.join(dir))
+        .into_iter()
+        .collect();
+    let found = binds::gather(facts.host, live.map(|l| &l.api), &roots);
+    let broken = binds::breaking(facts.host, &found.binds, &subject);
+    let from = if found.live {
+        "the daemon's containers"
+    } else {
+        "the stored container configs"
+    };
+    let mut notes = found.unreadable.clone();
+    if broken.is_empty() {
+        let detail = format!(
+            "{} bind mounts in {from}, every source usable by container root",
+            found.binds.len()
+        );
+        return if notes.is_empty() {
+            Check::ok(BINDS, TITLE, detail)
+        } else {
+            notes.insert(0, detail);
+            Check::warn(BINDS, TITLE, notes.join("; "))
+        };
+    }
+    notes.splice(0..0, broken.iter().map(binds::Broken::describe));
+    Check::warn(BINDS, TITLE, notes.join("; ")).remedy(
+        broken
+            .iter()
+            .map(binds::Broken::remedy)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
