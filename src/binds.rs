@@ -53,21 +53,12 @@ pub struct Broken {
     /// "name at /dst (rw)" for each container that mounts it.
     pub users: Vec<String>,
     pub problem: String,
-    /// `--root DIR ` when acting on an image root.
-    root_arg: String,
+    /// The exact `grant` that makes the source usable, or what to do
+    /// when grant is not the fix.
+    pub remedy: String,
 }
 
 impl Broken {
-    /// The exact command that makes the source usable.
-    pub fn remedy(&self) -> String {
-        let grant = format!(
-            "docker-userns {}grant {}",
-            self.root_arg,
-            self.source.display()
-        );
-        format!("{grant} (or {grant} --acl)")
-    }
-
     pub fn describe(&self) -> String {
         format!(
             "{} (mounted by {}): {}",
@@ -255,10 +246,20 @@ pub fn breaking(host: &Host, binds: &[Bind], subject: &Subject) -> Vec<Broken> {
             } else {
                 Use::ReadOnly
             };
-            let (real, problem) = problem(host, source, subject, usage)?;
+            let found = problem(host, source, subject, usage)?;
+            let remedy = if found.grantable {
+                let grant = format!("docker-userns {root_arg}grant {}", found.path.display());
+                format!("{grant} (or {grant} --acl)")
+            } else {
+                format!(
+                    "mount the real path of {} instead, one that only root can change",
+                    source.display()
+                )
+            };
             Some(Broken {
-                shown: host.display(&real),
-                source: real,
+                shown: host.display(&found.path),
+                source: found.path,
+                remedy,
                 users: users
                     .iter()
                     .map(|b| {
@@ -266,8 +267,7 @@ pub fn breaking(host: &Host, binds: &[Bind], subject: &Subject) -> Vec<Broken> {
                         format!("{} at {} ({mode})", b.container, b.destination)
                     })
                     .collect(),
-                problem,
-                root_arg: root_arg.clone(),
+                problem: found.why,
             })
         })
         .collect()
@@ -276,15 +276,27 @@ pub fn breaking(host: &Host, binds: &[Bind], subject: &Subject) -> Vec<Broken> {
 /// What keeps `subject` from using `source`, at its real path; `None`
 /// when nothing does, or when it is missing or not a directory or a
 /// regular file (sockets and devices are not grant's to fix).
-fn problem(host: &Host, source: &Path, subject: &Subject, usage: Use) -> Option<(PathBuf, String)> {
-    let real = match host.real_path(source) {
+fn problem(host: &Host, source: &Path, subject: &Subject, usage: Use) -> Option<Problem> {
+    let real = match crate::resolve::real_path(host, source) {
         Ok(Some(real)) => real,
         Ok(None) => return None,
-        Err(e) => return Some((source.to_owned(), format!("{e:#}"))),
+        Err(e) => {
+            return Some(Problem {
+                path: source.to_owned(),
+                why: format!("{e:#}"),
+                grantable: false,
+            });
+        }
     };
     let walk = match access::open_components(host, &real) {
         Ok(walk) => walk,
-        Err(e) => return Some((real, format!("{e:#}"))),
+        Err(e) => {
+            return Some(Problem {
+                path: real,
+                why: format!("{e:#}"),
+                grantable: false,
+            });
+        }
     };
     let kind = walk.last()?.file_type();
     if kind != FileType::Directory && kind != FileType::RegularFile {
@@ -292,8 +304,20 @@ fn problem(host: &Host, source: &Path, subject: &Subject, usage: Use) -> Option<
     }
     let components = access::assess_for(&walk, subject, usage);
     let block = components.iter().find(|c| c.blocked())?;
-    let reason = blocked_reason(host, block, subject, block.path == real);
-    Some((real, reason))
+    let why = blocked_reason(host, block, subject, block.path == real);
+    Some(Problem {
+        path: real,
+        why,
+        grantable: true,
+    })
+}
+
+/// What keeps a source from being used, at which path, and whether
+/// `grant` on that path is the fix (not when a link or a race is in the way).
+struct Problem {
+    path: PathBuf,
+    why: String,
+    grantable: bool,
 }
 
 fn blocked_reason(host: &Host, block: &Component, subject: &Subject, is_source: bool) -> String {

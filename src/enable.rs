@@ -195,7 +195,7 @@ fn bind_warnings(
                 "bind mount of {} will break under remapping: {}; fix: {}",
                 b.users.join(", "),
                 b.problem,
-                b.remedy()
+                b.remedy
             ),
             file: b.shown,
             line: None,

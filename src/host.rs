@@ -275,35 +275,6 @@ impl Host {
         }))
     }
 
-    /// The real path of `path` inside the root, links resolved as a
-    /// program inside the root would (never out of it): what dockerd's
-    /// realpath of its data root gives, and the name the kernel mounts for
-    /// a bind source. `None` when it does not exist.
-    pub fn real_path(&self, path: &Path) -> Result<Option<PathBuf>, HostError> {
-        let handle = match self.resolve(path, OFlags::PATH) {
-            Ok(fd) => fd,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let target = |fd: BorrowedFd<'_>, shown: &Path| {
-            rfs::readlink(proc_fd(&fd), Vec::new())
-                .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
-                .map_err(|e| HostError::io(shown, e))
-        };
-        let shown = self.display(path);
-        let full = target(handle.as_fd(), &shown)?;
-        let root = target(self.root_fd.as_fd(), &self.root)?;
-        let inside = full.strip_prefix(&root).map_err(|_| HostError::Refused {
-            path: shown.clone(),
-            what: format!(
-                "resolves to {}, which is not below {}",
-                full.display(),
-                root.display()
-            ),
-        })?;
-        Ok(Some(Path::new("/").join(inside)))
-    }
-
     /// Reads `rel`, a regular file of at most `limit` bytes below the held
     /// directory `dir` (shown as `dir_path`), without following any link on
     /// the way: for files below directories others may have filled.

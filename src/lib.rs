@@ -25,4 +25,5 @@ pub mod migrate;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod resolve;
 pub mod shift;

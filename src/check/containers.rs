@@ -196,7 +196,7 @@ fn bind_mounts(facts: &Facts<'_>, live: Option<&Live>) -> Check {
     Check::warn(BINDS, TITLE, notes.join("; ")).remedy(
         broken
             .iter()
-            .map(binds::Broken::remedy)
+            .map(|b| b.remedy.as_str())
             .collect::<Vec<_>>()
             .join("; "),
     )

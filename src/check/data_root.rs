@@ -231,9 +231,9 @@ pub fn dockerd_lets_through(
 fn existing_real_path(
     host: &crate::host::Host,
     path: &Path,
-) -> Result<Option<PathBuf>, crate::host::HostError> {
+) -> Result<Option<PathBuf>, access::WalkError> {
     for dir in path.ancestors() {
-        if let Some(real) = host.real_path(dir)? {
+        if let Some(real) = crate::resolve::real_path(host, dir)? {
             return Ok(Some(real));
         }
     }
