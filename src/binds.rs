@@ -17,7 +17,7 @@ use rustix::fs::FileType;
 use serde::Deserialize;
 
 use crate::access::{self, Component, Subject, Use};
-use crate::daemon::api::{self, DockerApi};
+use crate::daemon::api::{self, ContainerDetails, DockerApi};
 use crate::host::{Host, MAX_DIR_ENTRIES};
 use crate::ids::IdRange;
 
@@ -93,39 +93,51 @@ pub fn live_api(host: &Host, socket: Option<&str>) -> Option<DockerApi> {
 /// Every container's bind mounts: from `api` when it answers, else from
 /// the stored configs under each of `roots` (data roots).
 pub fn gather(host: &Host, api: Option<&DockerApi>, roots: &[PathBuf]) -> Found {
-    if let Some(binds) = api.and_then(from_api) {
-        return Found {
-            binds,
-            live: true,
-            unreadable: Vec::new(),
-        };
+    let inspected = api.and_then(|api| {
+        let list = api.containers(true).ok()?;
+        Some(
+            list.iter()
+                .filter_map(|c| api.inspect(&c.id).ok())
+                .collect::<Vec<_>>(),
+        )
+    });
+    match inspected {
+        Some(details) => from_details(&details),
+        None => stored_in(host, roots),
     }
+}
+
+/// The bind mounts of containers the daemon described.
+pub fn from_details(details: &[ContainerDetails]) -> Found {
+    let binds = details
+        .iter()
+        .flat_map(|c| {
+            let name = c.display_name();
+            c.mounts
+                .iter()
+                .filter(|m| m.kind == "bind")
+                .map(move |m| Bind {
+                    container: name.clone(),
+                    source: PathBuf::from(&m.source),
+                    destination: m.destination.clone(),
+                    rw: m.rw,
+                })
+        })
+        .collect();
+    Found {
+        binds,
+        live: true,
+        unreadable: Vec::new(),
+    }
+}
+
+/// The bind mounts in the stored configs of each data root in `roots`.
+pub fn stored_in(host: &Host, roots: &[PathBuf]) -> Found {
     let mut found = Found::default();
     for root in roots {
         stored(host, &root.join("containers"), &mut found);
     }
     found
-}
-
-fn from_api(api: &DockerApi) -> Option<Vec<Bind>> {
-    let list = api.containers(true).ok()?;
-    let binds = list
-        .iter()
-        .filter_map(|c| api.inspect(&c.id).ok())
-        .flat_map(|c| {
-            let name = c.display_name();
-            c.mounts
-                .into_iter()
-                .filter(|m| m.kind == "bind")
-                .map(move |m| Bind {
-                    container: name.clone(),
-                    source: PathBuf::from(m.source),
-                    destination: m.destination,
-                    rw: m.rw,
-                })
-        })
-        .collect();
-    Some(binds)
 }
 
 /// `config.v2.json`, reduced to the mounts.

@@ -7,7 +7,7 @@
 use super::daemon::Live;
 use super::{Check, Facts};
 use crate::binds;
-use crate::daemon::api::ContainerDetails;
+use crate::daemon::api::{ApiError, ContainerDetails, DockerApi};
 
 const BYPASS: &str = "containers.bypass";
 const SOCKET: &str = "containers.docker_socket";
@@ -15,31 +15,37 @@ const ROOT: &str = "containers.root_inside";
 const BINDS: &str = "containers.bind_mounts";
 
 pub fn checks(facts: &Facts<'_>, live: Option<&Live>) -> Vec<Check> {
-    let mut out = live_checks(live);
-    out.push(bind_mounts(facts, live));
+    let inspected = live.map(|l| inspect_all(&l.api));
+    let mut out = match (live, &inspected) {
+        (Some(live), Some(Ok(containers))) => {
+            let active = live.info.userns_active();
+            vec![
+                bypass(containers, active),
+                socket(containers),
+                root_inside(containers),
+            ]
+        }
+        (_, Some(Err(e))) => vec![Check::skip(BYPASS, "containers", e.to_string())],
+        _ => {
+            let why = "dockerd does not answer (or --root)";
+            [BYPASS, SOCKET, ROOT]
+                .map(|id| Check::skip(id, "containers", why))
+                .to_vec()
+        }
+    };
+    out.push(bind_mounts(
+        facts,
+        inspected.as_ref().and_then(|r| r.as_ref().ok()),
+    ));
     out
 }
 
-fn live_checks(live: Option<&Live>) -> Vec<Check> {
-    let Some(live) = live else {
-        let why = "dockerd does not answer (or --root)";
-        return [BYPASS, SOCKET, ROOT]
-            .map(|id| Check::skip(id, "containers", why))
-            .to_vec();
-    };
-    let containers: Vec<ContainerDetails> = match live.api.containers(true) {
-        Ok(list) => list
-            .iter()
-            .filter_map(|c| live.api.inspect(&c.id).ok())
-            .collect(),
-        Err(e) => return vec![Check::skip(BYPASS, "containers", e.to_string())],
-    };
-    let active = live.info.userns_active();
-    vec![
-        bypass(&containers, active),
-        socket(&containers),
-        root_inside(&containers),
-    ]
+fn inspect_all(api: &DockerApi) -> Result<Vec<ContainerDetails>, ApiError> {
+    Ok(api
+        .containers(true)?
+        .iter()
+        .filter_map(|c| api.inspect(&c.id).ok())
+        .collect())
 }
 
 /// What keeps a container from running remapped (privileged, host
@@ -158,7 +164,7 @@ fn root_inside(containers: &[ContainerDetails]) -> Check {
 
 /// Bind mounts whose source container root cannot read (or, mounted rw,
 /// write) under the configured mapping, each with its `grant`.
-fn bind_mounts(facts: &Facts<'_>, live: Option<&Live>) -> Check {
+fn bind_mounts(facts: &Facts<'_>, inspected: Option<&Vec<ContainerDetails>>) -> Check {
     const TITLE: &str = "bind-mount sources usable by container root";
     let Some(remap) = &facts.remap else {
         return Check::skip(BINDS, TITLE, "no resolvable userns-remap mapping");
@@ -172,7 +178,10 @@ fn bind_mounts(facts: &Facts<'_>, live: Option<&Live>) -> Check {
         .map(|dir| facts.data_root.join(dir))
         .into_iter()
         .collect();
-    let found = binds::gather(facts.host, live.map(|l| &l.api), &roots);
+    let found = match inspected {
+        Some(containers) => binds::from_details(containers),
+        None => binds::stored_in(facts.host, &roots),
+    };
     let broken = binds::breaking(facts.host, &found.binds, &subject);
     let from = if found.live {
         "the daemon's containers"
