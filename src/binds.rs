@@ -358,8 +358,8 @@ fn blocked_reason(host: &Host, block: &Component, subject: &Subject, is_source: 
     )
 }
 
-/// The containers' config directories a data root holds for `dir_name`
-/// (`<uid>.<gid>`), and the data root's own.
+/// The data roots whose stored containers `enable` looks at: the
+/// non-remapped one (what `--migrate` carries over) and `<uid>.<gid>`.
 pub fn data_roots(data_root: &Path, dir_name: Option<&str>) -> Vec<PathBuf> {
     let mut roots = vec![data_root.to_owned()];
     roots.extend(dir_name.map(|d| data_root.join(OsStr::new(d))));
