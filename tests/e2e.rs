@@ -501,6 +501,21 @@ fn bind_mounts_that_break_are_listed_until_granted() -> Result<()> {
     let denied = h.docker(&["start", "-a", "binder"])?;
     ensure!(!denied.status.success(), "binder ran before grant");
 
+    // Given through a link, the data root is judged where it really is,
+    // and DockerRootDir (dockerd's real path) still matches.
+    let link = h.paths().root.join("data-link");
+    std::os::unix::fs::symlink(&h.paths().data_root, &link)?;
+    let mut command = h.ns_command(BIN);
+    command
+        .args(["check", "--format", "json", "--data-root"])
+        .arg(&link)
+        .arg("--host")
+        .arg(h.docker_host());
+    let linked: Value = serde_json::from_slice(&h.run(command, TOOL_TIMEOUT)?.stdout)?;
+    for id in ["data_root.traversable", "daemon.mapping"] {
+        ensure!(find(&linked, id)["status"] == "ok", "{}", find(&linked, id));
+    }
+
     for dir in [&secret, &shared] {
         let (code, granted) = tool(&h, &h.restart_command(), &["grant", dir.to_str().unwrap()])?;
         ensure!(code == 0, "{granted}");
