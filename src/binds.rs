@@ -20,6 +20,7 @@ use crate::access::{self, Component, Subject, Use};
 use crate::daemon::api::{self, ContainerDetails, DockerApi};
 use crate::host::{Host, MAX_DIR_ENTRIES};
 use crate::ids::IdRange;
+use crate::plan::{Plan, Warning};
 
 /// A stored container config holds its whole environment and labels:
 /// larger than a config file, still bounded.
@@ -356,6 +357,33 @@ fn blocked_reason(host: &Host, block: &Component, subject: &Subject, is_source: 
         access::perm_letters(block.needs & !block.missing),
         access::perm_letters(block.needs),
     )
+}
+
+/// `enable`'s warnings: existing containers' bind mounts whose source
+/// container root will not be able to use under the planned mapping,
+/// each with the `grant` that fixes it. The containers come from the
+/// daemon on `socket` when it answers, else from the stored configs.
+pub fn plan_warnings(host: &Host, socket: Option<&str>, plan: &Plan) -> Vec<Warning> {
+    let m = &plan.mapping;
+    let Some(subject) = container_root(&m.uid_ranges, &m.gid_ranges) else {
+        return Vec::new();
+    };
+    let api = live_api(host, socket);
+    let roots = data_roots(&plan.data_root, m.data_root_dir().as_deref());
+    let found = gather(host, api.as_ref(), &roots);
+    breaking(host, &found.binds, &subject)
+        .into_iter()
+        .map(|b| Warning {
+            message: format!(
+                "bind mount of {} will break under remapping: {}; fix: {}",
+                b.users.join(", "),
+                b.problem,
+                b.remedy
+            ),
+            file: b.shown,
+            line: None,
+        })
+        .collect()
 }
 
 /// The data roots whose stored containers `enable` looks at: the

@@ -3,7 +3,6 @@
 //! and roll daemon.json back when the daemon does not prove it.
 
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
-use crate::binds;
 
 use crate::check::data_root::Content;
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
@@ -69,11 +68,11 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     }
     let observed = plan::observe(host, global)?;
     let mut plan = plan::plan(host, &observed, global, &spec, request)?;
+    let breaking = crate::binds::plan_warnings(host, global.socket.as_deref(), &plan);
+    plan.warnings.extend(breaking);
     let daemon = Daemon::managed(host, global, request.restart)?;
     let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
     let expect = expected(&plan);
-    let bind_warnings = bind_warnings(host, global, &plan, daemon.as_ref());
-    plan.warnings.extend(bind_warnings);
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
         if !refused.is_empty() {
@@ -167,40 +166,6 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         daemon: state,
         migrated,
     })
-}
-
-/// Existing containers' bind mounts whose source container root will not
-/// be able to use under the mapping, each with the `grant` that fixes it.
-fn bind_warnings(
-    host: &Host,
-    global: &Global,
-    plan: &Plan,
-    daemon: Option<&Daemon>,
-) -> Vec<Warning> {
-    let m = &plan.mapping;
-    let Some(subject) = binds::container_root(&m.uid_ranges, &m.gid_ranges) else {
-        return Vec::new();
-    };
-    let unmanaged = match daemon {
-        Some(_) => None,
-        None => binds::live_api(host, global.socket.as_deref()),
-    };
-    let api = daemon.map(|d| &d.api).or(unmanaged.as_ref());
-    let roots = binds::data_roots(&plan.data_root, m.data_root_dir().as_deref());
-    let found = binds::gather(host, api, &roots);
-    binds::breaking(host, &found.binds, &subject)
-        .into_iter()
-        .map(|b| Warning {
-            message: format!(
-                "bind mount of {} will break under remapping: {}; fix: {}",
-                b.users.join(", "),
-                b.problem,
-                b.remedy
-            ),
-            file: b.shown,
-            line: None,
-        })
-        .collect()
 }
 
 /// With `--migrate`, the migration to do: the non-remapped root's state
