@@ -173,6 +173,17 @@ pub enum WalkError {
     Symlink { path: PathBuf, target: String },
     #[error("{0}: is not a directory")]
     NotDirectory(PathBuf),
+    #[error(
+        "{path}: is a symbolic link (to {target}) that someone other than root \
+         controls ({why}); it is not followed: give the real path"
+    )]
+    UntrustedLink {
+        path: PathBuf,
+        target: String,
+        why: String,
+    },
+    #[error("{0}: more than 40 symbolic links on the way")]
+    TooManyLinks(PathBuf),
     #[error("{path}")]
     Io {
         path: PathBuf,
@@ -209,19 +220,7 @@ pub fn open_components(host: &Host, path: &Path) -> Result<Vec<Opened>, WalkErro
     if !path.is_absolute() {
         return Err(WalkError::Relative(path.to_owned()));
     }
-    let root = host
-        .root_fd()
-        .try_clone_to_owned()
-        .map_err(|source| WalkError::Io {
-            path: host.display(Path::new("/")),
-            source,
-        })?;
-    let stat = rfs::fstat(&root).map_err(|e| walk_io(host, Path::new("/"), e))?;
-    let mut walk = vec![Opened {
-        path: PathBuf::from("/"),
-        fd: root,
-        stat,
-    }];
+    let mut walk = vec![open_root(host)?];
     for part in path.components() {
         let name = match part {
             Part::Normal(name) => name,
@@ -238,7 +237,44 @@ pub fn open_components(host: &Host, path: &Path) -> Result<Vec<Opened>, WalkErro
     Ok(walk)
 }
 
+/// The root directory, as the first component of every walk.
+pub(crate) fn open_root(host: &Host) -> Result<Opened, WalkError> {
+    let root = host
+        .root_fd()
+        .try_clone_to_owned()
+        .map_err(|source| WalkError::Io {
+            path: host.display(Path::new("/")),
+            source,
+        })?;
+    let stat = rfs::fstat(&root).map_err(|e| walk_io(host, Path::new("/"), e))?;
+    Ok(Opened {
+        path: PathBuf::from("/"),
+        fd: root,
+        stat,
+    })
+}
+
 fn open_child(host: &Host, parent: &Opened, name: &OsStr) -> Result<Opened, WalkError> {
+    let child = open_entry(host, parent, name)?;
+    if child.file_type() == FileType::Symlink {
+        return Err(WalkError::Symlink {
+            path: host.display(&child.path),
+            target: link_target(&child),
+        });
+    }
+    Ok(child)
+}
+
+/// What a link opened by [`open_entry`] points to, as text.
+pub(crate) fn link_target(link: &Opened) -> String {
+    rfs::readlinkat(&link.fd, "", Vec::new())
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// One entry of a held directory, a link itself rather than what it
+/// points to.
+pub(crate) fn open_entry(host: &Host, parent: &Opened, name: &OsStr) -> Result<Opened, WalkError> {
     let path = parent.path.join(name);
     // One plain name below a held directory: BENEATH keeps it there (under
     // --root the chain starts at the root's handle, so it never leaves the
@@ -252,15 +288,6 @@ fn open_child(host: &Host, parent: &Opened, name: &OsStr) -> Result<Opened, Walk
     )
     .map_err(|e| walk_io(host, &path, e))?;
     let stat = rfs::fstat(&fd).map_err(|e| walk_io(host, &path, e))?;
-    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
-        let target = rfs::readlinkat(&fd, "", Vec::new())
-            .map(|t| t.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "?".into());
-        return Err(WalkError::Symlink {
-            path: host.display(&path),
-            target,
-        });
-    }
     Ok(Opened { path, fd, stat })
 }
 
@@ -271,6 +298,14 @@ fn walk_io(host: &Host, path: &Path, errno: rustix::io::Errno) -> WalkError {
     }
 }
 
+/// What the container does with the path at the end of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    ReadWrite,
+    /// A read-only bind mount: writing is not needed.
+    ReadOnly,
+}
+
 /// Every component of `path`, from `/` down, with what the subject lacks.
 pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Component>, WalkError> {
     Ok(assess(&open_components(host, path)?, subject))
@@ -279,21 +314,32 @@ pub fn inspect(host: &Host, path: &Path, subject: &Subject) -> Result<Vec<Compon
 /// What the subject lacks on each component of a walk: `x` on the
 /// parents, `rw` on a file, `rwx` on a directory at the end.
 pub fn assess(walk: &[Opened], subject: &Subject) -> Vec<Component> {
+    assess_for(walk, subject, Use::ReadWrite)
+}
+
+/// Like [`assess`], with only `r` (and `x` on a directory) needed at the
+/// end for a read-only use.
+pub fn assess_for(walk: &[Opened], subject: &Subject, usage: Use) -> Vec<Component> {
     let last = walk.len().saturating_sub(1);
     walk.iter()
         .enumerate()
-        .map(|(index, opened)| component(opened, subject, index == last))
+        .map(|(index, opened)| component(opened, subject, (index == last).then_some(usage)))
         .collect()
 }
 
-fn component(opened: &Opened, subject: &Subject, is_last: bool) -> Component {
+fn component(opened: &Opened, subject: &Subject, last: Option<Use>) -> Component {
     let st = &opened.stat;
     let is_dir = opened.is_dir();
     let acl = read_acl(&opened.fd, ACCESS_ACL);
-    let needs = match (is_last, is_dir) {
-        (false, _) => EXEC,
-        (true, true) => READ | WRITE | EXEC,
-        (true, false) => READ | WRITE,
+    let write = if last == Some(Use::ReadWrite) {
+        WRITE
+    } else {
+        0
+    };
+    let needs = match (last, is_dir) {
+        (None, _) => EXEC,
+        (Some(_), true) => READ | write | EXEC,
+        (Some(_), false) => READ | write,
     };
     let mode = st.st_mode & 0o7777;
     let (have, decided_by) = granted(subject, st.st_uid, st.st_gid, mode, acl.as_ref());

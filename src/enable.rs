@@ -97,6 +97,8 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     if let Some(validator) = &validator {
         validate_before_writes(host, validator, &plan)?;
     }
+    let breaking = crate::binds::plan_warnings(host, global.socket.as_deref(), &plan);
+    plan.warnings.extend(breaking);
     let daemon_state = |restart| match &daemon {
         None => DaemonState::NotManaged {
             reason: not_managed_reason(host, request),

@@ -290,6 +290,30 @@ impl Host {
         }))
     }
 
+    /// Reads `rel`, a regular file of at most `limit` bytes below the held
+    /// directory `dir` (shown as `dir_path`), without following any link on
+    /// the way: for files below directories others may have filled.
+    /// `None` when it does not exist.
+    pub fn read_below(
+        &self,
+        dir: &impl AsFd,
+        dir_path: &Path,
+        rel: &Path,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, HostError> {
+        let path = dir_path.join(rel);
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let handle = match rfs::openat2(dir, rel, flags, Mode::empty(), how) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(HostError::io(&self.display(&path), e)),
+        };
+        let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(&path), e))?;
+        let (_, bytes) = self.read_handle(&path, &handle, &st, limit)?;
+        Ok(Some(bytes))
+    }
+
     /// Reads a regular file as a program inside the root finds it: links
     /// are followed, but resolved inside the root, so an absolute link in
     /// an image leads to the image's file, never the host's. `None` when

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod account;
 pub mod activate;
+pub mod binds;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -24,4 +25,5 @@ pub mod migrate;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod resolve;
 pub mod shift;

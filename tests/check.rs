@@ -342,3 +342,175 @@ fn an_interrupted_migration_is_reported_with_the_command_that_finishes_it() {
         "docker-userns enable --migrate (it resumes from the journal)"
     );
 }
+
+/// dockerd leaves the data root 0710 root:<remapped gid> and its parents
+/// 0711: its own rule (world x, or owner/group x for the remapped ids)
+/// lets the remapped root through, so check must too.
+#[test]
+fn data_root_as_dockerd_leaves_it_is_traversable() {
+    require_root();
+    let root = enabled_root();
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(root.path(rel), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    std::fs::create_dir_all(root.path("var/lib/docker/100000.100000")).unwrap();
+    for dir in ["var/lib/docker", "var/lib/docker/100000.100000"] {
+        std::os::unix::fs::chown(root.path(dir), Some(0), Some(100000)).unwrap();
+        mode(dir, 0o710);
+    }
+    mode("var", 0o711);
+    mode("var/lib", 0o711);
+    let (_, out) = check(&root);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "ok", "{traverse}");
+
+    mode("var/lib", 0o700);
+    let (code, out) = check(&root);
+    assert_eq!(code, 1);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "fail", "{traverse}");
+    let lib = root.path("var/lib").display().to_string();
+    assert!(
+        traverse["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{lib} is 0:0 0700")),
+        "{traverse}"
+    );
+    assert_eq!(traverse["remedy"], format!("chmod o+x {lib}"), "{traverse}");
+}
+
+/// dockerd checks the real path of a linked data root, not the link's.
+#[test]
+fn a_linked_data_root_is_checked_where_it_really_is() {
+    require_root();
+    let root = enabled_root();
+    std::fs::create_dir_all(root.path("srv/docker")).unwrap();
+    std::fs::create_dir_all(root.path("var/lib")).unwrap();
+    std::fs::remove_dir_all(root.path("var/lib/docker")).ok();
+    std::os::unix::fs::symlink("/srv/docker", root.path("var/lib/docker")).unwrap();
+    std::fs::set_permissions(root.path("srv"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let (_, out) = check(&root);
+    let traverse = find(&out, "data_root.traversable");
+    assert_eq!(traverse["status"], "fail", "{traverse}");
+    assert_eq!(
+        traverse["remedy"],
+        format!("chmod o+x {}", root.path("srv").display()),
+        "{traverse}"
+    );
+}
+
+const CONTAINER_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A stored container config (what dockerd keeps in
+/// `containers/<id>/config.v2.json`) with a rw bind of a 0700 directory,
+/// a rw bind of a root-owned 0755 one, a read-only bind of a 0755 one and
+/// a volume.
+fn store_container(root: &TestRoot, containers: &str) {
+    root.write(
+        &format!("{containers}/{CONTAINER_ID}/config.v2.json"),
+        r#"{"ID": "0123", "Name": "/web", "MountPoints": {
+            "/secret": {"Source": "/srv/secret", "Destination": "/secret", "RW": true, "Type": "bind"},
+            "/shared": {"Source": "/srv/shared", "Destination": "/shared", "RW": true, "Type": "bind"},
+            "/conf": {"Source": "/srv/conf", "Destination": "/conf", "RW": false, "Type": "bind"},
+            "/cache": {"Source": "/var/lib/docker/volumes/c/_data", "Destination": "/cache",
+                       "RW": true, "Type": "volume", "Name": "c"}
+        }}"#,
+        0o600,
+    );
+    for (dir, mode) in [
+        ("srv/secret", 0o700),
+        ("srv/shared", 0o755),
+        ("srv/conf", 0o755),
+    ] {
+        std::fs::create_dir_all(root.path(dir)).unwrap();
+        std::fs::set_permissions(root.path(dir), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(root.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn enable_plan_lists_stored_bind_mounts_that_break_with_their_grant() {
+    require_root();
+    let root = TestRoot::debian();
+    store_container(&root, "var/lib/docker/containers");
+    let (_, out) = root.run_json(&["enable", "--dry-run"]);
+    let warnings: Vec<String> = out["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["message"].as_str().unwrap().contains("bind mount"))
+        .map(|w| format!("{} {}", w["file"].as_str().unwrap(), w["message"]))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    let r = root.root().display();
+    assert!(
+        warnings[0].starts_with(&format!("{r}/srv/secret ")),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("web at /secret (rw)"), "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!("docker-userns --root {r} grant /srv/secret --acl")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!("{r}/srv/shared ")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("other bits give r-x of the rwx it needs"),
+        "{warnings:?}"
+    );
+    let human = stderr_and_stdout(&root.run(&["enable", "--dry-run"]));
+    assert!(
+        human.contains(&format!("docker-userns --root {r} grant /srv/shared")),
+        "{human}"
+    );
+}
+
+#[test]
+fn check_lists_stored_bind_mounts_until_they_are_granted() {
+    require_root();
+    let root = enabled_root();
+    store_container(&root, "var/lib/docker/100000.100000/containers");
+    let (_, out) = check(&root);
+    let binds = find(&out, "containers.bind_mounts");
+    assert_eq!(binds["status"], "warn", "{binds}");
+    let detail = binds["detail"].as_str().unwrap();
+    let r = root.root().display();
+    assert!(
+        detail.contains(&format!("{r}/srv/secret (mounted by web at /secret (rw))")),
+        "{detail}"
+    );
+    assert!(detail.contains(&format!("{r}/srv/shared")), "{detail}");
+    assert!(!detail.contains("/srv/conf"), "{detail}");
+    assert!(
+        binds["remedy"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("docker-userns --root {r} grant /srv/secret")),
+        "{binds}"
+    );
+    for source in ["/srv/secret", "/srv/shared"] {
+        let (code, out) = root.run_json(&["grant", source]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let (_, out) = check(&root);
+    let binds = find(&out, "containers.bind_mounts");
+    assert_eq!(binds["status"], "ok", "{binds}");
+    assert!(
+        binds["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 bind mounts in the stored container configs"),
+        "{binds}"
+    );
+}
+
+fn stderr_and_stdout(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

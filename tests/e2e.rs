@@ -260,6 +260,114 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     Ok(())
 }
 
+/// The bind mounts in `enable`'s warnings, as "file message" lines.
+fn bind_warnings(out: &Value) -> Vec<String> {
+    out["warnings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|w| w["message"].as_str().unwrap_or("").contains("bind mount"))
+        .map(|w| format!("{} {}", w["file"].as_str().unwrap_or(""), w["message"]))
+        .collect()
+}
+
+#[test]
+fn bind_mounts_that_break_are_listed_until_granted() -> Result<()> {
+    let h = start_with_image()?;
+    let binds = h.paths().root.join("binds");
+    let (secret, shared) = (binds.join("secret"), binds.join("shared"));
+    for (dir, mode) in [(&binds, 0o755), (&secret, 0o700), (&shared, 0o755)] {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    let secret_mount = format!("{}:/secret", secret.display());
+    let shared_mount = format!("{}:/shared", shared.display());
+    let create = [
+        "create",
+        "--name",
+        "binder",
+        "--network",
+        "none",
+        "-v",
+        &secret_mount,
+        "-v",
+        &shared_mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "ls /secret && echo hi > /shared/x",
+    ];
+    h.docker_ok(&create)?;
+
+    // The plan names both sources, each with its grant.
+    let (_, planned) = tool(&h, &h.restart_command(), &["enable", "--dry-run"])?;
+    let warned = bind_warnings(&planned);
+    ensure!(warned.len() == 2, "{planned}");
+    for (line, dir) in warned.iter().zip([&secret, &shared]) {
+        ensure!(
+            line.starts_with(&format!("{} ", dir.display())),
+            "{line} names {dir:?}"
+        );
+        ensure!(
+            line.contains(&format!("docker-userns grant {} --acl", dir.display())),
+            "{line}"
+        );
+    }
+    ensure!(warned[0].contains("binder at /secret (rw)"), "{warned:?}");
+
+    let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
+    ensure!(code == 0, "enable failed: {out}");
+    h.docker_ok(&["rm", "-f", "binder"])?;
+    h.import_busybox(IMAGE)?;
+    h.docker_ok(&create)?;
+
+    // check agrees from the remapped daemon; dockerd's own data root
+    // (0710 root:<gid>) passes dockerd's rule.
+    let (checked, _) = check(&h, &[])?;
+    let traverse = find(&checked, "data_root.traversable");
+    ensure!(traverse["status"] == "ok", "{traverse}");
+    let listed = find(&checked, "containers.bind_mounts");
+    ensure!(listed["status"] == "warn", "{listed}");
+    let detail = listed["detail"].as_str().unwrap_or("");
+    let remedy = listed["remedy"].as_str().unwrap_or("");
+    for dir in [&secret, &shared] {
+        ensure!(detail.contains(&dir.display().to_string()), "{listed}");
+        ensure!(
+            remedy.contains(&format!("docker-userns grant {}", dir.display())),
+            "{listed}"
+        );
+    }
+    let denied = h.docker(&["start", "-a", "binder"])?;
+    ensure!(!denied.status.success(), "binder ran before grant");
+
+    // Given through a link, the data root is judged where it really is,
+    // and DockerRootDir (dockerd's real path) still matches.
+    let link = h.paths().root.join("data-link");
+    std::os::unix::fs::symlink(&h.paths().data_root, &link)?;
+    let mut command = h.ns_command(BIN);
+    command
+        .args(["check", "--format", "json", "--data-root"])
+        .arg(&link)
+        .arg("--host")
+        .arg(h.docker_host());
+    let linked: Value = serde_json::from_slice(&h.run(command, TOOL_TIMEOUT)?.stdout)?;
+    for id in ["data_root.traversable", "daemon.mapping"] {
+        ensure!(find(&linked, id)["status"] == "ok", "{}", find(&linked, id));
+    }
+
+    for dir in [&secret, &shared] {
+        let (code, granted) = tool(&h, &h.restart_command(), &["grant", dir.to_str().unwrap()])?;
+        ensure!(code == 0, "{granted}");
+    }
+    let (checked, _) = check(&h, &[])?;
+    let listed = find(&checked, "containers.bind_mounts");
+    ensure!(listed["status"] == "ok", "{listed}");
+    h.docker_ok(&["start", "-a", "binder"])?;
+    ensure!(shared.join("x").exists(), "the container could not write");
+    Ok(())
+}
+
 #[test]
 fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
     let h = start_with_image()?;

@@ -1,35 +1,51 @@
-//! Container checks (live): containers that bypass remapping or will not
-//! start under it, those that lose the Docker socket, and, as information,
-//! those whose process is root inside (the reason remapping matters).
+//! Container checks: containers that bypass remapping or will not start
+//! under it, those that lose the Docker socket, and, as information, those
+//! whose process is root inside (the reason remapping matters), from the
+//! live daemon; and bind mounts the remapped root cannot use, from the
+//! daemon or, offline, the stored container configs.
 
-use super::Check;
 use super::daemon::Live;
-use crate::daemon::api::ContainerDetails;
+use super::{Check, Facts};
+use crate::binds;
+use crate::daemon::api::{ApiError, ContainerDetails, DockerApi};
 
 const BYPASS: &str = "containers.bypass";
 const SOCKET: &str = "containers.docker_socket";
 const ROOT: &str = "containers.root_inside";
+const BINDS: &str = "containers.bind_mounts";
 
-pub fn checks(live: Option<&Live>) -> Vec<Check> {
-    let Some(live) = live else {
-        let why = "dockerd does not answer (or --root)";
-        return [BYPASS, SOCKET, ROOT]
-            .map(|id| Check::skip(id, "containers", why))
-            .to_vec();
+pub fn checks(facts: &Facts<'_>, live: Option<&Live>) -> Vec<Check> {
+    let inspected = live.map(|l| inspect_all(&l.api));
+    let mut out = match (live, &inspected) {
+        (Some(live), Some(Ok(containers))) => {
+            let active = live.info.userns_active();
+            vec![
+                bypass(containers, active),
+                socket(containers),
+                root_inside(containers),
+            ]
+        }
+        (_, Some(Err(e))) => vec![Check::skip(BYPASS, "containers", e.to_string())],
+        _ => {
+            let why = "dockerd does not answer (or --root)";
+            [BYPASS, SOCKET, ROOT]
+                .map(|id| Check::skip(id, "containers", why))
+                .to_vec()
+        }
     };
-    let containers: Vec<ContainerDetails> = match live.api.containers(true) {
-        Ok(list) => list
-            .iter()
-            .filter_map(|c| live.api.inspect(&c.id).ok())
-            .collect(),
-        Err(e) => return vec![Check::skip(BYPASS, "containers", e.to_string())],
-    };
-    let active = live.info.userns_active();
-    vec![
-        bypass(&containers, active),
-        socket(&containers),
-        root_inside(&containers),
-    ]
+    out.push(bind_mounts(
+        facts,
+        inspected.as_ref().and_then(|r| r.as_ref().ok()),
+    ));
+    out
+}
+
+fn inspect_all(api: &DockerApi) -> Result<Vec<ContainerDetails>, ApiError> {
+    Ok(api
+        .containers(true)?
+        .iter()
+        .filter_map(|c| api.inspect(&c.id).ok())
+        .collect())
 }
 
 /// What keeps a container from running remapped (privileged, host
@@ -144,4 +160,53 @@ fn root_inside(containers: &[ContainerDetails]) -> Check {
         )
     };
     Check::ok(ROOT, TITLE, detail)
+}
+
+/// Bind mounts whose source container root cannot read (or, mounted rw,
+/// write) under the configured mapping, each with its `grant`.
+fn bind_mounts(facts: &Facts<'_>, inspected: Option<&Vec<ContainerDetails>>) -> Check {
+    const TITLE: &str = "bind-mount sources usable by container root";
+    let Some(remap) = &facts.remap else {
+        return Check::skip(BINDS, TITLE, "no resolvable userns-remap mapping");
+    };
+    let Some(subject) = binds::container_root(&remap.uid_ranges, &remap.gid_ranges) else {
+        return Check::skip(BINDS, TITLE, "the remap user has no subordinate ranges");
+    };
+    // Offline, the containers are those the remapped daemon will run.
+    let roots: Vec<_> = remap
+        .data_root_dir()
+        .map(|dir| facts.data_root.join(dir))
+        .into_iter()
+        .collect();
+    let found = match inspected {
+        Some(containers) => binds::from_details(containers),
+        None => binds::stored_in(facts.host, &roots),
+    };
+    let broken = binds::breaking(facts.host, &found.binds, &subject);
+    let from = if found.live {
+        "the daemon's containers"
+    } else {
+        "the stored container configs"
+    };
+    let mut notes = found.unreadable.clone();
+    if broken.is_empty() {
+        let detail = format!(
+            "{} bind mounts in {from}, every source usable by container root",
+            found.binds.len()
+        );
+        return if notes.is_empty() {
+            Check::ok(BINDS, TITLE, detail)
+        } else {
+            notes.insert(0, detail);
+            Check::warn(BINDS, TITLE, notes.join("; "))
+        };
+    }
+    notes.splice(0..0, broken.iter().map(binds::Broken::describe));
+    Check::warn(BINDS, TITLE, notes.join("; ")).remedy(
+        broken
+            .iter()
+            .map(|b| b.remedy.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }

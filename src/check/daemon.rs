@@ -123,9 +123,19 @@ fn mapping(facts: &Facts<'_>, info: &DaemonInfo) -> Check {
     }
     let wanted = facts.remap.as_ref().and_then(|r| r.data_root_dir());
     let running = info.remapped_suffix().map(|(u, g)| format!("{u}.{g}"));
-    let expected_root = wanted.as_ref().map(|w| facts.data_root.join(w));
+    // dockerd reports the real path of its data root, links resolved.
+    let real_root = crate::resolve::real_path(facts.host, &facts.data_root)
+        .ok()
+        .flatten();
+    let reported = std::path::Path::new(&info.docker_root_dir);
+    let same_root = |w: &str| {
+        [Some(&facts.data_root), real_root.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|root| root.join(w) == reported)
+    };
     match (wanted, running) {
-        (Some(w), Some(r)) if w == r && expected_root.as_deref() == Some(std::path::Path::new(&info.docker_root_dir)) => {
+        (Some(w), Some(r)) if w == r && same_root(&w) => {
             Check::ok(MAPPING, TITLE, format!("DockerRootDir {}", info.docker_root_dir))
         }
         (Some(w), _) => Check::fail(

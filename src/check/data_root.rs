@@ -9,6 +9,7 @@ use std::rc::Rc;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::{Check, Facts, Remap};
+use crate::access::{self, Opened};
 
 const DIR: &str = "data_root.remapped_dir";
 const TRAVERSE: &str = "data_root.traversable";
@@ -23,7 +24,7 @@ pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
     match &facts.remap {
         Some(remap) if remap.data_root_dir().is_some() => {
             out.push(remapped_dir(facts, remap));
-            out.push(traversable(facts));
+            out.push(traversable(facts, remap));
         }
         _ => {
             let why = "no resolvable userns-remap mapping";
@@ -127,43 +128,116 @@ fn remapped_dir(facts: &Facts<'_>, remap: &Remap) -> Check {
     }
 }
 
-/// The remapped root is "other" to every parent directory: each needs o+x.
-fn traversable(facts: &Facts<'_>) -> Check {
+/// dockerd's own test (`canAccess` in `setupDaemonRoot`, 20.10 to 29) on
+/// the real path of the data root and each directory above it but `/`:
+/// dockerd refuses to start when one fails it.
+fn traversable(facts: &Facts<'_>, remap: &Remap) -> Check {
     const TITLE: &str = "data root parents traversable";
-    let mut blocked = Vec::new();
-    for dir in ancestors(&facts.data_root) {
-        if let Ok(Some(st)) = facts.host.stat(&dir) {
-            if st.st_mode & 0o001 == 0 {
-                blocked.push(facts.host.display(&dir));
-            }
+    let Some(ids) = remapped_ids(remap) else {
+        return Check::skip(TRAVERSE, TITLE, "no resolvable userns-remap mapping");
+    };
+    let real = match existing_real_path(facts.host, &facts.data_root) {
+        Ok(Some(real)) => real,
+        Ok(None) => return Check::skip(TRAVERSE, TITLE, "no part of the data root path exists"),
+        Err(e) => return Check::fail(TRAVERSE, TITLE, format!("{e:#}")),
+    };
+    let blocked = match blocking_dirs(facts.host, &real, ids) {
+        Ok(blocked) => blocked,
+        Err(e) => return Check::fail(TRAVERSE, TITLE, format!("{e:#}")),
+    };
+    let shown = |o: &Opened| facts.host.display(&o.path).display().to_string();
+    let Some(first) = blocked.first() else {
+        return Check::ok(
+            TRAVERSE,
+            TITLE,
+            format!(
+                "dockerd's rule lets uid {} gid {} through every directory from {} up",
+                ids.0,
+                ids.1,
+                facts.host.display(&real).display()
+            ),
+        );
+    };
+    let st = &first.stat;
+    Check::fail(
+        TRAVERSE,
+        TITLE,
+        format!(
+            "{} is {}:{} {:04o}: not world-x, not uid {} with owner x, not group {} with \
+             group x; dockerd refuses to start (\"...restricts access to the remapped root \
+             uid/gid; please fix by allowing 'o+x'...\")",
+            shown(first),
+            st.st_uid,
+            st.st_gid,
+            st.st_mode & 0o7777,
+            ids.0,
+            ids.1
+        ),
+    )
+    .remedy(format!(
+        "chmod o+x {}",
+        blocked.iter().map(shown).collect::<Vec<_>>().join(" ")
+    ))
+}
+
+/// The directories of `real` (a path without links) that dockerd's rule
+/// does not let `ids` through; `/` is not one dockerd looks at.
+fn blocking_dirs(
+    host: &crate::host::Host,
+    real: &Path,
+    ids: (u32, u32),
+) -> Result<Vec<Opened>, access::WalkError> {
+    Ok(access::open_components(host, real)?
+        .into_iter()
+        .skip(1)
+        .filter(|o| o.is_dir() && lets_through(&o.stat, ids).is_none())
+        .collect())
+}
+
+/// The host ids of container root: what dockerd calls the remapped root.
+fn remapped_ids(remap: &Remap) -> Option<(u32, u32)> {
+    let uid = u32::try_from(remap.uid_ranges.first()?.start).ok()?;
+    let gid = u32::try_from(remap.gid_ranges.first()?.start).ok()?;
+    Some((uid, gid))
+}
+
+fn lets_through(st: &rfs::Stat, ids: (u32, u32)) -> Option<&'static str> {
+    dockerd_lets_through(st.st_uid, st.st_gid, st.st_mode & 0o7777, ids)
+}
+
+/// Which clause of dockerd's `canAccess` lets the remapped root through a
+/// directory, if one does. It reads only the mode bits (no ACL, no
+/// capability) and any one clause is enough, unlike the kernel's order.
+pub fn dockerd_lets_through(
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    (remapped_uid, remapped_gid): (u32, u32),
+) -> Option<&'static str> {
+    if mode & 0o001 != 0 {
+        Some("world x")
+    } else if uid == remapped_uid && mode & 0o100 != 0 {
+        Some("owner x")
+    } else if gid == remapped_gid && mode & 0o010 != 0 {
+        Some("group x")
+    } else {
+        None
+    }
+}
+
+/// The real path of the deepest part of `path` that exists: dockerd
+/// resolves an existing data root's links and creates a missing one (and
+/// its missing parents) 0711, which its rule lets through.
+fn existing_real_path(
+    host: &crate::host::Host,
+    path: &Path,
+) -> Result<Option<PathBuf>, access::WalkError> {
+    for dir in path.ancestors() {
+        if let Some(real) = crate::resolve::real_path(host, dir)? {
+            return Ok(Some(real));
         }
     }
-    match blocked.first() {
-        None => Check::ok(
-            TRAVERSE,
-            TITLE,
-            format!(
-                "every directory down to {} has o+x",
-                facts.data_root.display()
-            ),
-        ),
-        Some(first) => Check::fail(
-            TRAVERSE,
-            TITLE,
-            format!(
-                "{} lacks o+x: dockerd fails with \"please fix by allowing 'o+x'\"",
-                first.display()
-            ),
-        )
-        .remedy(format!(
-            "chmod o+x {}",
-            blocked
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        )),
-    }
+    Ok(None)
 }
 
 fn ancestors(path: &Path) -> Vec<PathBuf> {
@@ -411,5 +485,63 @@ fn filesystem(facts: &Facts<'_>) -> Check {
             ),
         ),
         Err(e) => Check::skip(FILESYSTEM, TITLE, format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, chown};
+
+    use super::*;
+    use crate::host::{Host, SystemRunner};
+
+    const IDS: (u32, u32) = (100_000, 100_000);
+
+    #[test]
+    fn dockerd_rule_takes_any_of_world_owner_or_group_x() {
+        let table = [
+            // (uid, gid, mode, expected)
+            (0, 0, 0o711, Some("world x")),
+            (0, 0, 0o701, Some("world x")),
+            (100_000, 0, 0o700, Some("owner x")),
+            (0, 100_000, 0o710, Some("group x")),
+            // Owner x counts only for the remapped uid, group x for its gid.
+            (0, 0, 0o710, None),
+            (1000, 100_000, 0o700, None),
+            (100_000, 0, 0o610, None),
+            (0, 0, 0o700, None),
+            // Unlike the kernel, a matching owner without x does not stop
+            // the other clauses.
+            (100_000, 0, 0o601, Some("world x")),
+            (100_000, 100_000, 0o610, Some("group x")),
+        ];
+        for (uid, gid, mode, expected) in table {
+            assert_eq!(
+                dockerd_lets_through(uid, gid, mode, IDS),
+                expected,
+                "{uid}:{gid} {mode:04o}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_directory_is_not_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("srv/docker");
+        std::fs::create_dir_all(&data).unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o700);
+        mode(&dir.path().join("srv"), 0o711);
+        mode(&data, 0o710);
+        chown(&data, Some(0), Some(IDS.1)).unwrap();
+        let host = Host::open(dir.path(), Box::new(SystemRunner)).unwrap();
+        let blocked = blocking_dirs(&host, Path::new("/srv/docker"), IDS).unwrap();
+        assert!(blocked.is_empty(), "{blocked:?}");
+        mode(&dir.path().join("srv"), 0o700);
+        let blocked = blocking_dirs(&host, Path::new("/srv/docker"), IDS).unwrap();
+        let paths: Vec<_> = blocked.iter().map(|o| o.path.clone()).collect();
+        assert_eq!(paths, [PathBuf::from("/srv")]);
     }
 }

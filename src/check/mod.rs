@@ -238,7 +238,7 @@ pub fn run(host: &Host, global: &Global, request: &crate::request::CheckRequest)
     checks.extend(data_root::checks(&facts));
     let (live, daemon) = daemon::checks(&facts, global.socket.as_deref());
     checks.extend(live);
-    checks.extend(containers::checks(daemon.as_ref()));
+    checks.extend(containers::checks(&facts, daemon.as_ref()));
     checks.extend(paths::checks(&facts, request));
     checks
 }

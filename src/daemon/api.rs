@@ -219,6 +219,11 @@ pub struct MountPoint {
     pub source: String,
     #[serde(rename = "Destination", default, deserialize_with = "null_as_default")]
     pub destination: String,
+    /// `bind`, `volume`, `tmpfs`, ...
+    #[serde(rename = "Type", default, deserialize_with = "null_as_default")]
+    pub kind: String,
+    #[serde(rename = "RW", default)]
+    pub rw: bool,
 }
 
 impl ContainerDetails {

@@ -431,3 +431,79 @@ fn check_data_root_link_out_of_the_image_is_not_measured() {
         "the walk left the image:\n{text}"
     );
 }
+
+/// An image root whose remap user and ranges are set, with a stored
+/// container that bind-mounts `/srv/data/sub` read-write; container root
+/// owns `/srv/data` (a source granted to it earlier).
+fn image_with_bind(scene: &Scene) -> PathBuf {
+    let img = image(scene, false);
+    put(
+        &img,
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\ndockremap:x:999:999::/:/bin/false\n",
+    );
+    put(&img, "etc/group", "root:x:0:\ndockremap:x:999:\n");
+    put(&img, "etc/subuid", "dockremap:100000:65536\n");
+    put(&img, "etc/subgid", "dockremap:100000:65536\n");
+    put(
+        &img,
+        "etc/docker/daemon.json",
+        "{\"userns-remap\": \"default\"}\n",
+    );
+    put(
+        &img,
+        "var/lib/docker/100000.100000/containers/0123abcd/config.v2.json",
+        r#"{"Name": "/web", "MountPoints": {"/sub": {"Source": "/srv/data/sub",
+            "Destination": "/sub", "RW": true, "Type": "bind"}}}"#,
+    );
+    fs::create_dir_all(img.join("srv/data")).unwrap();
+    chown_tree(&img.join("srv/data"), 100_000);
+    img
+}
+
+#[test]
+fn check_never_offers_grant_on_a_bind_source_link_container_root_planted() {
+    let scene = Scene::new();
+    let img = image_with_bind(&scene);
+    // Container root swaps its bind source for a link to /etc.
+    scene.run_ok(&as_uid(100_000, r#"ln -s /etc "$T/img/srv/data/sub""#));
+    let etc = scene.etc_fingerprint();
+    let image_etc = fingerprint_tree(&img.join("etc"));
+    for command in ["check", "enable --dry-run"] {
+        let out = scene.run(&format!(
+            r#"rc=0; "$BIN" --root "$T/img" {command} || rc=$?; echo "exit=$rc""#
+        ));
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!text.contains("panicked"), "{text}");
+        assert!(
+            text.contains(
+                "srv/data/sub: is a symbolic link (to /etc) that someone other than root controls"
+            ),
+            "{command}: the planted link is not named:\n{text}"
+        );
+        assert!(
+            !text.contains("grant /etc"),
+            "{command} offers to grant what the link points to:\n{text}"
+        );
+    }
+    assert_unchanged("the scene's /etc", &etc, &scene.etc_fingerprint());
+    assert_unchanged(
+        "the image's /etc",
+        &image_etc,
+        &fingerprint_tree(&img.join("etc")),
+    );
+}
+
+#[test]
+fn check_lists_a_real_bind_source_container_root_cannot_write() {
+    let scene = Scene::new();
+    let img = image_with_bind(&scene);
+    fs::create_dir_all(img.join("srv/data/sub")).unwrap();
+    let out = scene.run(r#"rc=0; "$BIN" --root "$T/img" check || rc=$?; echo "exit=$rc""#);
+    let text = stdout(&out) + &stderr(&out);
+    let img = img.display();
+    assert!(
+        text.contains(&format!("docker-userns --root {img} grant /srv/data/sub")),
+        "{text}"
+    );
+}
