@@ -69,7 +69,10 @@ fn shift_refuses_dotdot_leaving_the_root() {
     );
     assert_unchanged("the scene's /etc", &etc, &scene.etc_fingerprint());
     assert_eq!(code, 2, "{said}");
-    assert!(said.contains("..") && said.contains("/a/../../etc"), "{said}");
+    assert!(
+        said.contains("..") && said.contains("/a/../../etc"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -87,7 +90,11 @@ fn shift_refuses_symlink_component_to_outside_the_root() {
             "timeout 20 \"$BIN\" --root \"$T/img\" shift /link-to-outside/x --uid-map {MAP} --gid-map {MAP}"
         ),
     );
-    assert_unchanged("the victim outside the root", &victim, &fingerprint_tree(&scene.path("victim")));
+    assert_unchanged(
+        "the victim outside the root",
+        &victim,
+        &fingerprint_tree(&scene.path("victim")),
+    );
     assert_unchanged("the scene's /etc", &etc, &scene.etc_fingerprint());
     assert_eq!(code, 2, "{said}");
     assert!(
@@ -165,7 +172,11 @@ fn shift_ignores_a_forged_specials_record_for_a_root_binary() {
         ),
     ));
     let (code, said) = run_status(&scene, &shift_cmd("\"$T/tree\"", map));
-    assert_unchanged("the root-owned binary", &before, &fingerprint_all(&[victim]));
+    assert_unchanged(
+        "the root-owned binary",
+        &before,
+        &fingerprint_all(&[victim]),
+    );
     assert_unchanged("the scene's /etc", &etc, &scene.etc_fingerprint());
     assert_eq!(code, 0, "{said}");
     assert!(said.contains(SPECIALS), "{said}");
