@@ -453,3 +453,84 @@ impl Shifter {
         Ok((acls, caps))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shift::IdMap;
+
+    fn shifter(map: &str) -> Shifter {
+        let maps = [IdMap::parse(map).unwrap()];
+        Shifter {
+            uid: Mapper::new(&maps),
+            gid: Mapper::new(&maps),
+            dry_run: false,
+            specials_log: None,
+            specials_pending: Default::default(),
+        }
+    }
+
+    const BINARY: Meta = Meta {
+        uid: 100000,
+        gid: 100004,
+        mode: 0o100755,
+        nlink: 1,
+        dev: (8, 1),
+        ino: 42,
+        mnt_id: None,
+    };
+
+    const RECORD: Special = Special {
+        mode: 0o104755,
+        uid: 100000,
+        gid: 100004,
+        caps: None,
+    };
+
+    #[test]
+    fn a_record_applies_to_the_state_a_crash_after_chown_leaves() {
+        let shifter = shifter("0:100000:65536");
+        assert_eq!(shifter.mismatch(&BINARY, &RECORD), None);
+        let caps = Special {
+            caps: Some(vec![1]),
+            ..RECORD
+        };
+        assert_eq!(shifter.mismatch(&BINARY, &caps), None);
+    }
+
+    #[test]
+    fn a_record_that_does_not_match_its_inode_is_refused() {
+        let shifter = shifter("0:100000:65536");
+        let root_owned = Meta {
+            uid: 0,
+            gid: 0,
+            ..BINARY
+        };
+        let forged = Special {
+            uid: 0,
+            gid: 0,
+            ..RECORD
+        };
+        // A root-owned binary: no owner the maps give.
+        assert!(shifter.mismatch(&root_owned, &forged).is_some());
+        // Another owner than the record says.
+        assert!(shifter.mismatch(&root_owned, &RECORD).is_some());
+        // Another kind of file, other permissions.
+        let dir = Meta {
+            mode: 0o040755,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&dir, &RECORD).is_some());
+        let writable = Meta {
+            mode: 0o100777,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&writable, &RECORD).is_some());
+        // Set-id bits the record has not.
+        let setgid = Meta {
+            mode: 0o102755,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&setgid, &RECORD).is_some());
+    }
+}
