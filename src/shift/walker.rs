@@ -524,8 +524,9 @@ impl Worker<'_> {
         None
     }
 
-    /// Opens the directory whose `O_PATH` fd is `fd`, through that fd, so
-    /// that it is the inode that was checked, and shifts it.
+    /// Opens the directory whose `O_PATH` fd is `fd` through that fd (as
+    /// its `.`, no name looked up again: the inode is the one `meta`
+    /// describes) and shifts it.
     fn open_dir(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -540,19 +541,8 @@ impl Worker<'_> {
                 return None;
             }
         };
-        let now = match Meta::of(fd.as_fd()) {
-            Ok(now) if now.same_file(meta) => now,
-            Ok(_) => {
-                self.error(path(), EntryErrorKind::Replaced);
-                return None;
-            }
-            Err(errno) => {
-                self.error(path(), EntryErrorKind::Io { op: "stat", errno });
-                return None;
-            }
-        };
-        self.shift(&Target::Dir(fd.as_fd()), &now, &path);
-        Some((DirStream::new(fd), now))
+        self.shift(&Target::Dir(fd.as_fd()), meta, &path);
+        Some((DirStream::new(fd), *meta))
     }
 
     fn shift(&mut self, target: &Target<'_>, meta: &Meta, path: impl FnOnce() -> PathBuf) {
