@@ -791,3 +791,37 @@ impl Queue {
         !self.lock().tasks.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path, flags: OFlags) -> OwnedFd {
+        rfs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    fn names(list: &[&str]) -> Vec<Box<[u8]>> {
+        list.iter().map(|n| n.as_bytes().into()).collect()
+    }
+
+    #[test]
+    fn a_name_met_twice_or_outside_does_not_count_as_inside() {
+        let base = tempfile::tempdir().unwrap();
+        let tree = base.path().join("tree");
+        std::fs::create_dir_all(tree.join("a")).unwrap();
+        std::fs::create_dir_all(tree.join("b")).unwrap();
+        std::fs::write(base.path().join("outside"), "host").unwrap();
+        std::fs::hard_link(base.path().join("outside"), tree.join("b/link")).unwrap();
+        std::os::unix::fs::symlink(base.path(), tree.join("up")).unwrap();
+        let root = open(&tree, OFlags::RDONLY | OFlags::DIRECTORY);
+        let inode = open(&tree.join("b/link"), OFlags::PATH);
+        // The link, met in a/ and again in b/ after a rename, and reached
+        // through a symlink out of the tree: one name inside, two links.
+        let met = names(&["a/link", "b/link", "b/link", "up/outside", "../outside"]);
+        assert_eq!(names_inside(root.as_fd(), inode.as_fd(), met), (1, 2));
+        std::fs::hard_link(tree.join("b/link"), tree.join("a/link")).unwrap();
+        std::fs::remove_file(base.path().join("outside")).unwrap();
+        let met = names(&["a/link", "b/link"]);
+        assert_eq!(names_inside(root.as_fd(), inode.as_fd(), met), (2, 2));
+    }
+}
