@@ -192,34 +192,21 @@ pub fn shift_open_tree(
         Some(previous) => previous.root_times,
         None => times(root.as_fd()),
     };
-    let marker_error = |source| ShiftError::Marker {
-        path: dir.join(marker::NAME),
-        source,
-    };
-    let mut specials = None;
-    if !options.dry_run {
-        let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
-        marker.root_times = root_times;
-        marker.token = match &previous {
-            Some(previous) if !previous.token.is_empty() => previous.token.clone(),
-            _ => marker::new_token().map_err(marker_error)?,
+    let specials = if options.dry_run {
+        None
+    } else {
+        let start = Start {
+            previous: previous.as_ref(),
+            root_times,
         };
-        if let Some(previous) = &previous {
-            marker.started = previous.started;
-        }
-        marker::write(root.as_fd(), &marker).map_err(marker_error)?;
-        let opened = marker::open_specials(root.as_fd(), &marker.token, previous.is_some())
-            .map_err(|source| ShiftError::Marker {
-                path: dir.join(marker::SPECIALS),
-                source,
-            })?;
-        if let Some(why) = opened.ignored.clone() {
-            let what = "the specials record";
-            let kind = EntryErrorKind::ForeignState { what, why };
-            warnings.warning(dir.join(marker::SPECIALS), kind);
-        }
-        specials = Some(opened);
-    }
+        Some(record_start(
+            dir,
+            root.as_fd(),
+            options,
+            &start,
+            &mut warnings,
+        )?)
+    };
     let (specials_log, specials_pending) = match specials {
         Some(s) => (Some(std::sync::Mutex::new(s.file)), s.pending),
         None => (None, Default::default()),
@@ -256,6 +243,52 @@ pub fn shift_open_tree(
         warning_count: findings.warning_count,
         elapsed: started.elapsed(),
     })
+}
+
+/// What a run starts from: the marker of the interrupted shift it
+/// resumes, and the root's times before the first run.
+struct Start<'a> {
+    previous: Option<&'a Marker>,
+    root_times: Option<(marker::Time, marker::Time)>,
+}
+
+/// Records the shift as in progress: the marker (keeping an interrupted
+/// run's token, start time and root times), then the specials record,
+/// with what the interrupted run recorded in it when that is to be trusted.
+fn record_start(
+    dir: &Path,
+    root: BorrowedFd<'_>,
+    options: &ShiftOptions,
+    start: &Start<'_>,
+    warnings: &mut walker::Findings,
+) -> Result<marker::Specials, ShiftError> {
+    let marker_error = |source| ShiftError::Marker {
+        path: dir.join(marker::NAME),
+        source,
+    };
+    let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
+    marker.root_times = start.root_times;
+    marker.token = match start.previous {
+        Some(previous) if !previous.token.is_empty() => previous.token.clone(),
+        _ => marker::new_token().map_err(marker_error)?,
+    };
+    if let Some(previous) = start.previous {
+        marker.started = previous.started;
+    }
+    marker::write(root, &marker).map_err(marker_error)?;
+    let path = dir.join(marker::SPECIALS);
+    let opened =
+        marker::open_specials(root, &marker.token, start.previous.is_some()).map_err(|source| {
+            ShiftError::Marker {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    if let Some(why) = opened.ignored.clone() {
+        let what = "the specials record";
+        warnings.warning(path, EntryErrorKind::ForeignState { what, why });
+    }
+    Ok(opened)
 }
 
 /// The tree root's status, refusing the filesystem's root.
