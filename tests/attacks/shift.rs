@@ -141,6 +141,24 @@ fn shift_never_blocks_on_a_fifo_planted_at_the_specials_record() {
     assert!(!tree.join(MARKER).exists() && !tree.join(SPECIALS).exists());
 }
 
+#[test]
+fn shift_never_blocks_on_a_fifo_planted_at_the_marker() {
+    let scene = Scene::new();
+    let tree = container_tree(&scene);
+    let etc = scene.etc_fingerprint();
+    scene.run_ok(&as_uid(
+        CONTAINER_ROOT,
+        &format!(r#"cd "$T/tree" && mkfifo {MARKER} {MARKER}.tmp"#),
+    ));
+    let (code, said) = run_status(&scene, &shift_cmd("\"$T/tree\"", MAP));
+    assert_ne!(code, 124, "shift blocked on the FIFO: {said}");
+    assert_unchanged("the scene's /etc", &etc, &scene.etc_fingerprint());
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(MARKER) && said.contains("Fifo"), "{said}");
+    assert_eq!(owner(&tree.join("d/e/f")), (100000, 100000));
+    assert!(std::fs::symlink_metadata(tree.join(MARKER)).is_err());
+}
+
 /// `security.capability` v2 granting cap_setuid=ep.
 const CAP_SETUID_EP: &str = "0100000280000000000000000000000000000000";
 
