@@ -139,10 +139,17 @@ fn run_shift(g: &Global, request: &ShiftRequest) -> anyhow::Result<shift::ShiftR
         dry_run: g.dry_run,
         progress: g.format == Format::Human && !g.quiet && std::io::stderr().is_terminal(),
     };
-    Ok(shift::shift_tree(
-        &g.root.join(docker_userns::host::relative(&request.dir)),
-        &options,
-    )?)
+    // DIR is resolved below --root without leaving it, never through a
+    // symlink or `..`: the tree's owner may have planted either.
+    let root = rustix::fs::open(
+        &g.root,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .with_context(|| format!("opening --root {}", g.root.display()))?;
+    let tree = shift::open_tree(std::os::fd::AsFd::as_fd(&root), &request.dir, &g.root)?;
+    let shown = g.root.join(docker_userns::host::relative(&request.dir));
+    Ok(shift::shift_open_tree(tree, &shown, &options)?)
 }
 
 const WRITING: &str = "writing the report to stdout";

@@ -2,14 +2,15 @@
 //! what chown takes away (setuid/setgid bits, `security.capability`).
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, Statx, StatxFlags, Uid, XattrFlags};
+use rustix::fs::{self as rfs, AtFlags, Gid, Mode, Statx, StatxFlags, Uid, XattrFlags};
 use rustix::io::Errno;
 
 use super::acl::{Acl, AclError};
 use super::caps::{CapsError, FileCaps};
 use super::idmap::Mapper;
+use super::marker::{InodeKey, Special};
 
 const ACL_ACCESS: &CStr = c"system.posix_acl_access";
 const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
@@ -48,6 +49,14 @@ pub enum EntryErrorKind {
     ModeLost { mode: u32, errno: Errno },
     #[error("{0}")]
     Walk(&'static str),
+    #[error("has {links} links, only {inside} inside the tree; left unchanged")]
+    LinksOutside { links: u32, inside: u32 },
+    #[error(
+        "a record of set-id bits or capability to restore names it, but {0}; record ignored, nothing restored"
+    )]
+    RecordMismatch(&'static str),
+    #[error("{what} is not one docker-userns wrote ({why}); ignored and replaced")]
+    ForeignState { what: &'static str, why: String },
 }
 
 fn io(op: &'static str) -> impl Fn(Errno) -> EntryErrorKind {
@@ -88,11 +97,6 @@ impl Meta {
         }
     }
 
-    /// Of `name` in `dir`, never following a symlink.
-    pub fn at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
-        rfs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK).map(|s| Meta::from_statx(&s))
-    }
-
     pub fn of(fd: BorrowedFd<'_>) -> Result<Meta, Errno> {
         rfs::statx(fd, c"", AtFlags::EMPTY_PATH, STATX_MASK).map(|s| Meta::from_statx(&s))
     }
@@ -115,11 +119,20 @@ impl Meta {
 pub(crate) enum Target<'a> {
     /// An open directory: the tree's root or a subdirectory.
     Dir(BorrowedFd<'a>),
-    /// Anything else, by name in `dir`. The xattr calls have no `*at` form,
-    /// so they take `name` relative to the current directory: the walker
-    /// makes `dir` its thread's cwd before shifting anything but a symlink
-    /// (which gets no xattr call).
-    Name { dir: BorrowedFd<'a>, name: &'a CStr },
+    /// Anything else: `fd` is an `O_PATH` fd on it, which every change and
+    /// every value read goes through (the xattr calls through its
+    /// /proc/self/fd link, as xattr syscalls refuse `O_PATH` fds), so that
+    /// a name swapped meanwhile cannot redirect them. Only the list of
+    /// xattr names is read by `name`, relative to the current directory
+    /// (the walker makes the entry's directory its thread's cwd): it costs
+    /// no /proc lookup for the many entries without xattrs, and is only a
+    /// hint of which values to read through `fd`.
+    Name { name: &'a CStr, fd: BorrowedFd<'a> },
+}
+
+/// The path that reaches the inode of an `O_PATH` fd.
+fn proc_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 impl Target<'_> {
@@ -143,7 +156,7 @@ impl Target<'_> {
         loop {
             let got = match self {
                 Target::Dir(fd) => rfs::fgetxattr(fd, xattr, &mut buf[..]),
-                Target::Name { name, .. } => rfs::lgetxattr(*name, xattr, &mut buf[..]),
+                Target::Name { fd, .. } => rfs::getxattr(proc_path(*fd), xattr, &mut buf[..]),
             };
             match got {
                 Ok(len) => return Ok(&buf[..len]),
@@ -156,7 +169,9 @@ impl Target<'_> {
     fn set_xattr(&self, xattr: &CStr, value: &[u8]) -> Result<(), Errno> {
         match self {
             Target::Dir(fd) => rfs::fsetxattr(fd, xattr, value, XattrFlags::empty()),
-            Target::Name { name, .. } => rfs::lsetxattr(*name, xattr, value, XattrFlags::empty()),
+            Target::Name { fd, .. } => {
+                rfs::setxattr(proc_path(*fd), xattr, value, XattrFlags::empty())
+            }
         }
     }
 
@@ -164,33 +179,23 @@ impl Target<'_> {
         let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
         match self {
             Target::Dir(fd) => rfs::fchown(fd, uid, gid),
-            Target::Name { dir, name } => {
-                rfs::chownat(dir, *name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
-            }
+            Target::Name { fd, .. } => rfs::chownat(fd, c"", uid, gid, AtFlags::EMPTY_PATH),
         }
     }
 
-    /// Sets the mode of the inode described by `meta`. fchmodat follows
-    /// symlinks, so a non-directory is pinned with an `O_PATH` fd first
-    /// (never opened for reading: it may be a FIFO or a device) and
-    /// changed through its /proc/self/fd link.
+    /// Sets the mode of the inode described by `meta`. A non-directory is
+    /// never opened for that (it may be a FIFO or a device): it is changed
+    /// through the /proc/self/fd link of its `O_PATH` fd, which fchmodat
+    /// follows to the inode; a symlink is refused, as that would follow it.
     fn chmod(&self, mode: u32, meta: &Meta) -> Result<(), Errno> {
         let mode = Mode::from_raw_mode(mode);
         match self {
             Target::Dir(fd) => rfs::fchmod(fd, mode),
-            Target::Name { dir, name } => {
-                let fd = rfs::openat(
-                    dir,
-                    *name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                let now = Meta::of(fd.as_fd())?;
-                if !now.same_file(meta) || now.is_symlink() {
-                    return Err(Errno::STALE);
+            Target::Name { fd, .. } => {
+                if meta.is_symlink() {
+                    return Err(Errno::LOOP);
                 }
-                let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                rfs::chmodat(rfs::CWD, link.as_str(), mode, AtFlags::empty())
+                rfs::chmodat(rfs::CWD, proc_path(*fd).as_str(), mode, AtFlags::empty())
             }
         }
     }
@@ -204,6 +209,8 @@ pub(crate) struct Seen {
     /// The owner uid (gid) is outside every map.
     pub uid_alone: bool,
     pub gid_alone: bool,
+    /// A record of what to restore named this entry and did not match it.
+    pub record_ignored: Option<&'static str>,
 }
 
 /// The maps and whether to write anything.
@@ -214,8 +221,7 @@ pub(crate) struct Shifter {
     /// Where entries chown would strip are recorded before the chown.
     pub specials_log: Option<std::sync::Mutex<std::fs::File>>,
     /// Entries an interrupted run recorded, to finish on this one.
-    pub specials_pending:
-        std::collections::HashMap<super::marker::InodeKey, super::marker::Special>,
+    pub specials_pending: std::collections::HashMap<InodeKey, Special>,
 }
 
 /// Buffers reused from one entry to the next.
@@ -260,15 +266,17 @@ impl Shifter {
             self.read_xattrs(target, scratch)?
         };
         let key = (meta.dev.0, meta.dev.1, meta.ino);
+        let mut record_ignored = None;
         if !owner_changes && !self.dry_run {
             if let Some(special) = self.specials_pending.get(&key) {
-                self.finish_special(target, meta, caps.is_some(), special)?;
+                record_ignored = self.finish_special(target, meta, caps.is_some(), special)?;
             }
         }
         let seen = Seen {
             changed: owner_changes || !acls.is_empty() || caps.as_ref().is_some_and(|c| c.changed),
             uid_alone: uid.is_none(),
             gid_alone: gid.is_none(),
+            record_ignored,
         };
         if !seen.changed || self.dry_run {
             return Ok(seen);
@@ -278,7 +286,12 @@ impl Shifter {
         if owner_changes && strips {
             self.record_special(
                 key,
-                (meta.mode & 0o7777, caps.as_ref().map(|c| c.shifted.clone())),
+                &Special {
+                    mode: meta.mode,
+                    uid: uid.unwrap_or(meta.uid),
+                    gid: gid.unwrap_or(meta.gid),
+                    caps: caps.as_ref().map(|c| c.shifted.clone()),
+                },
             )?;
         }
         crate::failpoint::hit("shift.entry");
@@ -316,16 +329,12 @@ impl Shifter {
     }
 
     /// Records, durably, what chown is about to strip from an entry.
-    fn record_special(
-        &self,
-        key: super::marker::InodeKey,
-        special: super::marker::Special,
-    ) -> Result<(), EntryErrorKind> {
+    fn record_special(&self, key: InodeKey, special: &Special) -> Result<(), EntryErrorKind> {
         let Some(log) = &self.specials_log else {
             return Ok(());
         };
         let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
-        let line = super::marker::special_line(key, &special);
+        let line = super::marker::special_line(key, special);
         std::io::Write::write_all(&mut *file, line.as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(|e| EntryErrorKind::Io {
@@ -334,14 +343,22 @@ impl Shifter {
             })
     }
 
-    /// Puts back what a crash between chown and restore left stripped.
+    /// Puts back what a crash between chown and restore left stripped,
+    /// once the inode is seen to be in the state that crash leaves: the
+    /// owner the shift gives, the same kind and permissions, set-id bits
+    /// at most those recorded. `Ok(Some(why))` when it is not: nothing is
+    /// restored.
     fn finish_special(
         &self,
         target: &Target<'_>,
         meta: &Meta,
         has_caps: bool,
-        (mode, caps): &super::marker::Special,
-    ) -> Result<(), EntryErrorKind> {
+        special: &Special,
+    ) -> Result<Option<&'static str>, EntryErrorKind> {
+        if let Some(why) = self.mismatch(meta, special) {
+            return Ok(Some(why));
+        }
+        let Special { mode, caps, .. } = special;
         if let (Some(caps), false) = (caps, has_caps) {
             target
                 .set_xattr(CAPS, caps)
@@ -353,9 +370,35 @@ impl Shifter {
         if meta.mode & SETID_BITS != mode & SETID_BITS {
             target
                 .chmod(*mode, meta)
-                .map_err(|errno| EntryErrorKind::ModeLost { mode: *mode, errno })?;
+                .map_err(|errno| EntryErrorKind::ModeLost {
+                    mode: *mode & 0o7777,
+                    errno,
+                })?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Why `special` cannot be what chown stripped from this inode.
+    fn mismatch(&self, meta: &Meta, special: &Special) -> Option<&'static str> {
+        if (meta.uid, meta.gid) != (special.uid, special.gid) {
+            return Some("its owner is not the one the shift gave it");
+        }
+        if !self.uid.is_target(special.uid) && !self.gid.is_target(special.gid) {
+            return Some("its owner is not one the maps give");
+        }
+        if meta.mode & S_IFMT != special.mode & S_IFMT || meta.is_symlink() {
+            return Some("it is another kind of file");
+        }
+        if meta.mode & 0o1777 != special.mode & 0o1777 {
+            return Some("its permissions are not those recorded");
+        }
+        if meta.mode & SETID_BITS & !special.mode != 0 {
+            return Some("it has set-id bits the record has not");
+        }
+        if special.caps.is_some() && meta.is_dir() {
+            return Some("it is a directory, which chown leaves its capability");
+        }
+        None
     }
 
     /// The ACLs whose ids change, shifted, and the capability, if any.
@@ -408,5 +451,86 @@ impl Shifter {
             }
         }
         Ok((acls, caps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shift::IdMap;
+
+    fn shifter(map: &str) -> Shifter {
+        let maps = [IdMap::parse(map).unwrap()];
+        Shifter {
+            uid: Mapper::new(&maps),
+            gid: Mapper::new(&maps),
+            dry_run: false,
+            specials_log: None,
+            specials_pending: Default::default(),
+        }
+    }
+
+    const BINARY: Meta = Meta {
+        uid: 100000,
+        gid: 100004,
+        mode: 0o100755,
+        nlink: 1,
+        dev: (8, 1),
+        ino: 42,
+        mnt_id: None,
+    };
+
+    const RECORD: Special = Special {
+        mode: 0o104755,
+        uid: 100000,
+        gid: 100004,
+        caps: None,
+    };
+
+    #[test]
+    fn a_record_applies_to_the_state_a_crash_after_chown_leaves() {
+        let shifter = shifter("0:100000:65536");
+        assert_eq!(shifter.mismatch(&BINARY, &RECORD), None);
+        let caps = Special {
+            caps: Some(vec![1]),
+            ..RECORD
+        };
+        assert_eq!(shifter.mismatch(&BINARY, &caps), None);
+    }
+
+    #[test]
+    fn a_record_that_does_not_match_its_inode_is_refused() {
+        let shifter = shifter("0:100000:65536");
+        let root_owned = Meta {
+            uid: 0,
+            gid: 0,
+            ..BINARY
+        };
+        let forged = Special {
+            uid: 0,
+            gid: 0,
+            ..RECORD
+        };
+        // A root-owned binary: no owner the maps give.
+        assert!(shifter.mismatch(&root_owned, &forged).is_some());
+        // Another owner than the record says.
+        assert!(shifter.mismatch(&root_owned, &RECORD).is_some());
+        // Another kind of file, other permissions.
+        let dir = Meta {
+            mode: 0o040755,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&dir, &RECORD).is_some());
+        let writable = Meta {
+            mode: 0o100777,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&writable, &RECORD).is_some());
+        // Set-id bits the record has not.
+        let setgid = Meta {
+            mode: 0o102755,
+            ..BINARY
+        };
+        assert!(shifter.mismatch(&setgid, &RECORD).is_some());
     }
 }

@@ -163,6 +163,15 @@ impl Mapper {
     pub fn map(&self, id: u32) -> Option<u32> {
         self.maps.iter().find_map(|m| m.apply(id))
     }
+
+    /// Whether `id` is one the maps give: inside a target range.
+    pub fn is_target(&self, id: u32) -> bool {
+        let id = u64::from(id);
+        self.maps.iter().any(|m| {
+            let (start, end) = m.target();
+            (start..end).contains(&id)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,12 @@
 //! leaves the tree's mount ([`walker`]); per entry it reads what chown would
 //! lose, chowns, and puts it back ([`entry`], with the xattr codecs in
 //! [`acl`] and [`caps`]). A marker in the tree's root ([`marker`]) records
-//! a shift until it has finished, so an interrupted one can be resumed.
+//! a shift until it has finished, so an interrupted one can be resumed;
+//! the container that may own that root can plant anything there, so
+//! nothing found there is trusted unchecked (see [`marker`]).
+//!
+//! [`open_tree`] finds a tree below a root (`--root`) without leaving it:
+//! no `..`, no symlink anywhere in the path.
 
 pub mod acl;
 pub mod caps;
@@ -18,14 +23,15 @@ mod report;
 mod walker;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 pub use entry::EntryErrorKind;
 pub use idmap::IdMap;
+use marker::Found;
 pub use marker::{Marker, unfinished_shift};
 pub use report::{EntryError, ShiftReport};
 
@@ -62,6 +68,16 @@ pub enum ShiftError {
     NoMaps,
     #[error("{path}: {source}")]
     Open { path: PathBuf, source: Errno },
+    #[error(
+        "{path}: `..` is refused in the directory to shift; give its path inside the root without `..`"
+    )]
+    DotDot { path: PathBuf },
+    #[error(
+        "{path}: {component} is a symbolic link; shift does not follow links in the directory it is given (give the real path)"
+    )]
+    Symlink { path: PathBuf, component: PathBuf },
+    #[error("{path}: {component} is not a directory")]
+    NotDirectory { path: PathBuf, component: PathBuf },
     #[error("{path} is the root of the filesystem; refusing to shift it")]
     FilesystemRoot { path: PathBuf },
     #[error(
@@ -80,56 +96,131 @@ pub enum ShiftError {
 
 /// Shifts the owners and ids of every entry of the tree at `dir`, `dir`
 /// included. An entry that fails is reported and the walk goes on; the
-/// marker stays until a run finishes without failures.
+/// marker stays until a run finishes without failures. `dir` is trusted
+/// (symlinks in it are followed): for a path given by a user below a
+/// root, use [`open_tree`] and [`shift_open_tree`].
 pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, ShiftError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rfs::open(dir, flags, Mode::empty()).map_err(|source| ShiftError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    shift_open_tree(root, dir, options)
+}
+
+/// Opens the directory `dir` below `root` (an fd of `--root`, `/` for the
+/// running system) for [`shift_open_tree`], as `root.join(dir)` would name
+/// it but never leaving `root`: `..` is refused, and so is a symlink in any
+/// component, even one that would resolve inside. `shown` is how `root` is
+/// shown in messages.
+pub fn open_tree(root: BorrowedFd<'_>, dir: &Path, shown: &Path) -> Result<OwnedFd, ShiftError> {
+    let path = shown.join(crate::host::relative(dir));
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return Err(ShiftError::DotDot {
+            path: dir.to_path_buf(),
+        });
+    }
+    let relative = crate::host::relative(dir);
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat2(root, &relative, flags, Mode::empty(), how) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP | Errno::NOTDIR) => Err(offending_component(root, &relative, &path)),
+        Err(source) => Err(ShiftError::Open { path, source }),
+    }
+}
+
+/// Why `relative` below `root` did not open as a directory without
+/// following links: the first component that is a symlink or no directory.
+fn offending_component(root: BorrowedFd<'_>, relative: &Path, path: &Path) -> ShiftError {
+    let mut prefix = PathBuf::new();
+    for component in relative.components() {
+        prefix.push(component);
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        let kind = rfs::openat2(root, &prefix, flags, Mode::empty(), how)
+            .and_then(|fd| rfs::fstat(&fd))
+            .map(|st| rfs::FileType::from_raw_mode(st.st_mode));
+        let component = Path::new("/").join(&prefix);
+        match kind {
+            Ok(rfs::FileType::Symlink) => {
+                return ShiftError::Symlink {
+                    path: path.to_path_buf(),
+                    component,
+                };
+            }
+            Ok(rfs::FileType::Directory) => {}
+            Ok(_) => {
+                return ShiftError::NotDirectory {
+                    path: path.to_path_buf(),
+                    component,
+                };
+            }
+            Err(source) => {
+                return ShiftError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                };
+            }
+        }
+    }
+    ShiftError::Open {
+        path: path.to_path_buf(),
+        source: Errno::LOOP,
+    }
+}
+
+/// Shifts the tree whose root directory is open as `root` (readable), shown
+/// as `dir`; as [`shift_tree`].
+pub fn shift_open_tree(
+    root: OwnedFd,
+    dir: &Path,
+    options: &ShiftOptions,
+) -> Result<ShiftReport, ShiftError> {
     let started = Instant::now();
     idmap::validate("uid", &options.uid_maps)?;
     idmap::validate("gid", &options.gid_maps)?;
     if options.uid_maps.is_empty() && options.gid_maps.is_empty() {
         return Err(ShiftError::NoMaps);
     }
-    let (root, root_meta) = open_root(dir)?;
-    let previous = same_shift_unfinished(dir, root.as_fd(), options)?;
+    let root_meta = check_root(&root, dir)?;
+    let mut warnings = walker::Findings::default();
+    let previous = same_shift_unfinished(dir, root.as_fd(), options, &mut warnings)?;
     // Writing the marker changes the root's mtime: keep the first run's
     // times, to put back when the marker goes.
     let root_times = match &previous {
         Some(previous) => previous.root_times,
         None => times(root.as_fd()),
     };
-    if !options.dry_run {
-        let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
-        marker.root_times = root_times;
-        if let Some(previous) = &previous {
-            marker.started = previous.started;
-        }
-        marker::write(root.as_fd(), &marker).map_err(|source| ShiftError::Marker {
-            path: dir.join(marker::NAME),
-            source,
-        })?;
-    }
-    let specials_log = if options.dry_run {
+    let specials = if options.dry_run {
         None
     } else {
-        let file = marker::open_specials(root.as_fd(), previous.is_none()).map_err(|source| {
-            ShiftError::Marker {
-                path: dir.join(".docker-userns-shift.specials"),
-                source,
-            }
-        })?;
-        Some(std::sync::Mutex::new(file))
+        let start = Start {
+            previous: previous.as_ref(),
+            root_times,
+        };
+        Some(record_start(
+            dir,
+            root.as_fd(),
+            options,
+            &start,
+            &mut warnings,
+        )?)
+    };
+    let (specials_log, specials_pending) = match specials {
+        Some(s) => (Some(std::sync::Mutex::new(s.file)), s.pending),
+        None => (None, Default::default()),
     };
     let shifter = Shifter {
         uid: Mapper::new(&options.uid_maps),
         gid: Mapper::new(&options.gid_maps),
         dry_run: options.dry_run,
         specials_log,
-        specials_pending: if previous.is_some() {
-            marker::read_specials(root.as_fd())
-        } else {
-            Default::default()
-        },
+        specials_pending,
     };
     let (tally, mut findings) = walk(dir, root.as_fd(), root_meta, &shifter, options.progress)?;
+    findings.warnings.splice(0..0, warnings.warnings);
+    findings.warning_count += warnings.warning_count;
     if !options.dry_run && findings.error_count == 0 {
         finish(dir, root.as_fd(), root_times, &mut findings);
     }
@@ -148,19 +239,64 @@ pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, Shi
         mount_point_count: findings.mount_point_count,
         errors: findings.errors,
         error_count: findings.error_count,
+        warnings: findings.warnings,
+        warning_count: findings.warning_count,
         elapsed: started.elapsed(),
     })
 }
 
-/// Opens the tree's root (following a symlink there: the caller named it),
-/// refusing the filesystem's root.
-fn open_root(dir: &Path) -> Result<(OwnedFd, Meta), ShiftError> {
+/// What a run starts from: the marker of the interrupted shift it
+/// resumes, and the root's times before the first run.
+struct Start<'a> {
+    previous: Option<&'a Marker>,
+    root_times: Option<(marker::Time, marker::Time)>,
+}
+
+/// Records the shift as in progress: the marker (keeping an interrupted
+/// run's token, start time and root times), then the specials record,
+/// with what the interrupted run recorded in it when that is to be trusted.
+fn record_start(
+    dir: &Path,
+    root: BorrowedFd<'_>,
+    options: &ShiftOptions,
+    start: &Start<'_>,
+    warnings: &mut walker::Findings,
+) -> Result<marker::Specials, ShiftError> {
+    let marker_error = |source| ShiftError::Marker {
+        path: dir.join(marker::NAME),
+        source,
+    };
+    let mut marker = Marker::new(&options.uid_maps, &options.gid_maps);
+    marker.root_times = start.root_times;
+    marker.token = match start.previous {
+        Some(previous) if !previous.token.is_empty() => previous.token.clone(),
+        _ => marker::new_token().map_err(marker_error)?,
+    };
+    if let Some(previous) = start.previous {
+        marker.started = previous.started;
+    }
+    marker::write(root, &marker).map_err(marker_error)?;
+    let path = dir.join(marker::SPECIALS);
+    let opened =
+        marker::open_specials(root, &marker.token, start.previous.is_some()).map_err(|source| {
+            ShiftError::Marker {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    if let Some(why) = opened.ignored.clone() {
+        let what = "the specials record";
+        warnings.warning(path, EntryErrorKind::ForeignState { what, why });
+    }
+    Ok(opened)
+}
+
+/// The tree root's status, refusing the filesystem's root.
+fn check_root(root: &OwnedFd, dir: &Path) -> Result<Meta, ShiftError> {
     let at = |source| ShiftError::Open {
         path: dir.to_path_buf(),
         source,
     };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let root = rfs::open(dir, flags, Mode::empty()).map_err(at)?;
     let meta = Meta::of(root.as_fd()).map_err(at)?;
     let fs_root = rfs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
         .and_then(|fd| Meta::of(fd.as_fd()));
@@ -169,22 +305,33 @@ fn open_root(dir: &Path) -> Result<(OwnedFd, Meta), ShiftError> {
             path: dir.to_path_buf(),
         });
     }
-    Ok((root, meta))
+    Ok(meta)
 }
 
 /// The marker of an unfinished shift with the same maps, to resume; an
 /// unfinished shift with other maps is refused, as mixing two would leave
-/// a tree no rerun can fix.
+/// a tree no rerun can fix. What docker-userns did not write is reported
+/// in `warnings` and otherwise ignored: the shift starts afresh.
 fn same_shift_unfinished(
     dir: &Path,
     root: BorrowedFd<'_>,
     options: &ShiftOptions,
+    warnings: &mut walker::Findings,
 ) -> Result<Option<Marker>, ShiftError> {
     let path = dir.join(marker::NAME);
-    let previous = marker::read(root).map_err(|source| ShiftError::Open {
+    let found = marker::read(root).map_err(|source| ShiftError::Open {
         path: path.clone(),
         source,
     })?;
+    let previous = match found {
+        Found::Absent => None,
+        Found::Ours(marker) => Some(marker),
+        Found::Foreign(why) => {
+            let what = "the marker of an unfinished shift";
+            warnings.warning(path, EntryErrorKind::ForeignState { what, why });
+            return Ok(None);
+        }
+    };
     match previous {
         Some(p) if !p.same_maps(&options.uid_maps, &options.gid_maps) => {
             Err(ShiftError::OtherShiftUnfinished {
@@ -215,17 +362,20 @@ fn walk(
     };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME;
     let walk_fd = rfs::openat(root, c".", flags, Mode::empty()).map_err(at)?;
-    let (mut tally, mut findings) = walker::run(walk_fd, root_meta, dir, shifter, progress)
+    let (mut tally, mut findings) = walker::run(walk_fd, root, root_meta, dir, shifter, progress)
         .map_err(|source| ShiftError::Workers {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        path: dir.to_path_buf(),
+        source,
+    })?;
     tally.entries += 1;
     match root_seen {
         Ok(seen) => {
             tally.changed += u64::from(seen.changed);
             tally.uids_left_alone += u64::from(seen.uid_alone);
             tally.gids_left_alone += u64::from(seen.gid_alone);
+            if let Some(why) = seen.record_ignored {
+                findings.warning(dir.to_path_buf(), EntryErrorKind::RecordMismatch(why));
+            }
         }
         Err(kind) => findings.error(dir.to_path_buf(), kind),
     }

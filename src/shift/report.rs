@@ -49,6 +49,10 @@ pub struct ShiftReport {
     /// Entries that failed (the first 1000).
     pub errors: Vec<EntryError>,
     pub error_count: u64,
+    /// Entries left unchanged on purpose, and resume state found and not
+    /// trusted (the first 1000); they do not make the shift fail.
+    pub warnings: Vec<EntryError>,
+    pub warning_count: u64,
     pub elapsed: Duration,
 }
 
@@ -83,6 +87,13 @@ impl ShiftReport {
                 "entries": self.errors.iter().map(|e| json!({
                     "path": e.path,
                     "error": e.kind.to_string(),
+                })).collect::<Vec<_>>(),
+            },
+            "warnings": {
+                "count": self.warning_count,
+                "entries": self.warnings.iter().map(|e| json!({
+                    "path": e.path,
+                    "warning": e.kind.to_string(),
                 })).collect::<Vec<_>>(),
             },
             "elapsed_seconds": self.elapsed.as_secs_f64(),
@@ -128,6 +139,12 @@ impl ShiftReport {
             "mount points not entered",
             self.mount_point_count,
             self.mount_points.iter().map(|p| p.display().to_string()),
+        );
+        list(
+            &mut out,
+            "left unchanged or ignored",
+            self.warning_count,
+            self.warnings.iter().map(ToString::to_string),
         );
         list(
             &mut out,
@@ -180,6 +197,8 @@ mod tests {
             mount_point_count: 1,
             errors: Vec::new(),
             error_count: 0,
+            warnings: Vec::new(),
+            warning_count: 0,
             elapsed: Duration::from_millis(1500),
         }
     }

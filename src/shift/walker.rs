@@ -7,8 +7,23 @@
 //! batch of under 64 KiB decoded; a worker hands a subdirectory to another
 //! only while that one is idle; and the only set that grows with the tree
 //! holds inodes with several links.
+//!
+//! Every entry is reached through an `O_PATH | O_NOFOLLOW` fd opened by
+//! its name in its directory's fd; its status, and every change to it,
+//! come from that fd, so a name swapped for another file (a symlink, a
+//! hard link to a host file) between two steps redirects nothing.
+//!
+//! An inode with several links may have names outside the tree (a second
+//! name of /etc/shadow); re-owning it would hand that file over. So it is
+//! shifted only at the last of its names the walk meets, and only when
+//! all its names, looked up again beneath the tree's root just then, are
+//! the names the walk met, as many as its link count: a name moved to be
+//! met twice does not count. Until then its names met so far are kept,
+//! relative to the root: the only memory that grows with the tree, and
+//! only with its hard links. Inodes never complete are left unchanged and
+//! reported.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,7 +34,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use rustix::thread::UnshareFlags;
 
@@ -67,11 +82,14 @@ impl Tally {
     }
 }
 
-/// What the walk reports by path: failures and mount points.
+/// What the walk reports by path: failures, entries deliberately left
+/// unchanged, and mount points.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
     pub errors: Vec<EntryError>,
     pub error_count: u64,
+    pub warnings: Vec<EntryError>,
+    pub warning_count: u64,
     pub mount_points: Vec<PathBuf>,
     pub mount_point_count: u64,
 }
@@ -83,11 +101,31 @@ impl Findings {
             self.errors.push(EntryError { path, kind });
         }
     }
+
+    /// Something left unchanged on purpose; the shift still finishes.
+    pub fn warning(&mut self, path: PathBuf, kind: EntryErrorKind) {
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_LISTED {
+            self.warnings.push(EntryError { path, kind });
+        }
+    }
 }
 
-/// Walks the tree under `root`, whose own entry the caller has shifted.
+/// The names met so far of an inode with several links.
+#[derive(Debug, Default)]
+struct Links {
+    nlink: u32,
+    /// Relative to the tree's root.
+    names: Vec<Box<[u8]>>,
+}
+
+type InodeId = ((u32, u32), u64);
+
+/// Walks the tree under `walk`, an fd of `root` (whose own entry the
+/// caller has shifted) to read it.
 pub(crate) fn run(
-    root: OwnedFd,
+    walk: OwnedFd,
+    root: BorrowedFd<'_>,
     root_meta: Meta,
     path: &Path,
     shifter: &Shifter,
@@ -97,7 +135,9 @@ pub(crate) fn run(
     let shared = Shared {
         shifter,
         root: root_meta,
-        hardlinks: Mutex::new(HashSet::new()),
+        root_fd: root,
+        root_path: path,
+        hardlinks: Mutex::new(HashMap::new()),
         findings: Mutex::new(Findings::default()),
         // The root's own entry is already done.
         done: AtomicU64::new(1),
@@ -105,7 +145,7 @@ pub(crate) fn run(
         open_dirs_cap: open_dirs_cap(workers),
     };
     shared.queue.offer_first(Task {
-        dir: DirStream::new(root),
+        dir: DirStream::new(walk),
         meta: root_meta,
         path: path.to_path_buf(),
         tree_root: true,
@@ -149,10 +189,24 @@ pub(crate) fn run(
         // No worker could start, so nothing below the root was visited.
         return Err(failure.unwrap_or(Errno::AGAIN));
     }
-    let findings = shared
+    let mut findings = shared
         .findings
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
+    let incomplete = shared
+        .hardlinks
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    for links in incomplete.into_values() {
+        let first = links.names.first().expect("a name was met");
+        findings.warning(
+            path.join(OsStr::from_bytes(first)),
+            EntryErrorKind::LinksOutside {
+                links: links.nlink,
+                inside: links.names.len() as u32,
+            },
+        );
+    }
     Ok((tally, findings))
 }
 
@@ -219,8 +273,12 @@ struct Shared<'a> {
     shifter: &'a Shifter,
     /// The tree root: entries on another mount are not entered.
     root: Meta,
-    /// Inodes with several links already shifted, by (device, inode).
-    hardlinks: Mutex<HashSet<((u32, u32), u64)>>,
+    /// Names of inodes with several links are looked up again beneath it.
+    root_fd: BorrowedFd<'a>,
+    /// How the root is shown; every path of the walk starts with it.
+    root_path: &'a Path,
+    /// Inodes with several links not all of whose names were met yet.
+    hardlinks: Mutex<HashMap<InodeId, Links>>,
     findings: Mutex<Findings>,
     /// Entries done, for the progress line.
     done: AtomicU64,
@@ -425,16 +483,13 @@ impl Worker<'_> {
         name: &CStr,
         path: &Path,
     ) -> Option<(DirStream, Meta)> {
-        let meta = match Meta::at(dir, name) {
-            Ok(meta) => meta,
+        let (fd, meta) = match open_entry(dir, name) {
+            Ok(found) => found,
             // Removed since it was listed: nothing left to shift.
-            Err(Errno::NOENT) => return None,
-            Err(errno) => {
+            Err((_, Errno::NOENT)) => return None,
+            Err((op, errno)) => {
                 self.count_entry();
-                self.error(
-                    child_path(path, name),
-                    EntryErrorKind::Io { op: "stat", errno },
-                );
+                self.error(child_path(path, name), EntryErrorKind::Io { op, errno });
                 return None;
             }
         };
@@ -444,9 +499,9 @@ impl Worker<'_> {
         }
         self.count_entry();
         if meta.is_dir() {
-            return self.open_dir(dir, name, &meta, path);
+            return self.open_dir(fd.as_fd(), &meta, || child_path(path, name));
         }
-        if meta.nlink > 1 && !self.first_link(&meta) {
+        if meta.nlink > 1 && !self.last_link(fd.as_fd(), &meta, &child_path(path, name)) {
             self.tally.hardlinks_skipped += 1;
             return None;
         }
@@ -461,45 +516,33 @@ impl Worker<'_> {
                 return None;
             }
         }
-        self.shift(&Target::Name { dir, name }, &meta, || {
-            child_path(path, name)
-        });
+        let target = Target::Name {
+            name,
+            fd: fd.as_fd(),
+        };
+        self.shift(&target, &meta, || child_path(path, name));
         None
     }
 
+    /// Opens the directory whose `O_PATH` fd is `fd` through that fd (as
+    /// its `.`, no name looked up again: the inode is the one `meta`
+    /// describes) and shifts it.
     fn open_dir(
         &mut self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
+        fd: BorrowedFd<'_>,
         meta: &Meta,
-        path: &Path,
+        path: impl Fn() -> PathBuf,
     ) -> Option<(DirStream, Meta)> {
-        let fail = |w: &mut Self, kind| {
-            w.error(child_path(path, name), kind);
-            None
-        };
-        let fd = match open_dir_at(dir, name) {
+        let fd = match open_dir_at(fd, c".") {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return None,
-            // A symlink or a file took its place since the stat.
-            Err(Errno::LOOP | Errno::NOTDIR) => return fail(self, EntryErrorKind::Replaced),
             Err(errno) => {
-                return fail(
-                    self,
-                    EntryErrorKind::Io {
-                        op: "opening the directory",
-                        errno,
-                    },
-                );
+                let op = "opening the directory";
+                self.error(path(), EntryErrorKind::Io { op, errno });
+                return None;
             }
         };
-        let now = match Meta::of(fd.as_fd()) {
-            Ok(now) if now.same_file(meta) => now,
-            Ok(_) => return fail(self, EntryErrorKind::Replaced),
-            Err(errno) => return fail(self, EntryErrorKind::Io { op: "stat", errno }),
-        };
-        self.shift(&Target::Dir(fd.as_fd()), &now, || child_path(path, name));
-        Some((DirStream::new(fd), now))
+        self.shift(&Target::Dir(fd.as_fd()), meta, &path);
+        Some((DirStream::new(fd), *meta))
     }
 
     fn shift(&mut self, target: &Target<'_>, meta: &Meta, path: impl FnOnce() -> PathBuf) {
@@ -508,24 +551,55 @@ impl Worker<'_> {
                 self.tally.changed += u64::from(seen.changed);
                 self.tally.uids_left_alone += u64::from(seen.uid_alone);
                 self.tally.gids_left_alone += u64::from(seen.gid_alone);
+                if let Some(why) = seen.record_ignored {
+                    let kind = EntryErrorKind::RecordMismatch(why);
+                    self.shared.findings().warning(path(), kind);
+                }
             }
             Err(kind) => self.error(path(), kind),
         }
+    }
+
+    /// Notes this name of the inode `fd`, named `path`; `true` when it is
+    /// the last of its names and all of them are inside the tree, so the
+    /// inode is to be shifted now.
+    fn last_link(&self, fd: BorrowedFd<'_>, meta: &Meta, path: &Path) -> bool {
+        let relative = path
+            .strip_prefix(self.shared.root_path)
+            .expect("walk paths start at the root")
+            .as_os_str()
+            .as_bytes();
+        let links = {
+            let mut table = self
+                .shared
+                .hardlinks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let key = (meta.dev, meta.ino);
+            let links = table.entry(key).or_default();
+            links.nlink = meta.nlink;
+            links.names.push(relative.into());
+            if links.names.len() < meta.nlink as usize {
+                return false;
+            }
+            table.remove(&key).expect("just updated")
+        };
+        let (inside, nlink) = names_inside(self.shared.root_fd, fd, links.names);
+        if inside == nlink {
+            return true;
+        }
+        let kind = EntryErrorKind::LinksOutside {
+            links: nlink,
+            inside,
+        };
+        self.shared.findings().warning(path.to_path_buf(), kind);
+        false
     }
 
     fn on_tree_mount(&self, meta: &Meta) -> bool {
         let root = &self.shared.root;
         // The mount id also catches bind mounts from the same filesystem.
         meta.dev == root.dev && (meta.mnt_id.is_none() || meta.mnt_id == root.mnt_id)
-    }
-
-    fn first_link(&self, meta: &Meta) -> bool {
-        let mut seen = self
-            .shared
-            .hardlinks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        seen.insert((meta.dev, meta.ino))
     }
 
     fn count_entry(&mut self) {
@@ -550,6 +624,40 @@ impl Worker<'_> {
             findings.mount_points.push(path);
         }
     }
+}
+
+/// An `O_PATH` fd on the entry `name` of `dir` (never following it), and
+/// its status; on failure, what failed.
+fn open_entry(dir: BorrowedFd<'_>, name: &CStr) -> Result<(OwnedFd, Meta), (&'static str, Errno)> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::empty()).map_err(|e| ("opening", e))?;
+    let meta = Meta::of(fd.as_fd()).map_err(|e| ("stat", e))?;
+    Ok((fd, meta))
+}
+
+/// How many of `names` (relative to `root`, deduplicated) are, right now,
+/// names of the inode `fd` beneath `root`, never through a symlink or a
+/// mount, and the inode's link count now.
+fn names_inside(root: BorrowedFd<'_>, fd: BorrowedFd<'_>, mut names: Vec<Box<[u8]>>) -> (u32, u32) {
+    let Ok(now) = Meta::of(fd) else {
+        return (0, 0);
+    };
+    names.sort_unstable();
+    names.dedup();
+    let how = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let inside = names
+        .iter()
+        .filter(|name| {
+            rfs::openat2(root, OsStr::from_bytes(name), flags, Mode::empty(), how)
+                .and_then(|found| Meta::of(found.as_fd()))
+                .is_ok_and(|found| found.same_file(&now))
+        })
+        .count();
+    (inside as u32, now.nlink)
 }
 
 fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
@@ -681,5 +789,39 @@ impl Queue {
     /// Whether tasks were left with no worker to take them.
     fn unfinished(&self) -> bool {
         !self.lock().tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path, flags: OFlags) -> OwnedFd {
+        rfs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    fn names(list: &[&str]) -> Vec<Box<[u8]>> {
+        list.iter().map(|n| n.as_bytes().into()).collect()
+    }
+
+    #[test]
+    fn a_name_met_twice_or_outside_does_not_count_as_inside() {
+        let base = tempfile::tempdir().unwrap();
+        let tree = base.path().join("tree");
+        std::fs::create_dir_all(tree.join("a")).unwrap();
+        std::fs::create_dir_all(tree.join("b")).unwrap();
+        std::fs::write(base.path().join("outside"), "host").unwrap();
+        std::fs::hard_link(base.path().join("outside"), tree.join("b/link")).unwrap();
+        std::os::unix::fs::symlink(base.path(), tree.join("up")).unwrap();
+        let root = open(&tree, OFlags::RDONLY | OFlags::DIRECTORY);
+        let inode = open(&tree.join("b/link"), OFlags::PATH);
+        // The link, met in a/ and again in b/ after a rename, and reached
+        // through a symlink out of the tree: one name inside, two links.
+        let met = names(&["a/link", "b/link", "b/link", "up/outside", "../outside"]);
+        assert_eq!(names_inside(root.as_fd(), inode.as_fd(), met), (1, 2));
+        std::fs::hard_link(tree.join("b/link"), tree.join("a/link")).unwrap();
+        std::fs::remove_file(base.path().join("outside")).unwrap();
+        let met = names(&["a/link", "b/link"]);
+        assert_eq!(names_inside(root.as_fd(), inode.as_fd(), met), (2, 2));
     }
 }
