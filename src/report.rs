@@ -206,6 +206,11 @@ pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool)
     }
     out.push_str(&format!("config      {}\n", plan.config_path.display()));
     out.push_str(&warnings_human(&paint, &plan.warnings));
+    if let Some(migrated) = &outcome.migrated {
+        for warning in &migrated.warnings {
+            out.push_str(&format!("{} {warning}\n", paint.wrap("33", "warning:")));
+        }
+    }
     out.push_str(&daemon_human(&outcome.daemon));
     out
 }

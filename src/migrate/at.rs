@@ -256,6 +256,12 @@ impl At {
         set_owner_mode(self.fd.as_fd(), &self.path, Some(uid), Some(gid), mode)
     }
 
+    /// A second descriptor of this very directory, for code that takes
+    /// ownership of one.
+    pub fn duplicate_fd(&self) -> Result<OwnedFd, MigrateError> {
+        self.fd.try_clone().map_err(std_io(&self.path))
+    }
+
     /// A path that names this very directory, for code that takes a path:
     /// opening it reaches the inode held here, without a second lookup.
     pub fn proc_path(&self) -> PathBuf {

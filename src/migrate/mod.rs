@@ -134,6 +134,9 @@ pub struct MigrateReport {
     pub ids_left_alone: u64,
     pub resumed: bool,
     pub elapsed: std::time::Duration,
+    /// Entries the shift left unchanged on purpose (a hard link with names
+    /// outside the tree), and why.
+    pub warnings: Vec<String>,
 }
 
 impl MigrateReport {
@@ -143,6 +146,7 @@ impl MigrateReport {
             "configs_rewritten": self.configs_rewritten,
             "entries_shifted": self.entries_shifted,
             "ids_left_alone": self.ids_left_alone,
+            "warnings": self.warnings,
             "resumed": self.resumed,
             "seconds": self.elapsed.as_secs_f64(),
         })
@@ -591,25 +595,22 @@ fn open_data_root(host: &Host, data_root: &Path) -> Result<At, MigrateError> {
     }
 }
 
-/// Shifts one tree through the shift engine, which is handed this very
-/// directory (by its /proc/self/fd path), not a name to look up again.
+/// Shifts one tree through the shift engine, handed a duplicate of the
+/// descriptor that was checked, so nothing is looked up again by name.
 fn shift_tree(
     tree: &At,
     options: &ShiftOptions,
     report: &mut MigrateReport,
 ) -> Result<(), MigrateError> {
-    let handle = tree.proc_path();
-    let shown = |path: &Path| match path.strip_prefix(&handle) {
-        Ok(rest) if !rest.as_os_str().is_empty() => tree.path().join(rest),
-        _ => tree.path().to_owned(),
-    };
-    let shifted = shift::shift_tree(&handle, options).map_err(|source| MigrateError::Shift {
-        path: tree.path().to_owned(),
-        source,
-    })?;
+    let fd = tree.duplicate_fd()?;
+    let shifted =
+        shift::shift_open_tree(fd, tree.path(), options).map_err(|source| MigrateError::Shift {
+            path: tree.path().to_owned(),
+            source,
+        })?;
     if !shifted.ok() {
         let first = shifted.errors.first().map_or_else(String::new, |e| {
-            format!("{} ({})", shown(&e.path).display(), e.kind)
+            format!("{} ({})", e.path.display(), e.kind)
         });
         return Err(MigrateError::Entries {
             path: tree.path().to_owned(),
@@ -619,6 +620,9 @@ fn shift_tree(
     }
     report.entries_shifted += shifted.changed;
     report.ids_left_alone += shifted.uids_left_alone + shifted.gids_left_alone;
+    report
+        .warnings
+        .extend(shifted.warnings.iter().map(ToString::to_string));
     Ok(())
 }
 

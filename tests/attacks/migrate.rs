@@ -409,3 +409,32 @@ fn migrate_still_moves_and_shifts_a_real_data_root() {
     );
     assert!(!img.join(DATA).join(".docker-userns-migrate.json").exists());
 }
+
+#[test]
+fn migrate_leaves_a_volume_hard_link_to_etc_shadow_unchanged_and_says_so() {
+    let scene = Scene::new();
+    let img = image(&scene);
+    // A second name of /etc/shadow inside a volume (made by root here: the
+    // kernel's protected_hardlinks stops uid 100000 from making it, but not
+    // every host sets it).
+    fs::hard_link(
+        scene.etc("shadow"),
+        img.join(DATA).join("volumes/v/_data/shadow"),
+    )
+    .unwrap();
+    let etc = scene.etc_fingerprint();
+    let out = migrate(&scene);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let mut expected = etc.clone();
+    // Only the link count of shadow may differ: the volume's name moved.
+    let after = scene.etc_fingerprint();
+    expected.get_mut(&scene.etc("shadow")).unwrap().nlink = after[&scene.etc("shadow")].nlink;
+    assert_unchanged("/etc", &expected, &after);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["migration"]["warnings"].to_string();
+    assert!(
+        warnings.contains("_data/shadow") && warnings.contains("left unchanged"),
+        "the migration should report the hard link it left alone: {text}"
+    );
+}
