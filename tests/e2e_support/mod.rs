@@ -36,7 +36,10 @@
 //!   `scripts/engines` (run when missing). Its dockerd is bound over
 //!   /usr/sbin/dockerd in the namespace, and `restart.sh` puts its usr/bin
 //!   and usr/sbin (containerd, shims, docker-proxy, docker-init) first on
-//!   PATH.
+//!   PATH. The chosen dockerd must report that version (`dockerd
+//!   --version`), or every test of the run fails: `scripts/test` runs the
+//!   real-dockerd suites once per engine, and a run must test the engine
+//!   it names.
 //! - Containers go in a cgroup parent unique to the harness, so teardown
 //!   can find them. Teardown (`stop`, and `Drop` when a test fails) removes
 //!   containers, stops dockerd (SIGTERM, then SIGKILL), kills by PID what is
@@ -525,6 +528,27 @@ impl Harness {
         fs::write(self.stop_script(), stop)?;
         fs::set_permissions(self.stop_script(), fs::Permissions::from_mode(0o755))?;
         Ok(())
+    }
+
+    /// Copies the engine's dockerd to `dir`/dockerd (root's, 0755) and
+    /// makes `restart.sh` start that copy: a daemon installed where no
+    /// fixed list of directories would look.
+    pub fn install_dockerd_in(&self, dir: &Path) -> Result<PathBuf> {
+        let source = self
+            .engine
+            .as_ref()
+            .map_or_else(|| PathBuf::from(DOCKERD), |d| d.join("usr/sbin/dockerd"));
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        let copy = dir.join("dockerd");
+        fs::copy(&source, &copy).with_context(|| format!("copying {}", source.display()))?;
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))?;
+        let script = fs::read_to_string(&self.paths.restart_script)?;
+        let from = format!("setsid --wait {DOCKERD} ");
+        ensure!(script.contains(&from), "restart script layout");
+        let to = format!("setsid --wait {} ", sh_quote(&copy.display().to_string()));
+        fs::write(&self.paths.restart_script, script.replace(&from, &to))?;
+        Ok(copy)
     }
 
     /// `PATH` entries of the engine, to go before the system's.
