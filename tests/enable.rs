@@ -584,10 +584,10 @@ fn an_image_without_dockerd_is_provisioned_for_its_first_start() {
 #[test]
 fn a_live_host_without_docker_is_provisioned_for_its_first_start() {
     let etc = PrivateEtc::new();
-    for gone in ["etc/init.d/docker", "etc/docker/daemon.json"] {
-        let _ = std::fs::remove_file(etc.path(gone));
+    let _ = std::fs::remove_file(etc.path("etc/init.d/docker"));
+    for gone in ["etc/docker", "etc/sv/docker"] {
+        let _ = std::fs::remove_dir_all(etc.path(gone));
     }
-    let _ = std::fs::remove_dir_all(etc.path("etc/sv/docker"));
     // /run and the data root hidden by empty tmpfs; every dockerd the
     // search could find hidden by /dev/null (a device, not a program).
     let hide = r#"
@@ -600,7 +600,7 @@ done
 run() { "$BIN" --format json --data-root "$T/data" "$@" >"$T/$1.out" || echo "$1 exit $?" >>"$T/codes"; }
 "#;
     etc.run(&format!(
-        "{hide}run enable --dry-run\nmv \"$T/enable.out\" \"$T/planned.out\"\n\
+        "{hide}run enable --dry-run --diff\nmv \"$T/enable.out\" \"$T/planned.out\"\n\
          cp -a \"$T/etc\" \"$T/etc.before\"\n\
          run enable\nmv \"$T/enable.out\" \"$T/first.out\"\nrun enable\n"
     ));
