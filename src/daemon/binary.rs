@@ -161,10 +161,10 @@ fn running_exe(host: &Host, pid: u32) -> Option<PathBuf> {
         return None;
     }
     let running = rfs::statat(&proc_dir, "exe", rfs::AtFlags::empty()).ok()?;
-    let found = host.open_path(&path).ok()?;
-    let st = rfs::fstat(&found).ok()?;
+    let path = root_only(host, &path)?;
+    let st = rfs::fstat(host.open_path(&path).ok()?).ok()?;
     let same = (st.st_dev, st.st_ino) == (running.st_dev, running.st_ino);
-    (same && trusted(&st)).then_some(path)
+    same.then_some(path)
 }
 
 /// Reads a small /proc file of the process without following links.
@@ -200,17 +200,31 @@ fn runs_as_root(proc_dir: &OwnedFd) -> Option<bool> {
 
 /// An executable regular file that only root can change.
 fn trusted_executable(host: &Host, path: &Path) -> bool {
-    host.open_path(path)
-        .ok()
-        .and_then(|fd| rfs::fstat(&fd).ok())
-        .is_some_and(|st| trusted(&st))
+    root_only(host, path).is_some()
 }
 
-fn trusted(st: &rfs::Stat) -> bool {
-    rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
-        && st.st_mode & 0o111 != 0
-        && st.st_uid == 0
-        && st.st_mode & 0o022 == 0
+/// The link-free path of an executable that only root can change or
+/// swap: the file and every directory above it are root's and writable
+/// by no one else. The program is run by path, so no other user may be
+/// able to put another file there between this check and the run.
+fn root_only(host: &Host, path: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let st = rfs::fstat(host.open_path(&real).ok()?).ok()?;
+    let executable = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+        && st.st_mode & 0o111 != 0;
+    // A sticky directory (/tmp) is fine: no one else can rename or remove
+    // the root-owned entry below it.
+    let dirs_root_only = real.ancestors().skip(1).all(|dir| {
+        host.stat(dir).ok().flatten().is_some_and(|d| {
+            rfs::FileType::from_raw_mode(d.st_mode) == rfs::FileType::Directory
+                && (root_owned(&d) || (d.st_uid == 0 && d.st_mode & 0o1000 != 0))
+        })
+    });
+    (executable && root_owned(&st) && dirs_root_only).then_some(real)
+}
+
+fn root_owned(st: &rfs::Stat) -> bool {
+    st.st_uid == 0 && st.st_mode & 0o022 == 0
 }
 
 #[cfg(test)]
@@ -238,6 +252,25 @@ mod tests {
         for dir in BIN_DIRS {
             assert!(dirs.contains(&PathBuf::from(dir)));
         }
+    }
+
+    #[test]
+    fn a_program_in_a_directory_others_can_write_is_not_trusted() {
+        let host = Host::open(Path::new("/"), Box::new(crate::host::SystemRunner)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("dockerd");
+        std::fs::write(&program, "#!/bin/true\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let set_dir = |mode| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set_dir(0o777);
+        assert_eq!(root_only(&host, &program), None, "anyone could swap it");
+        set_dir(0o755);
+        let real = program.canonicalize().unwrap();
+        assert_eq!(root_only(&host, &program), Some(real), "below sticky /tmp");
+        assert!(root_only(&host, Path::new("/bin/sh")).is_some());
     }
 
     #[test]
