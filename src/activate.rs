@@ -57,12 +57,28 @@ pub enum Expect {
     Remapped {
         uid: u64,
         gid: u64,
+        /// The real path of the data root: dockerd resolves its links
+        /// before it appends `<uid>.<gid>`.
         data_root: PathBuf,
     },
     NotRemapped,
 }
 
 impl Expect {
+    /// What a remapping to `uid`:`gid` must show, on the real path of
+    /// `data_root` (resolved only on the live host, where the daemon is).
+    pub fn remapped(host: &Host, uid: u64, gid: u64, data_root: &Path) -> Expect {
+        let real = host
+            .is_live()
+            .then(|| std::fs::canonicalize(data_root).ok())
+            .flatten();
+        Expect::Remapped {
+            uid,
+            gid,
+            data_root: real.unwrap_or_else(|| data_root.to_owned()),
+        }
+    }
+
     pub fn met_by(&self, info: &DaemonInfo) -> bool {
         match self {
             Expect::NotRemapped => !info.userns_active(),
@@ -71,12 +87,13 @@ impl Expect {
                 gid,
                 data_root,
             } => {
+                let suffix = format!("{uid}.{gid}");
                 info.userns_active()
+                    && Path::new(&info.docker_root_dir) == data_root.join(&suffix)
+                    // Engine 27+ names the namespace; 26 remaps it unreported.
                     && info
-                        .remapped_suffix()
-                        .map(|(u, g)| (u64::from(u), u64::from(g)))
-                        == Some((*uid, *gid))
-                    && Path::new(&info.docker_root_dir).parent() == Some(data_root.as_path())
+                        .containers_namespace()
+                        .is_none_or(|ns| ns.ends_with(&format!("-{suffix}")))
             }
         }
     }
@@ -89,7 +106,8 @@ impl Expect {
                 gid,
                 data_root,
             } => format!(
-                "name=userns in SecurityOptions and DockerRootDir {}",
+                "name=userns in SecurityOptions, DockerRootDir {} and (where /info reports it) \
+                 the containerd namespace moby-{uid}.{gid}",
                 data_root.join(format!("{uid}.{gid}")).display()
             ),
         }
@@ -215,8 +233,10 @@ impl Daemon {
                 let seen = match last {
                     None => format!("dockerd did not answer on {}", self.api.socket().display()),
                     Some(info) => format!(
-                        "dockerd answers with SecurityOptions {:?} and DockerRootDir {:?}",
-                        info.security_options, info.docker_root_dir
+                        "dockerd answers with SecurityOptions {:?}, DockerRootDir {:?} and containerd namespace {:?}",
+                        info.security_options,
+                        info.docker_root_dir,
+                        info.containers_namespace().unwrap_or("(not reported)")
                     ),
                 };
                 return Err(ActivateError::Verify(format!(
@@ -367,27 +387,21 @@ impl Validator {
     }
 }
 
-/// The dockerd to validate with, when it has `--validate` (Engine 23+).
-/// Never under `--root`: an image's dockerd is the image's program.
-pub fn dockerd_validates(host: &Host) -> Option<Validator> {
-    if !host.is_live() {
-        return None;
-    }
-    let dockerd = crate::account::find_program(host, "dockerd")?;
-    let version = host.runner().run(&dockerd, &["--version".into()]).ok()?;
-    let major = major_version(&version)?;
-    (major >= VALIDATE_SINCE).then_some(Validator { dockerd, major })
-}
-
-/// `26` from `Docker version 26.1.5+dfsg1, build 411e817`.
-fn major_version(version: &str) -> Option<u32> {
-    version
-        .split("version ")
-        .nth(1)?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+/// The dockerd to validate with, when it has `--validate` (Engine 23+):
+/// the running daemon's binary, else the one installed (see
+/// [`crate::daemon::binary`]). Never under `--root`: an image's dockerd is
+/// the image's program.
+pub fn dockerd_validates(
+    host: &Host,
+    api: Option<&DockerApi>,
+    pidfile: Option<&Path>,
+) -> Option<Validator> {
+    let dockerd = crate::daemon::binary::locate(host, api, pidfile)?;
+    let major = dockerd.major(host, api)?;
+    (major >= VALIDATE_SINCE).then_some(Validator {
+        dockerd: dockerd.path,
+        major,
+    })
 }
 
 /// Runs `dockerd --validate` on `text`. The text is handed over as a
@@ -444,17 +458,57 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
 
+    fn info(root_dir: &str, namespace: Option<&str>) -> DaemonInfo {
+        let containerd = namespace.map(|ns| {
+            serde_json::from_value(serde_json::json!({"Namespaces": {"Containers": ns}})).unwrap()
+        });
+        DaemonInfo {
+            security_options: vec!["name=seccomp,profile=builtin".into(), "name=userns".into()],
+            docker_root_dir: root_dir.into(),
+            containerd,
+            ..DaemonInfo::default()
+        }
+    }
+
+    fn remapped(data_root: &str) -> Expect {
+        Expect::Remapped {
+            uid: 100000,
+            gid: 100000,
+            data_root: data_root.into(),
+        }
+    }
+
     #[test]
-    fn major_version_reads_debian_and_upstream_builds() {
-        assert_eq!(
-            major_version("Docker version 26.1.5+dfsg1, build 411e817"),
-            Some(26)
-        );
-        assert_eq!(
-            major_version("Docker version 20.10.24+dfsg1, build 5d6db84\n"),
-            Some(20)
-        );
-        assert_eq!(major_version("dockerd: unknown"), None);
+    fn the_remapped_root_must_be_exactly_under_the_data_root() {
+        let expect = remapped("/var/lib/docker");
+        assert!(expect.met_by(&info("/var/lib/docker/100000.100000", None)));
+        assert!(!expect.met_by(&info("/var/lib/docker/100000.100001", None)));
+        assert!(!expect.met_by(&info("/srv/docker/100000.100000", None)));
+        assert!(!expect.met_by(&info("/var/lib/docker", None)));
+    }
+
+    #[test]
+    fn a_reported_containerd_namespace_must_be_the_remapped_one() {
+        let expect = remapped("/var/lib/docker");
+        let root = "/var/lib/docker/100000.100000";
+        assert!(expect.met_by(&info(root, Some("moby-100000.100000"))));
+        assert!(!expect.met_by(&info(root, Some("moby"))));
+        assert!(!expect.met_by(&info(root, Some("moby-200000.200000"))));
+    }
+
+    #[test]
+    fn a_symlinked_data_root_is_expected_at_its_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let host = Host::open(Path::new("/"), Box::new(crate::host::SystemRunner)).unwrap();
+        let expect = Expect::remapped(&host, 100000, 100000, &link);
+        let real_root = real.canonicalize().unwrap().join("100000.100000");
+        assert!(expect.met_by(&info(real_root.to_str().unwrap(), None)));
+        let via_link = link.join("100000.100000");
+        assert!(!expect.met_by(&info(via_link.to_str().unwrap(), None)));
     }
 
     #[test]

@@ -5,8 +5,11 @@
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 
 use crate::check::data_root::Content;
+use std::path::Path;
+
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
+use crate::daemon::binary;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
@@ -68,9 +71,12 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     }
     let observed = plan::observe(host, global)?;
     let mut plan = plan::plan(host, &observed, global, &spec, request)?;
-    let daemon = Daemon::managed(host, global, request.restart)?;
+    let daemon = match Daemon::managed(host, global, request.restart) {
+        Err(e) if provisioning(host, global, &e) => None,
+        result => result?,
+    };
     let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
-    let expect = expected(&plan);
+    let expect = expected(host, &plan);
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
         if !refused.is_empty() {
@@ -93,7 +99,17 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         )?;
     }
     // None under --root: no program of the image is run.
-    let validator = activate::dockerd_validates(host);
+    let pidfile = observed.config.value("pidfile");
+    let pidfile = pidfile.as_ref().and_then(|v| v.as_str()).map(Path::new);
+    let api = daemon.as_ref().map(|d| &d.api);
+    let validator = activate::dockerd_validates(host, api, pidfile);
+    engine_warnings(
+        host,
+        &mut plan,
+        &observed,
+        daemon.as_ref(),
+        validator.as_ref(),
+    );
     if let Some(validator) = &validator {
         validate_before_writes(host, validator, &plan)?;
     }
@@ -298,9 +314,27 @@ pub fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) 
     }
 }
 
+/// A host where Docker is not installed yet: no restart method, no
+/// `--restart-command` and no dockerd. The files are written and
+/// dockerd's first start will use them.
+fn provisioning(host: &Host, global: &Global, error: &ActivateError) -> bool {
+    matches!(
+        error,
+        ActivateError::Service(crate::daemon::service::ServiceError::NotDetected { .. })
+    ) && global.restart_command.is_none()
+        && !binary::installed(host)
+}
+
+/// Said when there is no dockerd to restart.
+const FIRST_START: &str = "no dockerd yet; its first start will be remapped";
+
 fn not_managed_reason(host: &Host, request: &EnableRequest) -> String {
-    if !host.is_live() {
+    if !host.is_live() && !binary::installed(host) {
+        "--root: no dockerd; its first start will be remapped".into()
+    } else if !host.is_live() {
         "--root: an image root has no running daemon".into()
+    } else if !binary::installed(host) {
+        FIRST_START.into()
     } else if !request.restart {
         "--no-restart: restart dockerd to make it active".into()
     } else {
@@ -308,16 +342,99 @@ fn not_managed_reason(host: &Host, request: &EnableRequest) -> String {
     }
 }
 
-fn expected(plan: &Plan) -> Expect {
+fn expected(host: &Host, plan: &Plan) -> Expect {
     let m = &plan.mapping;
     match (m.uid_ranges.first(), m.gid_ranges.first()) {
-        (Some(u), Some(g)) => Expect::Remapped {
-            uid: u.start,
-            gid: g.start,
-            data_root: plan.data_root.clone(),
-        },
+        (Some(u), Some(g)) => Expect::remapped(host, u.start, g.start, &plan.data_root),
         _ => Expect::NotRemapped,
     }
+}
+
+/// Engine 26 moved a remapped daemon's containers and plugins to their
+/// own containerd namespaces (`moby-<uid>.<gid>`).
+const NAMESPACED_SINCE: u32 = 26;
+/// Where dockerd keeps managed plugins, one directory per plugin id.
+const PLUGINS_DIR: &str = "plugins";
+
+/// What turning remapping on leaves behind on this engine: managed
+/// plugins (their store is per data root and, from 26, per containerd
+/// namespace) and, from 26, containers that live-restore keeps running
+/// in the old namespace.
+fn engine_warnings(
+    host: &Host,
+    plan: &mut Plan,
+    observed: &plan::Observed,
+    daemon: Option<&Daemon>,
+    validator: Option<&Validator>,
+) {
+    let Expect::Remapped { uid, gid, .. } = expected(host, plan) else {
+        return;
+    };
+    if plan.actions.is_empty() {
+        return;
+    }
+    let info = daemon.and_then(Daemon::observe);
+    let major = info
+        .as_ref()
+        .and_then(|i| binary::major_version(&i.server_version))
+        .or(validator.map(|v| v.major));
+    let namespaced = major.is_some_and(|m| m >= NAMESPACED_SINCE);
+    let plugins = managed_plugins(host, &plan.data_root);
+    if !plugins.is_empty() {
+        let store = if namespaced {
+            format!(" and containerd namespace plugins.moby-{uid}.{gid}")
+        } else {
+            String::new()
+        };
+        plan.warnings.push(Warning {
+            file: host.display(&plan.data_root.join(PLUGINS_DIR)),
+            line: None,
+            message: format!(
+                "managed plugins vanish under remapping (the remapped daemon has its own plugin store{store}): {}; \
+                 reinstall them with `docker plugin install` afterwards",
+                plugins.join(", ")
+            ),
+        });
+    }
+    let live_restore = observed.config.value("live-restore") == Some(serde_json::Value::Bool(true))
+        || info.as_ref().is_some_and(|i| i.live_restore_enabled);
+    if namespaced && live_restore {
+        plan.warnings.push(Warning {
+            file: plan.config_path.clone(),
+            line: observed.config.line_of("live-restore"),
+            message: format!(
+                "\"live-restore\": true keeps containers running through the restart, in containerd namespace moby; \
+                 the remapped daemon (namespace moby-{uid}.{gid}) neither sees nor stops them: stop them first"
+            ),
+        });
+    }
+}
+
+/// Managed plugins in the (non-remapped) data root: their names from
+/// each `plugins/<id>/config.json`, else their ids.
+fn managed_plugins(host: &Host, data_root: &Path) -> Vec<String> {
+    let dir = data_root.join(PLUGINS_DIR);
+    let Ok(Some(names)) = host.list_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut plugins: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.to_str())
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|id| plugin_name(host, &dir.join(id)).unwrap_or_else(|| id[..12].to_owned()))
+        .collect();
+    plugins.sort();
+    plugins
+}
+
+const PLUGIN_CONFIG_LIMIT: u64 = 1024 * 1024;
+
+fn plugin_name(host: &Host, dir: &Path) -> Option<String> {
+    let bytes = host
+        .read_resolved(&dir.join("config.json"), PLUGIN_CONFIG_LIMIT)
+        .ok()??;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(value.get("Name")?.as_str()?.to_owned())
 }
 
 /// Everything that can refuse the change is checked before the first write.

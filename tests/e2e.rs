@@ -136,6 +136,14 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         Path::new(&root_dir) == h.paths().data_root.join(format!("{uid}.{gid}")),
         "DockerRootDir {root_dir}"
     );
+    // Engine 26 moved a remapped daemon's containers into their own
+    // containerd namespace; 27 and later report it.
+    let namespace = h.info()?.containers_namespace().map(str::to_owned);
+    let wanted = (e2e_support::engine_major() >= 27).then(|| format!("moby-{uid}.{gid}"));
+    ensure!(
+        namespace == wanted,
+        "containerd namespace {namespace:?}, expected {wanted:?}"
+    );
     // The image stayed in the non-remapped root; a container proves the rest.
     h.import_busybox(IMAGE)?;
     let probe = h.run_container_host_uid(IMAGE)?;
@@ -525,5 +533,78 @@ fn a_daemon_that_fails_with_the_new_file_is_rolled_back() -> Result<()> {
     h.api()
         .ping()
         .context("dockerd answers after the roll-back")?;
+    Ok(())
+}
+
+/// A dockerd installed outside every usual directory (a static install
+/// under /opt, with /usr/sbin/dockerd gone) is found from the running
+/// daemon itself: on 23+ its `--validate` refuses a bad daemon.json before
+/// anything is written. 20.10 has no `--validate`: the daemon refuses the
+/// file at the restart and it is rolled back.
+#[test]
+fn the_running_dockerd_is_found_wherever_it_is_installed() -> Result<()> {
+    let h = Harness::new()?;
+    let dir = h.paths().root.join("opt-docker");
+    h.install_dockerd_in(&dir)?;
+    h.ns_sh("mount --bind /dev/null /usr/sbin/dockerd")?;
+    h.start()?;
+    let bad = "{\n  \"no-such-option\": true\n}\n";
+    h.write_daemon_json(bad)?;
+    let files = ["passwd", "group", "subuid", "subgid"].map(|f| etc_file(&h, f));
+    let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
+    ensure!(code == 2, "must refuse: {out}");
+    let message = out["error"]["message"].as_str().unwrap_or_default();
+    if e2e_support::engine_major() >= 23 {
+        ensure!(
+            message.contains("dockerd --validate rejects") && message.contains("no-such-option"),
+            "{message}"
+        );
+        let after = ["passwd", "group", "subuid", "subgid"].map(|f| etc_file(&h, f));
+        ensure!(files == after, "a file changed although --validate refused");
+    } else {
+        ensure!(message.contains("rolled back"), "{message}");
+    }
+    ensure!(
+        fs::read_to_string(&h.paths().daemon_json)? == bad,
+        "daemon.json changed"
+    );
+    Ok(())
+}
+
+/// What remapping leaves behind on this engine is in the plan: managed
+/// plugins always, and on 26+ containers that live-restore keeps running
+/// in the old containerd namespace.
+#[test]
+fn the_plan_warns_about_plugins_and_live_restore_by_engine() -> Result<()> {
+    let h = Harness::new()?;
+    h.write_daemon_json("{\n  \"live-restore\": true\n}\n")?;
+    h.start()?;
+    let id = "ab".repeat(32);
+    let plugin = h.paths().data_root.join("plugins").join(&id);
+    fs::create_dir_all(&plugin)?;
+    fs::write(
+        plugin.join("config.json"),
+        r#"{"Id":"x","Name":"example/sshfs:latest"}"#,
+    )?;
+    let (code, out) = tool(&h, &h.restart_command(), &["enable", "--dry-run"])?;
+    ensure!(code == 1, "a dry run with changes exits 1: {out}");
+    let messages: Vec<&str> = out["warnings"]
+        .as_array()
+        .context("warnings")?
+        .iter()
+        .filter_map(|w| w["message"].as_str())
+        .collect();
+    ensure!(
+        messages
+            .iter()
+            .any(|m| m.contains("managed plugins") && m.contains("example/sshfs:latest")),
+        "{messages:?}"
+    );
+    let live_restore = messages.iter().any(|m| m.contains("live-restore"));
+    ensure!(
+        live_restore == (e2e_support::engine_major() >= 26),
+        "live-restore warning on dockerd {}: {messages:?}",
+        e2e_support::engine_major()
+    );
     Ok(())
 }

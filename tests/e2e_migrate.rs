@@ -245,7 +245,11 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
         owner == 1000,
         "after disable --migrate the file is owned by {owner}"
     );
-    ensure!(!remapped.exists(), "the emptied remapped root is removed");
+    ensure!(
+        !remapped.exists(),
+        "the emptied remapped root is removed; left: {:?}",
+        walk(&remapped)
+    );
     Ok(())
 }
 

@@ -550,3 +550,90 @@ fn dockremap_missing_from_shadow_and_gshadow_is_completed() {
     );
     assert_eq!(root.run_json(&["enable"]).1["changed"], false);
 }
+
+#[test]
+fn an_image_without_dockerd_is_provisioned_for_its_first_start() {
+    require_root();
+    let root = TestRoot::debian();
+    let before = root.snapshot();
+    let (code, planned) = root.run_json(&["enable", "--dry-run"]);
+    assert_eq!(code, 1, "a dry run with changes exits 1: {planned}");
+    assert_same_tree(&before, &root.snapshot());
+    let note = planned["daemon"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("first start"), "{planned}");
+
+    let (code, out) = root.run_json(&["enable"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["daemon"]["managed"], false, "{out}");
+    assert!(
+        out["daemon"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("first start will be remapped")
+    );
+    assert!(
+        root.read("etc/docker/daemon.json")
+            .contains("\"userns-remap\": \"default\"")
+    );
+}
+
+/// A live host where Docker is not installed yet: no dockerd on any path,
+/// no pidfile, no unit, init script or runit service, no socket. The files
+/// are written for dockerd's first start instead of failing for want of a
+/// daemon to restart.
+#[test]
+fn a_live_host_without_docker_is_provisioned_for_its_first_start() {
+    let etc = PrivateEtc::new();
+    let _ = std::fs::remove_file(etc.path("etc/init.d/docker"));
+    for gone in ["etc/docker", "etc/sv/docker"] {
+        let _ = std::fs::remove_dir_all(etc.path(gone));
+    }
+    // /run and the data root hidden by empty tmpfs; every dockerd the
+    // search could find hidden by /dev/null (a device, not a program).
+    let hide = r#"
+mount -t tmpfs tmpfs /run
+mkdir -p "$T/data"
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin
+for f in /usr/sbin/dockerd /usr/bin/dockerd /usr/local/bin/dockerd /sbin/dockerd /bin/dockerd; do
+    if [ -f "$f" ]; then mount --bind /dev/null "$f"; fi
+done
+run() { "$BIN" --format json --data-root "$T/data" "$@" >"$T/$1.out" || echo "$1 exit $?" >>"$T/codes"; }
+"#;
+    etc.run(&format!(
+        "{hide}run enable --dry-run --diff\nmv \"$T/enable.out\" \"$T/planned.out\"\n\
+         cp -a \"$T/etc\" \"$T/etc.before\"\n\
+         run enable\nmv \"$T/enable.out\" \"$T/first.out\"\nrun enable\n"
+    ));
+    let codes = std::fs::read_to_string(etc.path("codes")).unwrap_or_default();
+    assert_eq!(codes.trim(), "enable exit 1", "only the dry run exits 1");
+
+    let planned = etc.json("planned.out");
+    let first = etc.json("first.out");
+    for out in [&planned, &first] {
+        let note = out["daemon"]["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("no dockerd") && note.contains("first start"),
+            "{out}"
+        );
+        let kinds: Vec<&str> = out["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["action"].as_str())
+            .collect();
+        assert!(kinds.contains(&"set_userns_remap"), "{out}");
+        assert!(!kinds.iter().any(|k| k.contains("restart")), "{out}");
+    }
+    assert_eq!(first["changed"], true, "{first}");
+    let config = std::fs::read_to_string(etc.path("etc/docker/daemon.json")).unwrap();
+    assert!(config.contains("\"userns-remap\": \"default\""), "{config}");
+    assert!(
+        std::fs::read_to_string(etc.path("etc/subuid"))
+            .unwrap()
+            .contains("dockremap:")
+    );
+    // The dry run wrote nothing: the copy taken after it has no config.
+    assert!(!etc.path("etc.before/docker/daemon.json").exists());
+    let again = etc.json("enable.out");
+    assert_eq!(again["changed"], false, "a rerun changes nothing: {again}");
+}

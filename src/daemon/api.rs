@@ -117,6 +117,32 @@ pub struct DaemonInfo {
         deserialize_with = "null_as_default"
     )]
     pub docker_root_dir: String,
+    #[serde(
+        rename = "LiveRestoreEnabled",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    pub live_restore_enabled: bool,
+    /// Engine 27+; `None` before.
+    #[serde(rename = "Containerd", default)]
+    pub containerd: Option<ContainerdInfo>,
+}
+
+/// `Containerd` in `GET /info` (Engine 27+).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerdInfo {
+    #[serde(rename = "Namespaces", default)]
+    pub namespaces: Option<ContainerdNamespaces>,
+}
+
+/// The containerd namespaces the daemon uses; a remapped one appends
+/// `-<uid>.<gid>` to both (Engine 26+).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ContainerdNamespaces {
+    #[serde(rename = "Containers", default, deserialize_with = "null_as_default")]
+    pub containers: String,
+    #[serde(rename = "Plugins", default, deserialize_with = "null_as_default")]
+    pub plugins: String,
 }
 
 impl DaemonInfo {
@@ -128,6 +154,12 @@ impl DaemonInfo {
         self.security_options
             .iter()
             .any(|opt| security_option_name(opt) == Some("userns"))
+    }
+
+    /// The containerd namespace of containers, when /info reports it.
+    pub fn containers_namespace(&self) -> Option<&str> {
+        let name = &self.containerd.as_ref()?.namespaces.as_ref()?.containers;
+        (!name.is_empty()).then_some(name.as_str())
     }
 
     /// The `<uid>.<gid>` that a remapping daemon appends to its data root.

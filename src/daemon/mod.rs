@@ -1,5 +1,6 @@
 //! Talking to dockerd: its API socket, its service manager and its flags.
 
 pub mod api;
+pub mod binary;
 pub mod flags;
 pub mod service;

@@ -56,6 +56,8 @@ const OTHER_DRIVERS: &[&str] = &[
 /// Files dockerd writes into a container's directory for its process.
 const CONTAINER_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
 const CONFIG: &str = "config.v2.json";
+/// The daemon's identity file in a data root (Engine 28+).
+const ENGINE_ID: &str = "engine-id";
 /// What a layer holds that container processes own.
 const LAYER_TREES: &[&str] = &["diff", "work"];
 /// Path fields of `config.v2.json` that point into the data root.
@@ -511,9 +513,28 @@ impl Migration {
             }
         }
         if let Some(source) = self.source_name() {
+            Self::drop_engine_id(root, &source)?;
             if root.is_empty_dir(&source) {
                 root.remove_dir(&source)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Engine 28 writes an `engine-id` in every root it runs on; in a
+    /// `<uid>.<gid>` root emptied by the migration it is all that is left,
+    /// and it names a daemon that no longer runs there.
+    fn drop_engine_id(root: &At, source: &str) -> Result<(), MigrateError> {
+        let Some(dir) = root.dir(source)? else {
+            return Ok(());
+        };
+        let names = dir.names()?;
+        let only_id = names.len() == 1 && names[0] == ENGINE_ID;
+        let regular = dir.lstat(ENGINE_ID)?.is_some_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        });
+        if only_id && regular {
+            dir.remove_file(ENGINE_ID)?;
         }
         Ok(())
     }

@@ -36,7 +36,10 @@
 //!   `scripts/engines` (run when missing). Its dockerd is bound over
 //!   /usr/sbin/dockerd in the namespace, and `restart.sh` puts its usr/bin
 //!   and usr/sbin (containerd, shims, docker-proxy, docker-init) first on
-//!   PATH.
+//!   PATH. The chosen dockerd must report that version (`dockerd
+//!   --version`), or every test of the run fails: `scripts/test` runs the
+//!   real-dockerd suites once per engine, and a run must test the engine
+//!   it names.
 //! - Containers go in a cgroup parent unique to the harness, so teardown
 //!   can find them. Teardown (`stop`, and `Drop` when a test fails) removes
 //!   containers, stops dockerd (SIGTERM, then SIGKILL), kills by PID what is
@@ -85,26 +88,60 @@ pub const ENGINE_VAR: &str = "DOCKER_USERNS_ENGINE";
 const ENGINES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/engines");
 
 /// The unpacked engine chosen by `DOCKER_USERNS_ENGINE`, or `None` for the
-/// system's dockerd; fetched with scripts/engines when missing.
+/// system's dockerd; fetched with scripts/engines when missing. The
+/// dockerd chosen must report that version: a run must never count for an
+/// engine it did not test.
 pub fn engine() -> Result<Option<PathBuf>> {
-    let version = std::env::var(ENGINE_VAR).unwrap_or_default();
-    match version.as_str() {
-        "" | "20.10" => Ok(None),
-        "26" | "28" => {
+    let version = engine_version()?;
+    let dir = match version {
+        "20.10" => None,
+        _ => {
             let cache = std::env::var_os("DOCKER_USERNS_ENGINES")
                 .map_or_else(|| "/var/cache/docker-userns/engines".into(), PathBuf::from);
-            let dir = cache.join(&version);
+            let dir = cache.join(version);
             if !dir.join("usr/sbin/dockerd").is_file() {
                 let status = Command::new(ENGINES_SCRIPT)
-                    .arg(&version)
+                    .arg(version)
                     .status()
                     .context("running scripts/engines")?;
                 ensure!(status.success(), "scripts/engines {version} failed");
             }
-            Ok(Some(dir))
+            Some(dir)
         }
+    };
+    let dockerd = dir
+        .as_ref()
+        .map_or_else(|| PathBuf::from(DOCKERD), |d| d.join("usr/sbin/dockerd"));
+    let output = Command::new(&dockerd)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", dockerd.display()))?;
+    let reported = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        reported.contains(&format!("version {version}.")),
+        "{ENGINE_VAR}={version} but {} reports {:?}",
+        dockerd.display(),
+        reported.trim()
+    );
+    Ok(dir)
+}
+
+/// The engine's major version as given (`20.10` when unset).
+pub fn engine_version() -> Result<&'static str> {
+    match std::env::var(ENGINE_VAR).unwrap_or_default().as_str() {
+        "" | "20.10" => Ok("20.10"),
+        "26" => Ok("26"),
+        "28" => Ok("28"),
         other => bail!("{ENGINE_VAR}={other}: expected 20.10, 26 or 28"),
     }
+}
+
+/// The engine's major version as a number, for version-dependent checks.
+pub fn engine_major() -> u32 {
+    engine_version()
+        .ok()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(20)
 }
 
 /// Paths of one harness, all under its temp dir.
@@ -491,6 +528,27 @@ impl Harness {
         fs::write(self.stop_script(), stop)?;
         fs::set_permissions(self.stop_script(), fs::Permissions::from_mode(0o755))?;
         Ok(())
+    }
+
+    /// Copies the engine's dockerd to `dir`/dockerd (root's, 0755) and
+    /// makes `restart.sh` start that copy: a daemon installed where no
+    /// fixed list of directories would look.
+    pub fn install_dockerd_in(&self, dir: &Path) -> Result<PathBuf> {
+        let source = self
+            .engine
+            .as_ref()
+            .map_or_else(|| PathBuf::from(DOCKERD), |d| d.join("usr/sbin/dockerd"));
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        let copy = dir.join("dockerd");
+        fs::copy(&source, &copy).with_context(|| format!("copying {}", source.display()))?;
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))?;
+        let script = fs::read_to_string(&self.paths.restart_script)?;
+        let from = format!("setsid --wait {DOCKERD} ");
+        ensure!(script.contains(&from), "restart script layout");
+        let to = format!("setsid --wait {} ", sh_quote(&copy.display().to_string()));
+        fs::write(&self.paths.restart_script, script.replace(&from, &to))?;
+        Ok(copy)
     }
 
     /// `PATH` entries of the engine, to go before the system's.
