@@ -280,6 +280,7 @@ fn remapped(
         gid: gids.start as u32,
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
         direction: Direction::OutOfRemapped,
+        scope: migrate::Scope::All,
     })
 }
 

@@ -3,3 +3,4 @@
 pub mod api;
 pub mod flags;
 pub mod service;
+pub mod transfer;

@@ -17,6 +17,7 @@
 //! link is checked before the first write, so a refusal changes nothing.
 
 mod at;
+pub mod containerd;
 mod journal;
 
 use std::path::{Component, Path, PathBuf};
@@ -53,6 +54,9 @@ const OTHER_DRIVERS: &[&str] = &[
     "devicemapper",
     "fuse-overlayfs",
 ];
+/// What moves on the containerd image store: images and containers are
+/// carried through the API instead (see `containerd`).
+const VOLUME_STATE: &[&str] = &["volumes", "network"];
 /// Files dockerd writes into a container's directory for its process.
 const CONTAINER_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
 const CONFIG: &str = "config.v2.json";
@@ -110,6 +114,18 @@ pub enum Direction {
     Between { old_uid: u32, old_gid: u32 },
 }
 
+/// What a migration moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything of the daemon's state (a graph driver's store).
+    #[default]
+    All,
+    /// Volumes and networks only: the images and containers of the
+    /// containerd store are not files a graph driver can use.
+    Volumes,
+}
+
 /// One migration: where, which way, and the mapping.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Migration {
@@ -123,6 +139,8 @@ pub struct Migration {
     pub gid: u32,
     pub count: u32,
     pub direction: Direction,
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// What a migration did, for the report.
@@ -201,6 +219,18 @@ impl Migration {
         }
     }
 
+    /// The top-level entries this migration moves.
+    fn state(&self) -> &'static [&'static str] {
+        match self.scope {
+            Scope::All => STATE,
+            Scope::Volumes => VOLUME_STATE,
+        }
+    }
+
+    fn carries_layers(&self) -> bool {
+        self.scope == Scope::All
+    }
+
     fn journal(&self) -> PathBuf {
         self.data_root.join(journal::NAME)
     }
@@ -236,7 +266,7 @@ impl Migration {
         let target = Self::open_named(root, self.target_name())?;
         let root_dev = root.dev();
         let mut entries = Vec::new();
-        for name in STATE {
+        for name in self.state() {
             let Some(meta) = source.lstat(name)? else {
                 continue;
             };
@@ -258,7 +288,7 @@ impl Migration {
             }
             entries.push((*name).to_owned());
         }
-        for driver in OTHER_DRIVERS {
+        for driver in OTHER_DRIVERS.iter().filter(|_| self.carries_layers()) {
             if source.lstat(driver)?.is_some() {
                 return Err(MigrateError::Refused(format!(
                     "{} holds layers of the {driver} storage driver; only overlay2 layers can be migrated",
@@ -349,7 +379,7 @@ impl Migration {
             return Ok(Vec::new());
         };
         let mut entries = Vec::new();
-        for name in STATE {
+        for name in self.state() {
             if source.lstat(name)?.is_some() {
                 entries.push((*name).to_owned());
             }
@@ -398,7 +428,11 @@ impl Migration {
             _ => prefix(&self.daemon_data_root),
         };
         let (from, to) = (seen_by_daemon(self.source()), seen_by_daemon(self.target()));
-        let Some(containers) = self.target_subdir(root, "containers")? else {
+        let containers = match self.carries_layers() {
+            true => self.target_subdir(root, "containers")?,
+            false => None,
+        };
+        let Some(containers) = containers else {
             return Ok(0);
         };
         let mut rewritten = 0;
@@ -431,6 +465,20 @@ impl Migration {
         }
     }
 
+    /// A layer or container directory of the target, when this migration
+    /// moved them.
+    fn layer_subdir(
+        &self,
+        root: &At,
+        name: &str,
+        layers: bool,
+    ) -> Result<Option<At>, MigrateError> {
+        if !layers {
+            return Ok(None);
+        }
+        self.target_subdir(root, name)
+    }
+
     /// Shifts what container processes own; ids already in the target
     /// range are outside the source range, so a rerun shifts nothing twice.
     fn shift_owned(&self, root: &At, report: &mut MigrateReport) -> Result<(), MigrateError> {
@@ -442,7 +490,8 @@ impl Migration {
             progress: false,
         };
         // One directory open at a time: a root may hold thousands.
-        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+        let layers = self.carries_layers();
+        if let Some(overlay) = self.layer_subdir(root, "overlay2", layers)? {
             for name in overlay.subdirs(&["l"])? {
                 let Some(layer) = overlay.dir(&name)? else {
                     continue;
@@ -464,7 +513,7 @@ impl Migration {
                 }
             }
         }
-        if let Some(containers) = self.target_subdir(root, "containers")? {
+        if let Some(containers) = self.layer_subdir(root, "containers", layers)? {
             for name in containers.subdirs(&[])? {
                 let Some(container) = containers.dir(&name)? else {
                     continue;
@@ -488,14 +537,15 @@ impl Migration {
             Direction::IntoRemapped | Direction::Between { .. } => self.gid,
             Direction::OutOfRemapped => 0,
         };
-        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+        let layers = self.carries_layers();
+        if let Some(overlay) = self.layer_subdir(root, "overlay2", layers)? {
             for name in overlay.subdirs(&["l"])? {
                 if let Some(layer) = overlay.dir(&name)? {
                     layer.set_owner_mode(0, gid, 0o710)?;
                 }
             }
         }
-        if let Some(containers) = self.target_subdir(root, "containers")? {
+        if let Some(containers) = self.layer_subdir(root, "containers", layers)? {
             for name in containers.subdirs(&[])? {
                 let Some(container) = containers.dir(&name)? else {
                     continue;
