@@ -12,6 +12,7 @@ use crate::enable::DaemonState;
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
+use crate::image_store::{self, Record};
 use crate::migrate::{self, Direction, Migration};
 use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
 use crate::request::{DisableRequest, Global};
@@ -26,6 +27,8 @@ pub enum DisableError {
     Account(#[from] account::AccountError),
     #[error(transparent)]
     Migrate(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    Store(#[from] image_store::StoreError),
 }
 
 /// One change `disable` makes.
@@ -34,6 +37,11 @@ pub enum DisableAction {
     RemoveRemap {
         path: PathBuf,
         from: String,
+    },
+    /// Put back the `features` value `enable` pinned (`None`: no key).
+    RestoreImageStore {
+        path: PathBuf,
+        to: Option<String>,
     },
     MigrateData {
         from: PathBuf,
@@ -55,6 +63,7 @@ impl DisableAction {
     pub fn kind(&self) -> &'static str {
         match self {
             DisableAction::RemoveRemap { .. } => "remove_userns_remap",
+            DisableAction::RestoreImageStore { .. } => "restore_image_store",
             DisableAction::MigrateData { .. } => "migrate_data",
             DisableAction::RestartDaemon { .. } => "restart_daemon",
             DisableAction::RemoveRanges { .. } => "remove_ranges",
@@ -74,6 +83,14 @@ impl DisableAction {
             DisableAction::RemoveRemap { path, from } => {
                 format!("remove \"userns-remap\": {from:?} from {}", path.display())
             }
+            DisableAction::RestoreImageStore { path, to: Some(to) } => format!(
+                "put \"features\": {to} back in {} (the image store chosen before enable)",
+                path.display()
+            ),
+            DisableAction::RestoreImageStore { path, to: None } => format!(
+                "remove \"features\" from {} (it was not set before enable)",
+                path.display()
+            ),
             DisableAction::RestartDaemon { command } => {
                 format!("restart dockerd ({command}) and verify")
             }
@@ -137,9 +154,22 @@ pub fn run(
             new: observed.config.without(USERNS_REMAP),
         });
     }
+    let record = image_store::read_record(host, &observed.config_path)?;
+    let restores = match &record {
+        Some(record) => plan_store_restore(&observed, record, &mut outcome)?,
+        None => false,
+    };
     let daemon = Daemon::managed(host, global, request.restart)?;
     let migration = if request.migrate {
-        plan_migration(host, global, &observed, current.as_deref(), &mut outcome)?
+        let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
+        plan_migration(
+            host,
+            global,
+            &observed,
+            current.as_deref(),
+            containerd,
+            &mut outcome,
+        )?
     } else {
         None
     };
@@ -147,7 +177,7 @@ pub fn run(
         activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
         let info = daemon.observe();
         let active = info.as_ref().is_some_and(|i| i.userns_active());
-        if current.is_some() || active || migration.is_some() {
+        if current.is_some() || restores || active || migration.is_some() {
             if info.is_some() {
                 let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
                 activate::refuse_running(&containers, request.yes)?;
@@ -173,7 +203,7 @@ pub fn run(
         m.record_intent(host)
             .map_err(|e| ActivateError::Verify(format!("{e:#}")))?;
     }
-    if current.is_some() {
+    if current.is_some() || restores {
         write_config(host, &observed, &outcome)?;
     }
     if let Some(m) = &migration {
@@ -213,6 +243,9 @@ pub fn run(
             }
         }
     }
+    if restores {
+        image_store::remove_record(host, &observed.config_path)?;
+    }
     crate::failpoint::hit("disable.before_purge");
     // Only once the daemon runs without the mapping: a roll-back must find
     // the account and ranges the restored daemon.json needs.
@@ -221,13 +254,62 @@ pub fn run(
     Ok(outcome)
 }
 
+/// Puts the user's own `features` value back into the daemon.json that
+/// `disable` writes, when it is still exactly what `enable` pinned; true
+/// when it does.
+fn plan_store_restore(
+    observed: &plan::Observed,
+    record: &Record,
+    outcome: &mut DisableOutcome,
+) -> Result<bool, DisableError> {
+    let path = outcome.config_path.clone();
+    let index = outcome.changes.iter().position(|c| c.path == path);
+    let base = index.map_or_else(
+        || observed.config.text().to_owned(),
+        |i| outcome.changes[i].new.clone(),
+    );
+    let config = crate::config::daemon_json::DaemonConfig::parse(&path, base.as_bytes())
+        .map_err(PlanError::from)?;
+    let Some(restored) = record.restore(&config, &path) else {
+        if image_store::snapshotter_setting(&config) != Some(false) {
+            return Ok(false);
+        }
+        outcome.warnings.push(Warning {
+            file: path.clone(),
+            line: None,
+            message: format!(
+                "\"features\" changed since enable pinned the graph driver; kept as it is (the value before enable is in {})",
+                image_store::record_path(&path).display()
+            ),
+        });
+        return Ok(false);
+    };
+    match index {
+        Some(i) => outcome.changes[i].new = restored,
+        None => outcome.changes.push(FileChange {
+            path: path.clone(),
+            old: observed.config.text().to_owned(),
+            new: restored,
+        }),
+    }
+    outcome.actions.push(DisableAction::RestoreImageStore {
+        path,
+        to: record.features.clone(),
+    });
+    Ok(true)
+}
+
 /// With `--migrate`: the remapped root's content goes back to the
-/// non-remapped root (also to finish an interrupted migration).
+/// non-remapped root (also to finish an interrupted migration). When the
+/// user's store is containerd's, only volumes and networks go back: its
+/// own images and containers from before enable are still there, and it
+/// cannot use a graph driver's.
 fn plan_migration(
     host: &Host,
     global: &Global,
     observed: &plan::Observed,
     current: Option<&str>,
+    containerd: bool,
     outcome: &mut DisableOutcome,
 ) -> Result<Option<Migration>, DisableError> {
     let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
@@ -236,9 +318,20 @@ fn plan_migration(
         Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
         _ => current.and_then(|value| remapped(host, observed, value, &host_root, &data_root)),
     };
-    let Some(migration) = migration else {
+    let Some(mut migration) = migration else {
         return Ok(None);
     };
+    if containerd && migrate::pending(host, &data_root).is_none() {
+        migration.scope = migrate::Scope::Volumes;
+        outcome.warnings.push(Warning {
+            file: host_root.clone(),
+            line: None,
+            message: format!(
+                "the containerd image store comes back with the images and containers it had before enable; those of the remapped daemon stay in {} (the containerd store cannot use them)",
+                migration.remapped_root().display()
+            ),
+        });
+    }
     let content = Content::count(
         host,
         &data_root.join(format!("{}.{}", migration.uid, migration.gid)),
@@ -345,6 +438,7 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
                 account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
             }
             DisableAction::RemoveRemap { .. }
+            | DisableAction::RestoreImageStore { .. }
             | DisableAction::RestartDaemon { .. }
             | DisableAction::MigrateData { .. } => {}
         }

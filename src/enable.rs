@@ -446,11 +446,17 @@ fn plan_migration(
     let data_root = new.data_root.clone();
     let unfinished =
         migrate::pending(host, &plan.data_root).filter(|p| p.uid == new.uid && p.gid == new.gid);
+    // What the containerd store left in the plain root was carried when
+    // the store was pinned; the graph driver cannot use it.
+    let pinned = image_store::read_record(host, &observed.config_path)
+        .map_err(PlanError::from)?
+        .is_some();
     let (migration, content) = match unfinished {
         Some(m) => {
             let content = Content::count(host, &plan.data_root);
             (m, content)
         }
+        None if pinned => return Ok(None),
         None => match source_with_content(host, plan, &new) {
             Some(found) => found,
             None => return Ok(None),
