@@ -97,6 +97,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             None,
         ),
     };
+    leftover_spool_warning(host, &mut plan);
     let expect = expected(&plan);
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
@@ -253,6 +254,23 @@ fn detect_store(
         engine_major,
         graph_driver_dir: host.has_entry(&plan.data_root.join("image")),
     })
+}
+
+/// A spool an interrupted run left holds the only copy outside containerd
+/// of images it was carrying: say where it is and how to load it.
+fn leftover_spool_warning(host: &Host, plan: &mut Plan) {
+    let spool = plan.data_root.join(carry::SPOOL);
+    if host.has_entry(&spool) {
+        let shown = host.display(&spool);
+        plan.warnings.push(Warning {
+            file: shown.clone(),
+            line: None,
+            message: format!(
+                "an earlier --migrate left saved images here: load them with `docker load -i {}/images.tar`, then remove it",
+                shown.display()
+            ),
+        });
+    }
 }
 
 /// The running daemon, as found before planning.

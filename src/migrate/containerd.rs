@@ -662,6 +662,72 @@ mod tests {
         assert!(Recreate::from_inspect(&c).refused.is_some());
     }
 
+    fn image_root() -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib/docker")).unwrap();
+        let host = Host::open(dir.path(), Box::new(crate::host::SystemRunner)).unwrap();
+        (dir, host)
+    }
+
+    fn inventory(bytes: u64) -> Inventory {
+        Inventory {
+            images: vec!["busybox:latest".into()],
+            bytes,
+            ..Inventory::default()
+        }
+    }
+
+    /// Never reached: every refusal comes before the first request.
+    fn nowhere() -> DockerApi {
+        DockerApi::new("/nonexistent/docker.sock", Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_link_at_the_spool_name_is_refused_and_not_followed() {
+        let (dir, host) = image_root();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let spool = dir.path().join("var/lib/docker").join(SPOOL);
+        std::os::unix::fs::symlink(&victim, &spool).unwrap();
+        let data_root = Path::new("/var/lib/docker");
+        let err = Spool::save(&host, data_root, &nowhere(), &inventory(0), MIN_IDLE)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CarryError::SpoolExists { .. }), "{err}");
+        assert!(err.to_string().contains(SPOOL), "{err}");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+        assert!(std::fs::symlink_metadata(&spool).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn too_little_space_is_refused_before_the_spool_exists() {
+        let (dir, host) = image_root();
+        let data_root = Path::new("/var/lib/docker");
+        let err = Spool::save(
+            &host,
+            data_root,
+            &nowhere(),
+            &inventory(u64::MAX / 4),
+            MIN_IDLE,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, CarryError::Space { .. }), "{err}");
+        assert!(!dir.path().join("var/lib/docker").join(SPOOL).exists());
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_spool_behind() {
+        let (dir, host) = image_root();
+        let data_root = Path::new("/var/lib/docker");
+        let err = Spool::save(&host, data_root, &nowhere(), &inventory(0), MIN_IDLE)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CarryError::Save { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        assert!(!dir.path().join("var/lib/docker").join(SPOOL).exists());
+    }
+
     #[test]
     fn load_answers_give_tags_or_the_error() {
         let ok =
