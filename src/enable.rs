@@ -296,13 +296,14 @@ fn plan_containerd(
     };
     let data_root = host.display(&plan.data_root);
     let inventory = match (found.daemon, found.info) {
-        (Some(d), Some(info)) if !info.userns_active() => {
-            Some(Inventory::read(&d.api).map_err(ActivateError::from)?)
-        }
+        (Some(d), Some(_)) => Some(Inventory::read(&d.api).map_err(ActivateError::from)?),
         _ => None,
     };
+    // A remapped daemon on the containerd store keeps its volumes in
+    // `<uid>.<gid>` already: only images and containers need carrying.
+    let remapped = found.info.is_some_and(DaemonInfo::userns_active);
     let Some(inventory) = inventory else {
-        if wanted {
+        if wanted && !Content::count(host, &plan.data_root).is_empty() {
             return Err(ActivateError::Verify(format!(
                 "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd (not remapped) first (nothing was changed)"
             ))
@@ -358,9 +359,12 @@ fn plan_containerd(
         scope: migrate::Scope::Volumes,
         ..base
     };
-    let moved = migration
-        .preflight(host)
-        .map_err(|e| ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)")))?;
+    let moved = match remapped {
+        true => Vec::new(),
+        false => migration.preflight(host).map_err(|e| {
+            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
+        })?,
+    };
     let migration = (!moved.is_empty()).then(|| {
         plan.actions.push(Action::MigrateData {
             from: migration.source(),
