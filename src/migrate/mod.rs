@@ -44,7 +44,10 @@ const STATE: &[&str] = &[
     "tmp",
     "trust",
     "containerd",
+    ENGINE_ID,
 ];
+/// The daemon's identity (Engine 27+), a file in each root it runs on.
+const ENGINE_ID: &str = "engine-id";
 /// Storage drivers whose layers this module cannot shift.
 const OTHER_DRIVERS: &[&str] = &[
     "vfs",
@@ -279,6 +282,10 @@ impl Migration {
             }
             if let Some(target) = &target {
                 if target.lstat(name)?.is_some() && !target.is_empty_dir(name) {
+                    // Each root's daemon has its identity: the target's stays.
+                    if *name == ENGINE_ID {
+                        continue;
+                    }
                     return Err(MigrateError::Refused(format!(
                         "both {} and {} exist; remove the one you do not need first",
                         source.join(name).display(),
@@ -557,12 +564,25 @@ impl Migration {
             }
         }
         if let Some(source) = self.source_name() {
+            remove_lone_identity(root, &source)?;
             if root.is_empty_dir(&source) {
                 root.remove_dir(&source)?;
             }
         }
         Ok(())
     }
+}
+
+/// A `<uid>.<gid>` root emptied by the migration but for the identity its
+/// daemon wrote (the target kept its own) goes away whole.
+fn remove_lone_identity(root: &At, name: &str) -> Result<(), MigrateError> {
+    let Some(dir) = root.dir(name)? else {
+        return Ok(());
+    };
+    if dir.names()? == [std::ffi::OsString::from(ENGINE_ID)] && dir.file(ENGINE_ID)?.is_some() {
+        dir.remove_file(ENGINE_ID)?;
+    }
+    Ok(())
 }
 
 /// Refuses, in one side's state, a link or a file of the wrong kind where
