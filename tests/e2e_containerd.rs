@@ -96,9 +96,10 @@ fn driver_type(h: &Harness) -> Result<String> {
 
 #[test]
 fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Result<()> {
-    // This binary holds this one test, so nothing reads the environment
-    // concurrently; the containerd store needs Engine 24 or later.
-    if std::env::var(ENGINE_VAR).is_err() {
+    // The containerd store needs Engine 24 or later: 26 when asked for,
+    // else 28. This binary holds this one test, so nothing reads the
+    // environment concurrently.
+    if !matches!(std::env::var(ENGINE_VAR).as_deref(), Ok("26" | "28")) {
         unsafe { std::env::set_var(ENGINE_VAR, "28") };
     }
     let h = Harness::new()?;
