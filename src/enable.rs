@@ -305,7 +305,7 @@ fn plan_containerd(
     let Some(inventory) = inventory else {
         if wanted && !Content::count(host, &plan.data_root).is_empty() {
             return Err(ActivateError::Verify(format!(
-                "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd (not remapped) first (nothing was changed)"
+                "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd first, and let docker-userns restart it (no --no-restart) (nothing was changed)"
             ))
             .into());
         }

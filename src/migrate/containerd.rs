@@ -109,10 +109,14 @@ impl Inventory {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
-            let inspected = api.get_value(&format!("/containers/{id}/json"))?;
-            inventory
-                .containers
-                .push(Recreate::from_inspect(&inspected));
+            match api.get_value(&format!("/containers/{id}/json")) {
+                Ok(inspected) => inventory
+                    .containers
+                    .push(Recreate::from_inspect(&inspected)),
+                // Removed since it was listed: nothing to carry.
+                Err(ApiError::Transfer { reason, .. }) if reason.contains("HTTP 404") => {}
+                Err(e) => return Err(e),
+            }
         }
         let volumes = api.get_value("/volumes")?;
         inventory.volumes = array(volumes["Volumes"].clone())
