@@ -732,6 +732,90 @@ mod tests {
         assert!(!dir.path().join("var/lib/docker").join(SPOOL).exists());
     }
 
+    /// Answers one request per connection, in order, reading each whole.
+    fn daemon(dir: &Path, answers: Vec<&'static [u8]>) -> std::thread::JoinHandle<Vec<String>> {
+        use std::io::Read;
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("d.sock")).unwrap();
+        std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = conn.read(&mut buf).unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if n == 0 || seen.len() >= end + 4 + len {
+                        heads.push(text[..end].to_owned());
+                        break;
+                    }
+                }
+                conn.write_all(answer).unwrap();
+            }
+            heads
+        })
+    }
+
+    #[test]
+    fn a_failed_load_keeps_the_spool_and_says_how_to_retry_a_good_one_removes_it() {
+        let (dir, host) = image_root();
+        let data_root = Path::new("/var/lib/docker");
+        let spool_dir = dir.path().join("var/lib/docker").join(SPOOL);
+        let server = daemon(
+            dir.path(),
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\ntarbytes\r\n0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n{\"errorDetail\":{},\"error\":\"disk is full\"}\n",
+            ],
+        );
+        let api = DockerApi::new(dir.path().join("d.sock"), Duration::from_secs(5));
+        let (spool, bytes) = Spool::save(&host, data_root, &api, &inventory(0), MIN_IDLE).unwrap();
+        assert_eq!(bytes, 8);
+        let err = spool.load(&api, &inventory(0), MIN_IDLE).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("disk is full"), "{message}");
+        assert!(
+            message.contains(&format!("docker load -i {}/{IMAGES}", spool_dir.display())),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(spool_dir.join(IMAGES)).unwrap(), b"tarbytes");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&spool_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
+        let heads = server.join().unwrap();
+        assert!(
+            heads[0].starts_with("GET /images/get?names=busybox%3Alatest "),
+            "{heads:?}"
+        );
+        assert!(
+            heads[1].starts_with("POST /images/load?quiet=1 "),
+            "{heads:?}"
+        );
+
+        std::fs::remove_dir_all(&spool_dir).unwrap();
+        std::fs::remove_file(dir.path().join("d.sock")).unwrap();
+        let server = daemon(
+            dir.path(),
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntar",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 43\r\n\r\n{\"stream\":\"Loaded image: busybox:latest\\n\"}",
+            ],
+        );
+        let (spool, _) = Spool::save(&host, data_root, &api, &inventory(0), MIN_IDLE).unwrap();
+        let report = spool.load(&api, &inventory(0), MIN_IDLE).unwrap();
+        assert_eq!(report.loaded, ["busybox:latest"]);
+        assert!(!spool_dir.exists(), "the spool is removed once loaded");
+        server.join().unwrap();
+    }
+
     #[test]
     fn load_answers_give_tags_or_the_error() {
         let ok =
