@@ -160,20 +160,40 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         )?),
         _ => None,
     };
+    let fresh_record = image_store::read_record(host, &observed.config_path)
+        .map_err(PlanError::from)?
+        .is_none();
+    // On the way out after a failure the originals are untouched in the
+    // containerd store: neither the spool nor a record made now is needed.
+    let abandon = |spool: Option<(Spool, u64)>| {
+        if let Some((spool, _)) = spool {
+            spool.discard();
+        }
+        if fresh_record {
+            let _ = image_store::remove_record(host, &observed.config_path);
+        }
+    };
     let converged = apply(host, &observed, &plan, request.count, validator.as_ref())
         .and_then(|()| converge(host, global, &spec, request));
     let after = match converged {
         Ok(after) => after,
         Err(e) => {
-            if let Some((spool, _)) = spool {
-                spool.discard();
-            }
+            abandon(spool);
             return Err(e);
         }
     };
     crate::failpoint::hit("enable.before_restart");
     let migrated = match &migration {
-        Some(m) => Some(migrate(host, daemon.as_ref(), m, &observed)?),
+        Some(m) => match migrate(host, daemon.as_ref(), m, &observed) {
+            Ok(report) => Some(report),
+            // Interrupted: daemon.json stays as planned for the rerun that
+            // finishes the move, and the saved images stay for loading.
+            Err(e @ EnableError::Migrate(_)) => return Err(e),
+            Err(e) => {
+                abandon(spool);
+                return Err(e);
+            }
+        },
         None => None,
     };
     let state = match &daemon {
@@ -188,10 +208,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
                     Some(m) => undo_migration(host, m, cause),
                     None => cause,
                 };
-                // The originals are untouched in the containerd store.
-                if let Some((spool, _)) = spool {
-                    spool.discard();
-                }
+                abandon(spool);
                 let original = observed.config_file.as_ref();
                 return Err(
                     activate::roll_back(host, d, &observed.config_path, original, cause).into(),
