@@ -46,6 +46,8 @@ const STATE: &[&str] = &[
     "containerd",
     ENGINE_ID,
 ];
+/// How long mounts below the data root may take to go after dockerd stops.
+const MOUNTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The daemon's identity (Engine 27+), a file in each root it runs on.
 const ENGINE_ID: &str = "engine-id";
 /// Storage drivers whose layers this module cannot shift.
@@ -345,7 +347,7 @@ impl Migration {
             self.movable(&root)?
         };
         self.inspect(&root)?;
-        if let Some(mount) = mounts_under(&root)?.first() {
+        if let Some(mount) = settled_mounts(&root)?.first() {
             return Err(MigrateError::Refused(format!(
                 "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
             )));
@@ -700,6 +702,21 @@ fn shift_file(entry: &Entry, uid_map: IdMap, gid_map: IdMap) -> Result<bool, Mig
     }
     entry.chown(uid, gid)?;
     Ok(true)
+}
+
+/// A stopped dockerd unmounts the bind mount it puts on its root (where
+/// the parent mount is private) on its way out; a stop command can return
+/// a moment before that is visible. What is still mounted after a short
+/// wait stays mounted.
+fn settled_mounts(root: &At) -> Result<Vec<String>, MigrateError> {
+    let deadline = std::time::Instant::now() + MOUNTS_SETTLE;
+    loop {
+        let mounts = mounts_under(root)?;
+        if mounts.is_empty() || std::time::Instant::now() >= deadline {
+            return Ok(mounts);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// Mount points at or below the data root (from /proc/self/mountinfo).
