@@ -84,16 +84,16 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let validator = activate::dockerd_validates(host);
     let info = daemon.as_ref().and_then(Daemon::observe);
     let store = detect_store(host, &observed, &plan, info.as_ref(), validator.as_ref());
+    let found = Found {
+        daemon: daemon.as_ref(),
+        info: info.as_ref(),
+    };
     let (migration, carry) = match &store {
         Store::Containerd { why } => {
-            let found = Found {
-                daemon: daemon.as_ref(),
-                info: info.as_ref(),
-            };
             plan_containerd(host, &observed, &mut plan, why, found, request.migrate)?
         }
         Store::GraphDriver => (
-            plan_migration(host, &observed, &mut plan, request.migrate)?,
+            plan_migration(host, &observed, &mut plan, found, request.migrate)?,
             None,
         ),
     };
@@ -290,7 +290,20 @@ fn leftover_spool_warning(host: &Host, plan: &mut Plan) {
     }
 }
 
+/// ": images a; containers b; volumes c", when the daemon that answers
+/// is the one whose root stays behind (the plain one).
+fn hidden_names(found: &Found<'_>, migration: &Migration) -> String {
+    let (Some(daemon), Some(info)) = (found.daemon, found.info) else {
+        return String::new();
+    };
+    if info.userns_active() || migration.direction != Direction::IntoRemapped {
+        return String::new();
+    }
+    Inventory::read(&daemon.api).map_or_else(|_| String::new(), |i| format!(": {}", i.describe()))
+}
+
 /// The running daemon, as found before planning.
+#[derive(Clone, Copy)]
 struct Found<'a> {
     daemon: Option<&'a Daemon>,
     info: Option<&'a DaemonInfo>,
@@ -477,6 +490,7 @@ fn plan_migration(
     host: &Host,
     observed: &plan::Observed,
     plan: &mut Plan,
+    found: Found<'_>,
     wanted: bool,
 ) -> Result<Option<Migration>, EnableError> {
     let Some(new) = base_migration(host, plan) else {
@@ -506,8 +520,9 @@ fn plan_migration(
             file: data_root,
             line: None,
             message: format!(
-                "{content} in {} stay there and are hidden under this mapping; add --migrate to carry them over",
-                migration.source().display()
+                "{content} in {} stay there and are hidden under this mapping; add --migrate to carry them over{}",
+                migration.source().display(),
+                hidden_names(&found, &migration)
             ),
         });
         return Ok(None);
