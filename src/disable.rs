@@ -13,6 +13,7 @@ use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
+use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, Migration};
 use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
 use crate::request::{DisableRequest, Global};
@@ -29,7 +30,12 @@ pub enum DisableError {
     Migrate(#[from] migrate::MigrateError),
     #[error(transparent)]
     Store(#[from] image_store::StoreError),
+    #[error(transparent)]
+    Carry(#[from] CarryError),
 }
+
+const CONTAINERD_BACK: &str =
+    "the containerd image store comes back with the images and containers it had before enable";
 
 /// One change `disable` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,13 @@ pub enum DisableAction {
     RestartDaemon {
         command: String,
     },
+    /// Carry the remapped daemon's images and containers back into the
+    /// containerd store through the API.
+    CarryImages {
+        spool: PathBuf,
+        images: Vec<String>,
+        containers: Vec<String>,
+    },
     RemoveRanges {
         owner: String,
     },
@@ -66,6 +79,7 @@ impl DisableAction {
             DisableAction::RestoreImageStore { .. } => "restore_image_store",
             DisableAction::MigrateData { .. } => "migrate_data",
             DisableAction::RestartDaemon { .. } => "restart_daemon",
+            DisableAction::CarryImages { .. } => "carry_images",
             DisableAction::RemoveRanges { .. } => "remove_ranges",
             DisableAction::RemoveAccount { .. } => "remove_account",
         }
@@ -94,6 +108,16 @@ impl DisableAction {
             DisableAction::RestartDaemon { command } => {
                 format!("restart dockerd ({command}) and verify")
             }
+            DisableAction::CarryImages {
+                spool,
+                images,
+                containers,
+            } => format!(
+                "save images [{}] to {} before the restart, load them into the containerd store after it, and re-create containers [{}] unless one of the same name from before enable is back",
+                images.join(", "),
+                spool.display(),
+                containers.join(", ")
+            ),
             DisableAction::RemoveRanges { owner } => {
                 format!("remove {owner}'s lines from {SUBUID} and {SUBGID}")
             }
@@ -110,6 +134,8 @@ pub struct DisableOutcome {
     pub config_path: PathBuf,
     pub applied: bool,
     pub daemon: DaemonState,
+    /// Images loaded and containers re-created in the containerd store.
+    pub carried: Option<CarryReport>,
 }
 
 impl DisableOutcome {
@@ -135,6 +161,7 @@ pub fn run(
         warnings: Vec::new(),
         config_path: config_path.clone(),
         applied: false,
+        carried: None,
         daemon: DaemonState::NotManaged {
             reason: if host.is_live() {
                 "--no-restart".into()
@@ -173,6 +200,12 @@ pub fn run(
     } else {
         None
     };
+    let carry = match (&daemon, &migration) {
+        (Some(d), Some(m)) if m.scope == migrate::Scope::Volumes => {
+            plan_carry_back(host, d, &m.daemon_data_root, &mut outcome)?
+        }
+        _ => None,
+    };
     if let Some(daemon) = &daemon {
         activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
         let info = daemon.observe();
@@ -199,9 +232,24 @@ pub fn run(
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
+    let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let spool = match (&carry, &daemon) {
+        (Some(inventory), Some(d)) => Some(Spool::save(
+            host,
+            &data_root,
+            &d.api,
+            inventory,
+            global.timeout,
+        )?),
+        _ => None,
+    };
     if let Some(m) = &migration {
-        m.record_intent(host)
-            .map_err(|e| ActivateError::Verify(format!("{e:#}")))?;
+        if let Err(e) = m.record_intent(host) {
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
+            return Err(ActivateError::Verify(format!("{e:#}")).into());
+        }
     }
     if current.is_some() || restores {
         write_config(host, &observed, &outcome)?;
@@ -230,6 +278,9 @@ pub fn run(
                         Some(m) => crate::enable::undo_migration(host, m, cause),
                         None => cause,
                     };
+                    if let Some((spool, _)) = spool {
+                        spool.discard();
+                    }
                     let original = observed.config_file.as_ref();
                     return Err(activate::roll_back(
                         host,
@@ -246,12 +297,48 @@ pub fn run(
     if restores {
         image_store::remove_record(host, &observed.config_path)?;
     }
+    if let (Some((spool, bytes)), Some(inventory), Some(d)) = (spool, &carry, &daemon) {
+        let mut report = spool.load(&d.api, inventory, global.timeout)?;
+        report.images_bytes = bytes;
+        outcome.carried = Some(report);
+    }
     crate::failpoint::hit("disable.before_purge");
     // Only once the daemon runs without the mapping: a roll-back must find
     // the account and ranges the restored daemon.json needs.
     purge(host, &outcome.actions)?;
     outcome.applied = true;
     Ok(outcome)
+}
+
+/// Back to the containerd store: the remapped daemon's images and
+/// containers go back through the API, as `enable --migrate` brought them.
+/// Its containers from before enable are back by themselves; one of the
+/// same name is kept rather than replaced.
+fn plan_carry_back(
+    host: &Host,
+    daemon: &Daemon,
+    data_root: &Path,
+    outcome: &mut DisableOutcome,
+) -> Result<Option<Inventory>, DisableError> {
+    if !daemon.observe().is_some_and(|i| i.userns_active()) {
+        return Ok(None);
+    }
+    let mut inventory = Inventory::read(&daemon.api).map_err(ActivateError::from)?;
+    for container in &mut inventory.containers {
+        container.keep_existing = true;
+    }
+    if inventory.images.is_empty() && inventory.containers.is_empty() {
+        return Ok(None);
+    }
+    outcome
+        .warnings
+        .retain(|w| !w.message.contains(CONTAINERD_BACK));
+    outcome.actions.push(DisableAction::CarryImages {
+        spool: carry::spool_path(&host.display(data_root)),
+        images: inventory.images.clone(),
+        containers: inventory.container_names(),
+    });
+    Ok(Some(inventory))
 }
 
 /// Puts the user's own `features` value back into the daemon.json that
@@ -327,7 +414,7 @@ fn plan_migration(
             file: host_root.clone(),
             line: None,
             message: format!(
-                "the containerd image store comes back with the images and containers it had before enable; those of the remapped daemon stay in {} (the containerd store cannot use them)",
+                "{CONTAINERD_BACK}; those of the remapped daemon stay in {} (the containerd store cannot use them, and dockerd does not answer to carry them)",
                 migration.remapped_root().display()
             ),
         });
@@ -439,6 +526,7 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
             }
             DisableAction::RemoveRemap { .. }
             | DisableAction::RestoreImageStore { .. }
+            | DisableAction::CarryImages { .. }
             | DisableAction::RestartDaemon { .. }
             | DisableAction::MigrateData { .. } => {}
         }

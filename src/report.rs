@@ -240,6 +240,12 @@ containers  re-created {}
         carried.images_bytes >> 20,
         list(&carried.recreated)
     );
+    if !carried.kept.is_empty() {
+        out.push_str(&format!(
+            "            kept, as one of the same name is there: {}\n",
+            carried.kept.join(", ")
+        ));
+    }
     if !carried.not_recreated.is_empty() {
         out.push_str(&format!(
             "            NOT re-created: {}\n",
@@ -315,6 +321,7 @@ pub fn disable_json(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Valu
         "actions": actions,
         "warnings": outcome.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "daemon": daemon_json(&outcome.daemon),
+        "carried": outcome.carried.as_ref().map(crate::migrate::containerd::CarryReport::to_json),
     });
     if diff {
         value["diff"] = Value::String(outcome.changes.iter().map(unified_diff).collect());
@@ -343,6 +350,9 @@ pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Str
     }
     out.push_str(&warnings_human(&paint, &outcome.warnings));
     out.push_str(&daemon_human(&outcome.daemon));
+    if let Some(carried) = &outcome.carried {
+        out.push_str(&carried_human(carried));
+    }
     out
 }
 

@@ -188,6 +188,19 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
     // A second run changes nothing.
     let (code, again) = tool(&h, &["enable", "--migrate", "--yes"])?;
     ensure!(code == 0 && again["changed"] == false, "{again}");
+    // Made while remapped: goes back with disable --migrate.
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "made-remapped",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        BASE,
+        "cat",
+        "/data/user-file",
+    ])?;
 
     let (code, out) = tool(&h, &["disable", "--migrate", "--yes"])?;
     ensure!(code == 0, "disable --migrate: {out}\n{}", h.daemon_log(30));
@@ -201,6 +214,22 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
         tags(&h)?.contains(BASE),
         "images after disable: {}",
         tags(&h)?
+    );
+    let carried = &out["carried"];
+    ensure!(
+        carried["containers_recreated"] == serde_json::json!(["made-remapped"]),
+        "{out}"
+    );
+    let printed = h.docker_ok(&["start", "-a", "made-remapped"])?;
+    ensure!(printed == "u", "made-remapped printed {printed:?}");
+    let printed = h.docker_ok(&["start", "-a", "stopped"])?;
+    ensure!(
+        printed == "r",
+        "the stopped container printed {printed:?} after disable"
+    );
+    ensure!(
+        !h.paths().data_root.join(".docker-userns-spool").exists(),
+        "the spool was not removed after disable"
     );
     Ok(())
 }

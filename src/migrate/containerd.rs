@@ -85,6 +85,8 @@ pub struct Recreate {
     pub connect: Vec<(String, Value)>,
     /// Why it cannot run under remapping as it is, if it cannot.
     pub refused: Option<String>,
+    /// Leave a container of the same name in place instead.
+    pub keep_existing: bool,
 }
 
 impl Inventory {
@@ -197,7 +199,14 @@ impl Recreate {
             create: Value::Object(create),
             connect,
             refused,
+            keep_existing: false,
         }
+    }
+
+    /// Whether the daemon has a container of this name already.
+    fn exists(&self, api: &DockerApi) -> bool {
+        api.get_value(&format!("/containers/{}/json", query_escape(&self.name)))
+            .is_ok()
     }
 
     /// Creates the container, connects its other networks, and starts it
@@ -354,6 +363,8 @@ pub struct CarryReport {
     pub recreated: Vec<String>,
     /// Containers not re-created, with why.
     pub not_recreated: Vec<String>,
+    /// Containers not re-created because one of that name is there.
+    pub kept: Vec<String>,
 }
 
 impl CarryReport {
@@ -363,6 +374,7 @@ impl CarryReport {
             "loaded": self.loaded,
             "containers_recreated": self.recreated,
             "containers_not_recreated": self.not_recreated,
+            "containers_kept": self.kept,
         })
     }
 }
@@ -468,6 +480,10 @@ impl Spool {
                 report
                     .not_recreated
                     .push(format!("{} ({why})", container.name));
+                continue;
+            }
+            if container.keep_existing && container.exists(api) {
+                report.kept.push(container.name.clone());
                 continue;
             }
             match container.apply(api) {
