@@ -1,7 +1,8 @@
 //! `enable --migrate` on a daemon using the containerd image store (Engine
 //! 28, `"containerd-snapshotter": true`): images, containers and volumes
 //! survive the switch to the remapped daemon, which runs on the graph
-//! driver; `disable --migrate` puts the user's own store setting back.
+//! driver; `disable --migrate` puts the user's own store setting back and
+//! carries what was made while remapped back into the containerd store.
 
 mod e2e_support;
 
