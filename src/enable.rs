@@ -149,6 +149,9 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             carried: None,
         });
     }
+    let fresh_record = image_store::read_record(host, &observed.config_path)
+        .map_err(PlanError::from)?
+        .is_none();
     // Images leave the containerd store while it still serves them.
     let spool = match (&carry, &daemon) {
         (Some(c), Some(d)) => Some(Spool::save(
@@ -160,9 +163,6 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         )?),
         _ => None,
     };
-    let fresh_record = image_store::read_record(host, &observed.config_path)
-        .map_err(PlanError::from)?
-        .is_none();
     // On the way out after a failure the originals are untouched in the
     // containerd store: neither the spool nor a record made now is needed.
     let abandon = |spool: Option<(Spool, u64)>| {
