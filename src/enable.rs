@@ -269,7 +269,9 @@ fn detect_store(
         config: &observed.config,
         info,
         engine_major,
-        graph_driver_dir: host.has_entry(&plan.data_root.join("image")),
+        graph_driver_dir: image_store::GRAPH_DRIVERS
+            .iter()
+            .any(|d| host.has_entry(&plan.data_root.join(d))),
     })
 }
 

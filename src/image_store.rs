@@ -26,6 +26,17 @@ pub const PINNED_FEATURES: &str = "{\"containerd-snapshotter\": false}";
 const SNAPSHOTTER_DRIVER_TYPE: &str = "io.containerd.snapshotter.v1";
 /// The first engine whose default store is containerd's.
 const CONTAINERD_DEFAULT_MAJOR: u32 = 29;
+/// The directories a graph driver keeps in the data root: Engine 29 keeps
+/// using a driver whose directory it finds there.
+pub const GRAPH_DRIVERS: &[&str] = &[
+    "overlay2",
+    "fuse-overlayfs",
+    "btrfs",
+    "zfs",
+    "vfs",
+    "devicemapper",
+    "aufs",
+];
 const RECORD_SUFFIX: &str = ".docker-userns-features";
 const RECORD_LIMIT: u64 = 64 * 1024;
 
@@ -62,7 +73,7 @@ pub struct Evidence<'a> {
     pub info: Option<&'a DaemonInfo>,
     /// The engine's major version, from the API or the dockerd binary.
     pub engine_major: Option<u32>,
-    /// Whether the data root has a graph driver's `image/` directory.
+    /// Whether the data root has a graph driver's directory.
     pub graph_driver_dir: bool,
 }
 
@@ -93,7 +104,7 @@ pub fn detect(evidence: &Evidence<'_>) -> Store {
         Some(major) if major >= CONTAINERD_DEFAULT_MAJOR && !evidence.graph_driver_dir => {
             Store::Containerd {
                 why: format!(
-                    "Engine {major} uses it by default on a data root without a graph driver's image directory"
+                    "Engine {major} uses it by default on a data root without a graph driver's directory"
                 ),
             }
         }
