@@ -81,6 +81,28 @@ fn populate(h: &Harness) -> Result<()> {
         "sleep",
         "600",
     ])?;
+    h.docker_ok(&["network", "create", "mynet"])?;
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "networked",
+        "--network",
+        "mynet",
+        "--network-alias",
+        "web",
+        BASE,
+        "true",
+    ])?;
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "privileged",
+        "--privileged",
+        "--network",
+        "none",
+        BASE,
+        "true",
+    ])?;
     Ok(())
 }
 
@@ -142,8 +164,25 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
         .collect();
     recreated.sort_unstable();
     ensure!(
-        carried["loaded"].to_string().contains(BASE) && recreated == ["running", "stopped"],
+        carried["loaded"].to_string().contains(BASE)
+            && recreated == ["networked", "running", "stopped"],
         "{out}"
+    );
+    ensure!(
+        carried["containers_not_recreated"]
+            .to_string()
+            .contains("privileged (privileged: needs --userns=host"),
+        "{out}"
+    );
+    let aliases = h.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .NetworkSettings.Networks.mynet.Aliases}}",
+        "networked",
+    ])?;
+    ensure!(
+        aliases.contains("\"web\""),
+        "networked's aliases: {aliases}"
     );
     ensure!(
         !driver_type(&h)?.contains("io.containerd.snapshotter.v1"),
