@@ -173,12 +173,17 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             let _ = image_store::remove_record(host, &observed.config_path);
         }
     };
-    let converged = apply(host, &observed, &plan, request.count, validator.as_ref())
-        .and_then(|()| converge(host, global, &spec, request));
-    let after = match converged {
+    if let Err(e) = apply(host, &observed, &plan, request.count, validator.as_ref()) {
+        abandon(spool);
+        return Err(e);
+    }
+    // daemon.json is written: the record stays with it.
+    let after = match converge(host, global, &spec, request) {
         Ok(after) => after,
         Err(e) => {
-            abandon(spool);
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
             return Err(e);
         }
     };
@@ -365,50 +370,11 @@ fn plan_containerd(
         return Ok((None, None));
     }
     refuse_live_restore(observed)?;
-    let refused = inventory.refused();
-    if !refused.is_empty() {
-        plan.warnings.push(Warning {
-            file: data_root.clone(),
-            line: None,
-            message: format!(
-                "not re-created under remapping (they stay, hidden, in {}): {}",
-                data_root.display(),
-                refused.join("; ")
-            ),
-        });
-    }
-    if !inventory.untagged.is_empty() {
-        plan.warnings.push(Warning {
-            file: data_root.clone(),
-            line: None,
-            message: format!(
-                "untagged images are not carried (a load gives them no name): {}",
-                inventory.untagged.join(", ")
-            ),
-        });
-    }
-    let migration = Migration {
-        scope: migrate::Scope::Volumes,
-        ..base
+    left_behind_warnings(plan, &inventory, &data_root);
+    let migration = match remapped {
+        true => None,
+        false => plan_volume_move(host, plan, base, &inventory)?,
     };
-    let moved = match remapped {
-        true => Vec::new(),
-        false => migration.preflight(host).map_err(|e| {
-            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
-        })?,
-    };
-    let migration = (!moved.is_empty()).then(|| {
-        plan.actions.push(Action::MigrateData {
-            from: migration.source(),
-            to: migration.remapped_root(),
-            content: format!(
-                "{} (volumes {})",
-                moved.join(" and "),
-                inventory.volumes.join(", ")
-            ),
-        });
-        migration
-    });
     plan.actions.push(Action::CarryImages {
         spool: carry::spool_path(&data_root),
         images: inventory.images.clone(),
@@ -420,6 +386,62 @@ fn plan_containerd(
             .collect(),
     });
     Ok((migration, Some(Carry { inventory })))
+}
+
+/// What `--migrate` leaves in the containerd store, and why.
+fn left_behind_warnings(plan: &mut Plan, inventory: &Inventory, data_root: &std::path::Path) {
+    let refused = inventory.refused();
+    if !refused.is_empty() {
+        plan.warnings.push(Warning {
+            file: data_root.to_owned(),
+            line: None,
+            message: format!(
+                "not re-created under remapping (they stay, hidden, in {}): {}",
+                data_root.display(),
+                refused.join("; ")
+            ),
+        });
+    }
+    if !inventory.untagged.is_empty() {
+        plan.warnings.push(Warning {
+            file: data_root.to_owned(),
+            line: None,
+            message: format!(
+                "untagged images are not carried (a load gives them no name): {}",
+                inventory.untagged.join(", ")
+            ),
+        });
+    }
+}
+
+/// Volumes and networks go into the remapped root by the file migration,
+/// checked now so that a refusal changes nothing.
+fn plan_volume_move(
+    host: &Host,
+    plan: &mut Plan,
+    base: Migration,
+    inventory: &Inventory,
+) -> Result<Option<Migration>, EnableError> {
+    let migration = Migration {
+        scope: migrate::Scope::Volumes,
+        ..base
+    };
+    let moved = migration
+        .preflight(host)
+        .map_err(|e| ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)")))?;
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    plan.actions.push(Action::MigrateData {
+        from: migration.source(),
+        to: migration.remapped_root(),
+        content: format!(
+            "{} (volumes {})",
+            moved.join(" and "),
+            inventory.volumes.join(", ")
+        ),
+    });
+    Ok(Some(migration))
 }
 
 /// Adds `"containerd-snapshotter": false` to the daemon.json the plan
