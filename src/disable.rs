@@ -252,7 +252,12 @@ pub fn run(
         }
     }
     if current.is_some() || restores {
-        write_config(host, &observed, &outcome)?;
+        if let Err(e) = write_config(host, &observed, &outcome) {
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
+            return Err(e);
+        }
     }
     if let Some(m) = &migration {
         if let Some(d) = &daemon {

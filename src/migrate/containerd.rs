@@ -55,7 +55,7 @@ pub enum CarryError {
         source: Box<CarryError>,
     },
     #[error(
-        "remapping is active, but loading the images into it failed: {message}\nthe saved images are kept: retry with `docker load -i {spool}/{IMAGES}`, then re-create the containers described in {spool}/{CONTAINERS} and remove {spool}"
+        "dockerd was switched and restarted, but loading the images into it failed: {message}\nthe saved images are kept: retry with `docker load -i {spool}/{IMAGES}`, then re-create the containers described in {spool}/{CONTAINERS} and remove {spool}"
     )]
     Load { spool: PathBuf, message: String },
 }
