@@ -17,6 +17,9 @@ use super::api::{
 };
 
 const COPY_BUFFER: usize = 256 * 1024;
+/// Creating or starting a container on a busy host can take longer than a
+/// status query is given.
+const MIN_CALL_IDLE: Duration = Duration::from_secs(60);
 
 /// A connection whose reads and writes each fail after `idle` without
 /// progress, however long the whole transfer takes.
@@ -105,14 +108,18 @@ impl DockerApi {
             Some(value) => Body::Json(serde_json::to_vec(value).expect("JSON values serialize")),
             None => Body::None,
         };
-        self.exchange("POST", target, body, self.request_timeout())
+        self.exchange("POST", target, body, self.call_idle())
     }
 
     /// `GET target` decoded as any JSON value.
     pub fn get_value(&self, target: &str) -> Result<Value, ApiError> {
-        let body = self.exchange("GET", target, Body::None, self.request_timeout())?;
+        let body = self.exchange("GET", target, Body::None, self.call_idle())?;
         serde_json::from_slice(&body)
             .map_err(|e| self.transfer_error("GET", target, format!("not JSON: {e}")))
+    }
+
+    fn call_idle(&self) -> Duration {
+        self.request_timeout().max(MIN_CALL_IDLE)
     }
 
     fn exchange(
