@@ -12,6 +12,8 @@ use crate::enable::DaemonState;
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
+use crate::image_store::{self, Record};
+use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, Migration};
 use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
 use crate::request::{DisableRequest, Global};
@@ -26,7 +28,14 @@ pub enum DisableError {
     Account(#[from] account::AccountError),
     #[error(transparent)]
     Migrate(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    Store(#[from] image_store::StoreError),
+    #[error(transparent)]
+    Carry(#[from] CarryError),
 }
+
+const CONTAINERD_BACK: &str =
+    "the containerd image store comes back with the images and containers it had before enable";
 
 /// One change `disable` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +44,11 @@ pub enum DisableAction {
         path: PathBuf,
         from: String,
     },
+    /// Put back the `features` value `enable` pinned (`None`: no key).
+    RestoreImageStore {
+        path: PathBuf,
+        to: Option<String>,
+    },
     MigrateData {
         from: PathBuf,
         to: PathBuf,
@@ -42,6 +56,13 @@ pub enum DisableAction {
     },
     RestartDaemon {
         command: String,
+    },
+    /// Carry the remapped daemon's images and containers back into the
+    /// containerd store through the API.
+    CarryImages {
+        spool: PathBuf,
+        images: Vec<String>,
+        containers: Vec<String>,
     },
     RemoveRanges {
         owner: String,
@@ -55,8 +76,10 @@ impl DisableAction {
     pub fn kind(&self) -> &'static str {
         match self {
             DisableAction::RemoveRemap { .. } => "remove_userns_remap",
+            DisableAction::RestoreImageStore { .. } => "restore_image_store",
             DisableAction::MigrateData { .. } => "migrate_data",
             DisableAction::RestartDaemon { .. } => "restart_daemon",
+            DisableAction::CarryImages { .. } => "carry_images",
             DisableAction::RemoveRanges { .. } => "remove_ranges",
             DisableAction::RemoveAccount { .. } => "remove_account",
         }
@@ -74,9 +97,27 @@ impl DisableAction {
             DisableAction::RemoveRemap { path, from } => {
                 format!("remove \"userns-remap\": {from:?} from {}", path.display())
             }
+            DisableAction::RestoreImageStore { path, to: Some(to) } => format!(
+                "put \"features\": {to} back in {} (the image store chosen before enable)",
+                path.display()
+            ),
+            DisableAction::RestoreImageStore { path, to: None } => format!(
+                "remove \"features\" from {} (it was not set before enable)",
+                path.display()
+            ),
             DisableAction::RestartDaemon { command } => {
                 format!("restart dockerd ({command}) and verify")
             }
+            DisableAction::CarryImages {
+                spool,
+                images,
+                containers,
+            } => format!(
+                "save images [{}] to {} before the restart, load them into the containerd store after it, and re-create containers [{}] unless one of the same name from before enable is back",
+                images.join(", "),
+                spool.display(),
+                containers.join(", ")
+            ),
             DisableAction::RemoveRanges { owner } => {
                 format!("remove {owner}'s lines from {SUBUID} and {SUBGID}")
             }
@@ -93,6 +134,8 @@ pub struct DisableOutcome {
     pub config_path: PathBuf,
     pub applied: bool,
     pub daemon: DaemonState,
+    /// Images loaded and containers re-created in the containerd store.
+    pub carried: Option<CarryReport>,
 }
 
 impl DisableOutcome {
@@ -118,6 +161,7 @@ pub fn run(
         warnings: Vec::new(),
         config_path: config_path.clone(),
         applied: false,
+        carried: None,
         daemon: DaemonState::NotManaged {
             reason: if host.is_live() {
                 "--no-restart".into()
@@ -137,17 +181,36 @@ pub fn run(
             new: observed.config.without(USERNS_REMAP),
         });
     }
+    let record = image_store::read_record(host, &observed.config_path)?;
+    let restores = match &record {
+        Some(record) => plan_store_restore(&observed, record, &mut outcome)?,
+        None => false,
+    };
     let daemon = Daemon::managed(host, global, request.restart)?;
     let migration = if request.migrate {
-        plan_migration(host, global, &observed, current.as_deref(), &mut outcome)?
+        let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
+        plan_migration(
+            host,
+            global,
+            &observed,
+            current.as_deref(),
+            containerd,
+            &mut outcome,
+        )?
     } else {
         None
+    };
+    let carry = match (&daemon, &migration) {
+        (Some(d), Some(m)) if m.scope == migrate::Scope::Volumes => {
+            plan_carry_back(host, d, &m.daemon_data_root, &mut outcome)?
+        }
+        _ => None,
     };
     if let Some(daemon) = &daemon {
         activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
         let info = daemon.observe();
         let active = info.as_ref().is_some_and(|i| i.userns_active());
-        if current.is_some() || active || migration.is_some() {
+        if current.is_some() || restores || active || migration.is_some() {
             if info.is_some() {
                 let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
                 activate::refuse_running(&containers, request.yes)?;
@@ -169,12 +232,32 @@ pub fn run(
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
+    let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let spool = match (&carry, &daemon) {
+        (Some(inventory), Some(d)) => Some(Spool::save(
+            host,
+            &data_root,
+            &d.api,
+            inventory,
+            global.timeout,
+        )?),
+        _ => None,
+    };
     if let Some(m) = &migration {
-        m.record_intent(host)
-            .map_err(|e| ActivateError::Verify(format!("{e:#}")))?;
+        if let Err(e) = m.record_intent(host) {
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
+            return Err(ActivateError::Verify(format!("{e:#}")).into());
+        }
     }
-    if current.is_some() {
-        write_config(host, &observed, &outcome)?;
+    if current.is_some() || restores {
+        if let Err(e) = write_config(host, &observed, &outcome) {
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
+            return Err(e);
+        }
     }
     if let Some(m) = &migration {
         if let Some(d) = &daemon {
@@ -200,6 +283,9 @@ pub fn run(
                         Some(m) => crate::enable::undo_migration(host, m, cause),
                         None => cause,
                     };
+                    if let Some((spool, _)) = spool {
+                        spool.discard();
+                    }
                     let original = observed.config_file.as_ref();
                     return Err(activate::roll_back(
                         host,
@@ -213,6 +299,14 @@ pub fn run(
             }
         }
     }
+    if restores {
+        image_store::remove_record(host, &observed.config_path)?;
+    }
+    if let (Some((spool, bytes)), Some(inventory), Some(d)) = (spool, &carry, &daemon) {
+        let mut report = spool.load(&d.api, inventory, global.timeout)?;
+        report.images_bytes = bytes;
+        outcome.carried = Some(report);
+    }
     crate::failpoint::hit("disable.before_purge");
     // Only once the daemon runs without the mapping: a roll-back must find
     // the account and ranges the restored daemon.json needs.
@@ -221,13 +315,93 @@ pub fn run(
     Ok(outcome)
 }
 
+/// Back to the containerd store: the remapped daemon's images and
+/// containers go back through the API, as `enable --migrate` brought them.
+/// Its containers from before enable are back by themselves; one of the
+/// same name is kept rather than replaced.
+fn plan_carry_back(
+    host: &Host,
+    daemon: &Daemon,
+    data_root: &Path,
+    outcome: &mut DisableOutcome,
+) -> Result<Option<Inventory>, DisableError> {
+    if !daemon.observe().is_some_and(|i| i.userns_active()) {
+        return Ok(None);
+    }
+    let mut inventory = Inventory::read(&daemon.api).map_err(ActivateError::from)?;
+    for container in &mut inventory.containers {
+        container.keep_existing = true;
+    }
+    if inventory.images.is_empty() && inventory.containers.is_empty() {
+        return Ok(None);
+    }
+    outcome
+        .warnings
+        .retain(|w| !w.message.contains(CONTAINERD_BACK));
+    outcome.actions.push(DisableAction::CarryImages {
+        spool: carry::spool_path(&host.display(data_root)),
+        images: inventory.images.clone(),
+        containers: inventory.container_names(),
+    });
+    Ok(Some(inventory))
+}
+
+/// Puts the user's own `features` value back into the daemon.json that
+/// `disable` writes, when it is still exactly what `enable` pinned; true
+/// when it does.
+fn plan_store_restore(
+    observed: &plan::Observed,
+    record: &Record,
+    outcome: &mut DisableOutcome,
+) -> Result<bool, DisableError> {
+    let path = outcome.config_path.clone();
+    let index = outcome.changes.iter().position(|c| c.path == path);
+    let base = index.map_or_else(
+        || observed.config.text().to_owned(),
+        |i| outcome.changes[i].new.clone(),
+    );
+    let config = crate::config::daemon_json::DaemonConfig::parse(&path, base.as_bytes())
+        .map_err(PlanError::from)?;
+    let Some(restored) = record.restore(&config, &path) else {
+        if image_store::snapshotter_setting(&config) != Some(false) {
+            return Ok(false);
+        }
+        outcome.warnings.push(Warning {
+            file: path.clone(),
+            line: None,
+            message: format!(
+                "\"features\" changed since enable pinned the graph driver; kept as it is (the value before enable is in {})",
+                image_store::record_path(&path).display()
+            ),
+        });
+        return Ok(false);
+    };
+    match index {
+        Some(i) => outcome.changes[i].new = restored,
+        None => outcome.changes.push(FileChange {
+            path: path.clone(),
+            old: observed.config.text().to_owned(),
+            new: restored,
+        }),
+    }
+    outcome.actions.push(DisableAction::RestoreImageStore {
+        path,
+        to: record.features.clone(),
+    });
+    Ok(true)
+}
+
 /// With `--migrate`: the remapped root's content goes back to the
-/// non-remapped root (also to finish an interrupted migration).
+/// non-remapped root (also to finish an interrupted migration). When the
+/// user's store is containerd's, only volumes and networks go back: its
+/// own images and containers from before enable are still there, and it
+/// cannot use a graph driver's.
 fn plan_migration(
     host: &Host,
     global: &Global,
     observed: &plan::Observed,
     current: Option<&str>,
+    containerd: bool,
     outcome: &mut DisableOutcome,
 ) -> Result<Option<Migration>, DisableError> {
     let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
@@ -236,9 +410,20 @@ fn plan_migration(
         Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
         _ => current.and_then(|value| remapped(host, observed, value, &host_root, &data_root)),
     };
-    let Some(migration) = migration else {
+    let Some(mut migration) = migration else {
         return Ok(None);
     };
+    if containerd && migrate::pending(host, &data_root).is_none() {
+        migration.scope = migrate::Scope::Volumes;
+        outcome.warnings.push(Warning {
+            file: host_root.clone(),
+            line: None,
+            message: format!(
+                "{CONTAINERD_BACK}; those of the remapped daemon stay in {} (the containerd store cannot use them, and dockerd does not answer to carry them)",
+                migration.remapped_root().display()
+            ),
+        });
+    }
     let content = Content::count(
         host,
         &data_root.join(format!("{}.{}", migration.uid, migration.gid)),
@@ -280,6 +465,7 @@ fn remapped(
         gid: gids.start as u32,
         count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
         direction: Direction::OutOfRemapped,
+        scope: migrate::Scope::All,
     })
 }
 
@@ -344,6 +530,8 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
                 account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
             }
             DisableAction::RemoveRemap { .. }
+            | DisableAction::RestoreImageStore { .. }
+            | DisableAction::CarryImages { .. }
             | DisableAction::RestartDaemon { .. }
             | DisableAction::MigrateData { .. } => {}
         }

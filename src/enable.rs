@@ -12,8 +12,10 @@ use crate::daemon::api::DaemonInfo;
 use crate::daemon::binary;
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
+use crate::image_store::{self, Store};
+use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
-use crate::plan::{self, Action, Plan, PlanError, Warning};
+use crate::plan::{self, Action, FileChange, Plan, PlanError, Warning};
 use crate::request::{EnableRequest, Global};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +26,15 @@ pub enum EnableError {
     Activate(#[from] ActivateError),
     #[error(transparent)]
     Migrate(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    Carry(#[from] CarryError),
 }
 
 impl EnableError {
     pub fn location(&self) -> Option<&crate::config::ParseError> {
         match self {
             EnableError::Plan(e) => e.location(),
-            EnableError::Activate(_) | EnableError::Migrate(_) => None,
+            EnableError::Activate(_) | EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
 }
@@ -53,6 +57,13 @@ pub struct Outcome {
     pub applied: bool,
     pub daemon: DaemonState,
     pub migrated: Option<MigrateReport>,
+    /// Images loaded and containers re-created from the containerd store.
+    pub carried: Option<CarryReport>,
+}
+
+/// The containerd store's content to carry, found while planning.
+struct Carry {
+    inventory: Inventory,
 }
 
 impl Outcome {
@@ -75,7 +86,27 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         Err(e) if provisioning(host, global, &e) => None,
         result => result?,
     };
-    let migration = plan_migration(host, &observed, &mut plan, request.migrate)?;
+    // None under --root: no program of the image is run.
+    let pidfile = observed.config.value("pidfile");
+    let pidfile = pidfile.as_ref().and_then(|v| v.as_str()).map(Path::new);
+    let api = daemon.as_ref().map(|d| &d.api);
+    let validator = activate::dockerd_validates(host, api, pidfile);
+    let info = daemon.as_ref().and_then(Daemon::observe);
+    let store = detect_store(host, &observed, &plan, info.as_ref(), validator.as_ref());
+    let found = Found {
+        daemon: daemon.as_ref(),
+        info: info.as_ref(),
+    };
+    let (migration, carry) = match &store {
+        Store::Containerd { why } => {
+            plan_containerd(host, &observed, &mut plan, why, found, request.migrate)?
+        }
+        Store::GraphDriver => (
+            plan_migration(host, &observed, &mut plan, found, request.migrate)?,
+            None,
+        ),
+    };
+    leftover_spool_warning(host, &mut plan);
     let expect = expected(host, &plan);
     if let Some(daemon) = &daemon {
         let refused = crate::check::containers::refused_under_remapping(&daemon.api);
@@ -98,11 +129,6 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             global.dry_run,
         )?;
     }
-    // None under --root: no program of the image is run.
-    let pidfile = observed.config.value("pidfile");
-    let pidfile = pidfile.as_ref().and_then(|v| v.as_str()).map(Path::new);
-    let api = daemon.as_ref().map(|d| &d.api);
-    let validator = activate::dockerd_validates(host, api, pidfile);
     engine_warnings(
         host,
         &mut plan,
@@ -138,16 +164,59 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             applied: false,
             daemon: state,
             migrated: None,
+            carried: None,
         });
     }
-    apply(host, &observed, &plan, request.count, validator.as_ref())?;
-    let after = plan::plan(host, &plan::observe(host, global)?, global, &spec, request)?;
-    if let Some(pending) = after.actions.first() {
-        return Err(PlanError::NotConverged(pending.describe()).into());
+    let fresh_record = image_store::read_record(host, &observed.config_path)
+        .map_err(PlanError::from)?
+        .is_none();
+    // Images leave the containerd store while it still serves them.
+    let spool = match (&carry, &daemon) {
+        (Some(c), Some(d)) => Some(Spool::save(
+            host,
+            &plan.data_root,
+            &d.api,
+            &c.inventory,
+            global.timeout,
+        )?),
+        _ => None,
+    };
+    // On the way out after a failure the originals are untouched in the
+    // containerd store: neither the spool nor a record made now is needed.
+    let abandon = |spool: Option<(Spool, u64)>| {
+        if let Some((spool, _)) = spool {
+            spool.discard();
+        }
+        if fresh_record {
+            let _ = image_store::remove_record(host, &observed.config_path);
+        }
+    };
+    if let Err(e) = apply(host, &observed, &plan, request.count, validator.as_ref()) {
+        abandon(spool);
+        return Err(e);
     }
+    // daemon.json is written: the record stays with it.
+    let after = match converge(host, global, &spec, request) {
+        Ok(after) => after,
+        Err(e) => {
+            if let Some((spool, _)) = spool {
+                spool.discard();
+            }
+            return Err(e);
+        }
+    };
     crate::failpoint::hit("enable.before_restart");
     let migrated = match &migration {
-        Some(m) => Some(migrate(host, daemon.as_ref(), m, &observed)?),
+        Some(m) => match migrate(host, daemon.as_ref(), m, &observed) {
+            Ok(report) => Some(report),
+            // Interrupted: daemon.json stays as planned for the rerun that
+            // finishes the move, and the saved images stay for loading.
+            Err(e @ EnableError::Migrate(_)) => return Err(e),
+            Err(e) => {
+                abandon(spool);
+                return Err(e);
+            }
+        },
         None => None,
     };
     let state = match &daemon {
@@ -162,6 +231,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
                     Some(m) => undo_migration(host, m, cause),
                     None => cause,
                 };
+                abandon(spool);
                 let original = observed.config_file.as_ref();
                 return Err(
                     activate::roll_back(host, d, &observed.config_path, original, cause).into(),
@@ -173,6 +243,14 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             info: d.observe().unwrap_or_default(),
         },
     };
+    let carried = match (spool, &carry, &daemon) {
+        (Some((spool, bytes)), Some(c), Some(d)) => {
+            let mut report = spool.load(&d.api, &c.inventory, global.timeout)?;
+            report.images_bytes = bytes;
+            Some(report)
+        }
+        _ => None,
+    };
     Ok(Outcome {
         plan: Plan {
             mapping: after.mapping,
@@ -181,7 +259,269 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         applied: true,
         daemon: state,
         migrated,
+        carried,
     })
+}
+
+/// A converged host plans nothing more.
+fn converge(
+    host: &Host,
+    global: &Global,
+    spec: &RemapSpec,
+    request: &EnableRequest,
+) -> Result<Plan, EnableError> {
+    let after = plan::plan(host, &plan::observe(host, global)?, global, spec, request)?;
+    if let Some(pending) = after.actions.first() {
+        return Err(PlanError::NotConverged(pending.describe()).into());
+    }
+    Ok(after)
+}
+
+/// Which image store the daemon uses now (or will at its first start).
+fn detect_store(
+    host: &Host,
+    observed: &plan::Observed,
+    plan: &Plan,
+    info: Option<&DaemonInfo>,
+    validator: Option<&activate::Validator>,
+) -> Store {
+    let engine_major = info
+        .and_then(|i| image_store::major_version(&i.server_version))
+        .or(validator.map(|v| v.major));
+    image_store::detect(&image_store::Evidence {
+        config: &observed.config,
+        info,
+        engine_major,
+        graph_driver_dir: image_store::GRAPH_DRIVERS
+            .iter()
+            .any(|d| host.has_entry(&plan.data_root.join(d))),
+    })
+}
+
+/// A spool an interrupted run left holds the only copy outside containerd
+/// of images it was carrying: say where it is and how to load it.
+fn leftover_spool_warning(host: &Host, plan: &mut Plan) {
+    let spool = plan.data_root.join(carry::SPOOL);
+    if host.has_entry(&spool) {
+        let shown = host.display(&spool);
+        plan.warnings.push(Warning {
+            file: shown.clone(),
+            line: None,
+            message: format!(
+                "an earlier --migrate left saved images here: load them with `docker load -i {}/images.tar`, then remove it",
+                shown.display()
+            ),
+        });
+    }
+}
+
+/// ": images a; containers b; volumes c", when the daemon that answers
+/// is the one whose root stays behind (the plain one).
+fn hidden_names(found: &Found<'_>, migration: &Migration) -> String {
+    let (Some(daemon), Some(info)) = (found.daemon, found.info) else {
+        return String::new();
+    };
+    if info.userns_active() || migration.direction != Direction::IntoRemapped {
+        return String::new();
+    }
+    Inventory::read(&daemon.api).map_or_else(|_| String::new(), |i| format!(": {}", i.describe()))
+}
+
+/// The running daemon, as found before planning.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    daemon: Option<&'a Daemon>,
+    info: Option<&'a DaemonInfo>,
+}
+
+/// On the containerd store: pin the graph driver in daemon.json, and say
+/// exactly what stays hidden, or (with `--migrate`) plan to carry it:
+/// images and containers through the API, volumes by the file migration.
+fn plan_containerd(
+    host: &Host,
+    observed: &plan::Observed,
+    plan: &mut Plan,
+    why: &str,
+    found: Found<'_>,
+    wanted: bool,
+) -> Result<(Option<Migration>, Option<Carry>), EnableError> {
+    pin_store(observed, plan, why)?;
+    let Some(base) = base_migration(host, plan) else {
+        return Ok((None, None));
+    };
+    let data_root = host.display(&plan.data_root);
+    let inventory = match (found.daemon, found.info) {
+        (Some(d), Some(_)) => Some(Inventory::read(&d.api).map_err(ActivateError::from)?),
+        _ => None,
+    };
+    // A remapped daemon on the containerd store keeps its volumes in
+    // `<uid>.<gid>` already: only images and containers need carrying.
+    let remapped = found.info.is_some_and(DaemonInfo::userns_active);
+    let Some(inventory) = inventory else {
+        if wanted && !Content::count(host, &plan.data_root).is_empty() {
+            return Err(ActivateError::Verify(format!(
+                "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd first, and let docker-userns restart it (no --no-restart) (nothing was changed)"
+            ))
+            .into());
+        }
+        plan.warnings.push(Warning {
+            file: data_root,
+            line: None,
+            message: format!(
+                "the containerd image store is in use ({why}): its images and containers are hidden under remapping; dockerd does not answer, so they cannot be listed"
+            ),
+        });
+        return Ok((None, None));
+    };
+    if inventory.is_empty() {
+        return Ok((None, None));
+    }
+    if !wanted {
+        plan.warnings.push(Warning {
+            file: data_root,
+            line: None,
+            message: format!(
+                "the containerd image store is in use ({why}); under remapping dockerd uses the graph driver and these are hidden: {}; add --migrate to carry them over",
+                inventory.describe()
+            ),
+        });
+        return Ok((None, None));
+    }
+    refuse_live_restore(observed)?;
+    left_behind_warnings(plan, &inventory, &data_root);
+    let migration = match remapped {
+        true => None,
+        false => plan_volume_move(host, plan, base, &inventory)?,
+    };
+    plan.actions.push(Action::CarryImages {
+        spool: carry::spool_path(&data_root),
+        images: inventory.images.clone(),
+        containers: inventory
+            .containers
+            .iter()
+            .filter(|c| c.refused.is_none())
+            .map(|c| c.name.clone())
+            .collect(),
+    });
+    Ok((migration, Some(Carry { inventory })))
+}
+
+/// What `--migrate` leaves in the containerd store, and why.
+fn left_behind_warnings(plan: &mut Plan, inventory: &Inventory, data_root: &std::path::Path) {
+    let refused = inventory.refused();
+    if !refused.is_empty() {
+        plan.warnings.push(Warning {
+            file: data_root.to_owned(),
+            line: None,
+            message: format!(
+                "not re-created under remapping (they stay, hidden, in {}): {}",
+                data_root.display(),
+                refused.join("; ")
+            ),
+        });
+    }
+    if !inventory.untagged.is_empty() {
+        plan.warnings.push(Warning {
+            file: data_root.to_owned(),
+            line: None,
+            message: format!(
+                "untagged images are not carried (a load gives them no name): {}",
+                inventory.untagged.join(", ")
+            ),
+        });
+    }
+}
+
+/// Volumes and networks go into the remapped root by the file migration,
+/// checked now so that a refusal changes nothing.
+fn plan_volume_move(
+    host: &Host,
+    plan: &mut Plan,
+    base: Migration,
+    inventory: &Inventory,
+) -> Result<Option<Migration>, EnableError> {
+    let migration = Migration {
+        scope: migrate::Scope::Volumes,
+        ..base
+    };
+    let moved = migration
+        .preflight(host)
+        .map_err(|e| ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)")))?;
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    plan.actions.push(Action::MigrateData {
+        from: migration.source(),
+        to: migration.remapped_root(),
+        content: format!(
+            "{} (volumes {})",
+            moved.join(" and "),
+            inventory.volumes.join(", ")
+        ),
+    });
+    Ok(Some(migration))
+}
+
+/// Adds `"containerd-snapshotter": false` to the daemon.json the plan
+/// writes, every other byte kept.
+fn pin_store(observed: &plan::Observed, plan: &mut Plan, why: &str) -> Result<(), EnableError> {
+    let path = plan.config_path.clone();
+    let Some(features) =
+        image_store::pinned_features(&observed.config, &path).map_err(PlanError::from)?
+    else {
+        return Ok(());
+    };
+    let index = plan.changes.iter().position(|c| c.path == path);
+    let base = index.map_or_else(
+        || observed.config.text().to_owned(),
+        |i| plan.changes[i].new.clone(),
+    );
+    let edited = DaemonConfig::parse(&path, base.as_bytes())
+        .map_err(PlanError::from)?
+        .with_raw(image_store::FEATURES, &features);
+    match index {
+        Some(i) => plan.changes[i].new = edited,
+        None => plan.changes.push(FileChange {
+            path: path.clone(),
+            old: observed.config.text().to_owned(),
+            new: edited,
+        }),
+    }
+    plan.actions.push(Action::PinImageStore {
+        path,
+        from: observed
+            .config
+            .raw(image_store::FEATURES)
+            .map(str::to_owned),
+        to: features,
+        why: why.to_owned(),
+    });
+    Ok(())
+}
+
+/// The migration into the remapped root the plan's mapping names.
+fn base_migration(host: &Host, plan: &Plan) -> Option<Migration> {
+    let uids = plan.mapping.uid_ranges.first()?;
+    let gids = plan.mapping.gid_ranges.first()?;
+    Some(Migration {
+        data_root: host.display(&plan.data_root),
+        daemon_data_root: plan.data_root.clone(),
+        uid: uids.start as u32,
+        gid: gids.start as u32,
+        count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
+        direction: Direction::IntoRemapped,
+        scope: migrate::Scope::All,
+    })
+}
+
+fn refuse_live_restore(observed: &plan::Observed) -> Result<(), EnableError> {
+    if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
+        return Err(ActivateError::Verify(
+            "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// With `--migrate`, the migration to do: the non-remapped root's state
@@ -192,30 +532,26 @@ fn plan_migration(
     host: &Host,
     observed: &plan::Observed,
     plan: &mut Plan,
+    found: Found<'_>,
     wanted: bool,
 ) -> Result<Option<Migration>, EnableError> {
-    let (Some(uids), Some(gids)) = (
-        plan.mapping.uid_ranges.first(),
-        plan.mapping.gid_ranges.first(),
-    ) else {
+    let Some(new) = base_migration(host, plan) else {
         return Ok(None);
     };
-    let data_root = host.display(&plan.data_root);
-    let new = Migration {
-        data_root: data_root.clone(),
-        daemon_data_root: plan.data_root.clone(),
-        uid: uids.start as u32,
-        gid: gids.start as u32,
-        count: uids.count.min(gids.count).min(u64::from(u32::MAX)) as u32,
-        direction: Direction::IntoRemapped,
-    };
+    let data_root = new.data_root.clone();
     let unfinished =
         migrate::pending(host, &plan.data_root).filter(|p| p.uid == new.uid && p.gid == new.gid);
+    // What the containerd store left in the plain root was carried when
+    // the store was pinned; the graph driver cannot use it.
+    let pinned = image_store::read_record(host, &observed.config_path)
+        .map_err(PlanError::from)?
+        .is_some();
     let (migration, content) = match unfinished {
         Some(m) => {
             let content = Content::count(host, &plan.data_root);
             (m, content)
         }
+        None if pinned => return Ok(None),
         None => match source_with_content(host, plan, &new) {
             Some(found) => found,
             None => return Ok(None),
@@ -226,18 +562,14 @@ fn plan_migration(
             file: data_root,
             line: None,
             message: format!(
-                "{content} in {} stay there and are hidden under this mapping; add --migrate to carry them over",
-                migration.source().display()
+                "{content} in {} stay there and are hidden under this mapping; add --migrate to carry them over{}",
+                migration.source().display(),
+                hidden_names(&found, &migration)
             ),
         });
         return Ok(None);
     }
-    if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
-        return Err(ActivateError::Verify(
-            "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
-        )
-        .into());
-    }
+    refuse_live_restore(observed)?;
     if migrate::pending(host, &plan.data_root).is_none() {
         migration.preflight(host).map_err(|e| {
             ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
@@ -527,7 +859,7 @@ fn apply(
         .actions
         .iter()
         .cloned()
-        .partition(|a| matches!(a, Action::SetRemap { .. }));
+        .partition(|a| matches!(a, Action::SetRemap { .. } | Action::PinImageStore { .. }));
     let step = |actions| Plan {
         actions,
         ..plan.clone()

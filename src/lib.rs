@@ -21,6 +21,7 @@ pub mod files;
 pub mod grant;
 pub mod host;
 pub mod ids;
+pub mod image_store;
 pub mod migrate;
 pub mod plan;
 pub mod report;

@@ -66,6 +66,8 @@ pub enum PlanError {
         min: u64,
         max: u64,
     },
+    #[error(transparent)]
+    Store(#[from] crate::image_store::StoreError),
     #[error("the host did not converge: after applying, the plan still wants: {0}")]
     NotConverged(String),
 }
@@ -162,6 +164,23 @@ pub enum Action {
         to: PathBuf,
         content: String,
     },
+    /// Write `"containerd-snapshotter": false` in daemon.json's
+    /// `features`, keeping the user's value for `disable`.
+    PinImageStore {
+        path: PathBuf,
+        /// The `features` value as the file has it, if any.
+        from: Option<String>,
+        to: String,
+        /// What shows the containerd store.
+        why: String,
+    },
+    /// Carry the containerd store's images (saved to `spool` before the
+    /// restart, loaded after) and re-create its containers.
+    CarryImages {
+        spool: PathBuf,
+        images: Vec<String>,
+        containers: Vec<String>,
+    },
 }
 
 impl Action {
@@ -181,6 +200,8 @@ impl Action {
             Action::RestartDaemon { .. } => "restart_daemon",
             Action::CompleteAccount { .. } => "complete_account",
             Action::MigrateData { .. } => "migrate_data",
+            Action::PinImageStore { .. } => "pin_image_store",
+            Action::CarryImages { .. } => "carry_images",
         }
     }
 
@@ -193,6 +214,8 @@ impl Action {
             Action::RestartDaemon { .. } => None,
             Action::CompleteAccount { .. } => Some(account::SHADOW.into()),
             Action::MigrateData { from, .. } => Some(from.clone()),
+            Action::PinImageStore { path, .. } => Some(path.clone()),
+            Action::CarryImages { spool, .. } => Some(spool.clone()),
         }
     }
 
@@ -234,6 +257,20 @@ impl Action {
                 "move {content} from {} to {} and shift their ids",
                 from.display(),
                 to.display()
+            ),
+            Action::PinImageStore { path, to, why, .. } => format!(
+                "set \"features\": {to} in {} (the containerd image store is in use: {why}; with userns-remap dockerd needs the graph driver; disable puts the current value back)",
+                path.display()
+            ),
+            Action::CarryImages {
+                spool,
+                images,
+                containers,
+            } => format!(
+                "save images [{}] to {} before the restart, load them into the remapped daemon after it, and re-create containers [{}]",
+                images.join(", "),
+                spool.display(),
+                containers.join(", ")
             ),
             Action::CompleteAccount {
                 name,
@@ -826,6 +863,16 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
         .actions
         .iter()
         .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. }));
+    // The user's own store setting is on disk before daemon.json changes.
+    if plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::PinImageStore { .. }))
+    {
+        let record = crate::image_store::Record::of(&observed.config);
+        crate::image_store::write_record(host, &observed.config_path, &record)?;
+    }
+    let mut written = false;
     for action in &plan.actions {
         crate::failpoint::hit("enable.before_action");
         match action {
@@ -834,14 +881,21 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
                 account::create_user(host, &observed.tool, name, group)?
             }
             Action::AddRange { kind, owner, .. } => add_range(host, *kind, owner, count, creating)?,
-            Action::SetRemap { .. } => write_config(host, observed, plan)?,
+            Action::SetRemap { .. } | Action::PinImageStore { .. } if !written => {
+                write_config(host, observed, plan)?;
+                written = true;
+            }
             Action::CompleteAccount {
                 name,
                 shadow,
                 gshadow,
             } => account::complete(host, name, *shadow, *gshadow)?,
-            // Both need dockerd stopped or restarted: `enable` does them.
-            Action::RestartDaemon { .. } | Action::MigrateData { .. } => {}
+            // One write carries both daemon.json changes.
+            Action::SetRemap { .. } | Action::PinImageStore { .. } => {}
+            // These need dockerd stopped or restarted: `enable` does them.
+            Action::RestartDaemon { .. }
+            | Action::MigrateData { .. }
+            | Action::CarryImages { .. } => {}
         }
     }
     Ok(())
@@ -903,7 +957,7 @@ fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), Pla
         .changes
         .iter()
         .find(|c| c.path == plan.config_path)
-        .expect("a SetRemap action has its file change");
+        .expect("a daemon.json action has its file change");
     let path = &observed.config_path;
     if let Some(parent) = path.parent() {
         atomic::ensure_dir(host, parent)?;

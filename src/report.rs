@@ -83,6 +83,7 @@ pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
         "warnings": plan.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "daemon": daemon_json(&outcome.daemon),
         "migration": outcome.migrated.as_ref().map(crate::migrate::MigrateReport::to_json),
+        "carried": outcome.carried.as_ref().map(crate::migrate::containerd::CarryReport::to_json),
     });
     if diff {
         value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
@@ -125,6 +126,19 @@ fn action_json(action: &Action) -> Value {
         Action::MigrateData { from, to, .. } => {
             value["from"] = json!(from);
             value["to"] = json!(to);
+        }
+        Action::PinImageStore { from, to, .. } => {
+            value["from"] = json!(from);
+            value["to"] = json!(to);
+        }
+        Action::CarryImages {
+            spool,
+            images,
+            containers,
+        } => {
+            value["spool"] = json!(spool);
+            value["images"] = json!(images);
+            value["containers"] = json!(containers);
         }
     }
     value
@@ -212,6 +226,37 @@ pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool)
         }
     }
     out.push_str(&daemon_human(&outcome.daemon));
+    if let Some(carried) = &outcome.carried {
+        out.push_str(&carried_human(carried));
+    }
+    out
+}
+
+fn carried_human(carried: &crate::migrate::containerd::CarryReport) -> String {
+    let list = |names: &[String]| match names {
+        [] => "none".to_owned(),
+        _ => names.join(", "),
+    };
+    let mut out = format!(
+        "images      loaded {} ({} MiB saved and loaded)
+containers  re-created {}
+",
+        list(&carried.loaded),
+        carried.images_bytes >> 20,
+        list(&carried.recreated)
+    );
+    if !carried.kept.is_empty() {
+        out.push_str(&format!(
+            "            kept, as one of the same name is there: {}\n",
+            carried.kept.join(", ")
+        ));
+    }
+    if !carried.not_recreated.is_empty() {
+        out.push_str(&format!(
+            "            NOT re-created: {}\n",
+            carried.not_recreated.join("; ")
+        ));
+    }
     out
 }
 
@@ -281,6 +326,7 @@ pub fn disable_json(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Valu
         "actions": actions,
         "warnings": outcome.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "daemon": daemon_json(&outcome.daemon),
+        "carried": outcome.carried.as_ref().map(crate::migrate::containerd::CarryReport::to_json),
     });
     if diff {
         value["diff"] = Value::String(outcome.changes.iter().map(unified_diff).collect());
@@ -309,6 +355,9 @@ pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Str
     }
     out.push_str(&warnings_human(&paint, &outcome.warnings));
     out.push_str(&daemon_human(&outcome.daemon));
+    if let Some(carried) = &outcome.carried {
+        out.push_str(&carried_human(carried));
+    }
     out
 }
 

@@ -181,6 +181,12 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
         warnings.contains("are hidden under this mapping; add --migrate"),
         "{warnings}"
     );
+    for name in [BASE, BUILT, "stopped", "running", "volumes data"] {
+        ensure!(
+            warnings.contains(name),
+            "the plan does not name {name}: {warnings}"
+        );
+    }
     let (code, dry) = tool(&h, &["enable", "--migrate", "--dry-run"])?;
     ensure!(code == 1, "{dry}");
     let action = dry["actions"]

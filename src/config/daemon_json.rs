@@ -83,9 +83,20 @@ impl DaemonConfig {
         }
     }
 
+    /// The exact text of a top-level key's value, as written in the file.
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        let member = self.root.as_ref()?.get(key)?;
+        Some(&self.text[member.value.clone()])
+    }
+
     /// The text with `key` set to the string `value`, everything else kept.
     pub fn with_string(&self, key: &str, value: &str) -> String {
-        let literal = json::quote(value);
+        self.with_raw(key, &json::quote(value))
+    }
+
+    /// The text with `key` set to `literal` (JSON text, written as given),
+    /// everything else kept.
+    pub fn with_raw(&self, key: &str, literal: &str) -> String {
         let Some(root) = &self.root else {
             let bom = if self.text.starts_with('\u{feff}') {
                 "\u{feff}"
@@ -95,7 +106,7 @@ impl DaemonConfig {
             return format!("{bom}{{\n  {}: {literal}\n}}\n", json::quote(key));
         };
         if let Some(member) = root.get(key) {
-            return splice(&self.text, member.value.clone(), &literal);
+            return splice(&self.text, member.value.clone(), literal);
         }
         let Some(last) = root.members.last() else {
             let object = format!("{{\n  {}: {literal}\n}}", json::quote(key));

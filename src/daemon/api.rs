@@ -74,6 +74,14 @@ pub enum ApiError {
     },
     #[error("dockerd did not answer on {path} in time; last error: {last}")]
     NotReady { path: PathBuf, last: Box<ApiError> },
+    /// A streaming or non-GET request (see `transfer`).
+    #[error("{method} {target} on {path}: {reason}")]
+    Transfer {
+        method: &'static str,
+        path: PathBuf,
+        target: String,
+        reason: String,
+    },
 }
 
 /// One HTTP response with its body already de-framed.
@@ -123,6 +131,12 @@ pub struct DaemonInfo {
         deserialize_with = "null_as_default"
     )]
     pub live_restore_enabled: bool,
+    #[serde(rename = "Driver", default, deserialize_with = "null_as_default")]
+    pub driver: String,
+    /// `[name, value]` pairs; the containerd image store shows
+    /// `["driver-type", "io.containerd.snapshotter.v1"]`.
+    #[serde(rename = "DriverStatus", default, deserialize_with = "null_as_default")]
+    pub driver_status: Vec<Vec<String>>,
     /// Engine 27+; `None` before.
     #[serde(rename = "Containerd", default)]
     pub containerd: Option<ContainerdInfo>,
@@ -361,6 +375,10 @@ impl DockerApi {
         &self.socket
     }
 
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// `GET /_ping`, which answers `OK` once the daemon serves requests.
     pub fn ping(&self) -> Result<(), ApiError> {
         let target = "/_ping";
@@ -448,7 +466,7 @@ impl DockerApi {
     // std has no connect timeout; a unix connect blocks only when the
     // listener's backlog is full, i.e. when dockerd is wedged, so the
     // attempt runs on a thread that is abandoned if it does not return.
-    fn connect(&self, timeout: Duration) -> Result<UnixStream, ApiError> {
+    pub(super) fn connect(&self, timeout: Duration) -> Result<UnixStream, ApiError> {
         let (tx, rx) = mpsc::channel();
         let path = self.socket.clone();
         thread::spawn(move || {
@@ -488,7 +506,7 @@ impl DockerApi {
 }
 
 /// Docker errors are `{"message": "..."}`; anything else is shown as text.
-fn error_message(body: &[u8]) -> String {
+pub(super) fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         message: String,
@@ -523,7 +541,7 @@ impl DeadlineStream {
     }
 }
 
-fn timed_out(e: io::Error) -> io::Error {
+pub(super) fn timed_out(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::WouldBlock {
         return io::Error::new(io::ErrorKind::TimedOut, "request timed out");
     }
@@ -567,7 +585,7 @@ pub fn read_response<R: BufRead>(mut reader: R) -> Result<Response, HttpError> {
     }
 }
 
-fn read_status_line(reader: &mut impl BufRead) -> Result<u16, HttpError> {
+pub(super) fn read_status_line(reader: &mut impl BufRead) -> Result<u16, HttpError> {
     let line = read_line(reader)?;
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
@@ -584,7 +602,7 @@ fn read_status_line(reader: &mut impl BufRead) -> Result<u16, HttpError> {
     }
 }
 
-fn read_headers(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, HttpError> {
+pub(super) fn read_headers(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, HttpError> {
     let mut headers = Vec::new();
     loop {
         let line = read_line(reader)?;
@@ -602,7 +620,7 @@ fn read_headers(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, Http
 }
 
 /// One CRLF- (or bare LF-) terminated line without its terminator.
-fn read_line(reader: &mut impl BufRead) -> Result<String, HttpError> {
+pub(super) fn read_line(reader: &mut impl BufRead) -> Result<String, HttpError> {
     let mut buf = Vec::new();
     reader
         .take(MAX_LINE as u64 + 1)
@@ -620,7 +638,7 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, HttpError> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn read_body(
+pub(super) fn read_body(
     reader: &mut impl BufRead,
     status: u16,
     headers: &[(String, String)],
@@ -695,7 +713,7 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
     }
 }
 
-fn chunk_size(line: &str) -> Result<usize, HttpError> {
+pub(super) fn chunk_size(line: &str) -> Result<usize, HttpError> {
     let digits = line.split(';').next().unwrap_or_default().trim();
     match usize::from_str_radix(digits, 16) {
         Ok(n) if !digits.is_empty() && !digits.starts_with('+') => Ok(n),
@@ -703,7 +721,7 @@ fn chunk_size(line: &str) -> Result<usize, HttpError> {
     }
 }
 
-fn skip_trailers(reader: &mut impl BufRead) -> Result<(), HttpError> {
+pub(super) fn skip_trailers(reader: &mut impl BufRead) -> Result<(), HttpError> {
     for _ in 0..=MAX_HEADERS {
         if read_line(reader)?.is_empty() {
             return Ok(());

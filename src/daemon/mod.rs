@@ -4,3 +4,4 @@ pub mod api;
 pub mod binary;
 pub mod flags;
 pub mod service;
+pub mod transfer;

@@ -239,6 +239,35 @@ impl At {
         }
     }
 
+    /// Creates `name` as a new directory only root can enter (an error
+    /// when anything is there already) and opens it without following a
+    /// link.
+    pub fn create_private_dir(&self, name: &str) -> Result<At, MigrateError> {
+        rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| io_err(self.join(name), e))?;
+        let dir = self
+            .dir(name)?
+            .ok_or_else(|| io_err(self.join(name), Errno::NOENT))?;
+        dir.set_owner_mode(0, 0, 0o700)?;
+        Ok(dir)
+    }
+
+    /// Creates the new regular file `name` (0600), never writing through
+    /// anything already there.
+    pub fn create_file(&self, name: &str) -> Result<std::fs::File, MigrateError> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))
+            .map(std::fs::File::from)
+            .map_err(|e| io_err(self.join(name), e))
+    }
+
+    /// Bytes available on this directory's filesystem.
+    pub fn free_bytes(&self) -> Result<u64, MigrateError> {
+        let st = rfs::fstatvfs(&self.fd).map_err(|e| io_err(self.path.clone(), e))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     pub fn remove_dir(&self, name: &str) -> Result<(), MigrateError> {
         rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(|e| io_err(self.join(name), e))
     }

@@ -17,6 +17,7 @@
 //! link is checked before the first write, so a refusal changes nothing.
 
 mod at;
+pub mod containerd;
 mod journal;
 
 use std::path::{Component, Path, PathBuf};
@@ -43,7 +44,12 @@ const STATE: &[&str] = &[
     "tmp",
     "trust",
     "containerd",
+    ENGINE_ID,
 ];
+/// How long mounts below the data root may take to go after dockerd stops.
+const MOUNTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The daemon's identity (Engine 27+), a file in each root it runs on.
+const ENGINE_ID: &str = "engine-id";
 /// Storage drivers whose layers this module cannot shift.
 const OTHER_DRIVERS: &[&str] = &[
     "vfs",
@@ -53,11 +59,12 @@ const OTHER_DRIVERS: &[&str] = &[
     "devicemapper",
     "fuse-overlayfs",
 ];
+/// What moves on the containerd image store: images and containers are
+/// carried through the API instead (see `containerd`).
+const VOLUME_STATE: &[&str] = &["volumes", "network"];
 /// Files dockerd writes into a container's directory for its process.
 const CONTAINER_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
 const CONFIG: &str = "config.v2.json";
-/// The daemon's identity file in a data root (Engine 28+).
-const ENGINE_ID: &str = "engine-id";
 /// What a layer holds that container processes own.
 const LAYER_TREES: &[&str] = &["diff", "work"];
 /// Path fields of `config.v2.json` that point into the data root.
@@ -112,6 +119,18 @@ pub enum Direction {
     Between { old_uid: u32, old_gid: u32 },
 }
 
+/// What a migration moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything of the daemon's state (a graph driver's store).
+    #[default]
+    All,
+    /// Volumes and networks only: the images and containers of the
+    /// containerd store are not files a graph driver can use.
+    Volumes,
+}
+
 /// One migration: where, which way, and the mapping.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Migration {
@@ -125,6 +144,8 @@ pub struct Migration {
     pub gid: u32,
     pub count: u32,
     pub direction: Direction,
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// What a migration did, for the report.
@@ -207,6 +228,18 @@ impl Migration {
         }
     }
 
+    /// The top-level entries this migration moves.
+    fn state(&self) -> &'static [&'static str] {
+        match self.scope {
+            Scope::All => STATE,
+            Scope::Volumes => VOLUME_STATE,
+        }
+    }
+
+    fn carries_layers(&self) -> bool {
+        self.scope == Scope::All
+    }
+
     fn journal(&self) -> PathBuf {
         self.data_root.join(journal::NAME)
     }
@@ -242,7 +275,7 @@ impl Migration {
         let target = Self::open_named(root, self.target_name())?;
         let root_dev = root.dev();
         let mut entries = Vec::new();
-        for name in STATE {
+        for name in self.state() {
             let Some(meta) = source.lstat(name)? else {
                 continue;
             };
@@ -255,6 +288,10 @@ impl Migration {
             }
             if let Some(target) = &target {
                 if target.lstat(name)?.is_some() && !target.is_empty_dir(name) {
+                    // Each root's daemon has its identity: the target's stays.
+                    if *name == ENGINE_ID {
+                        continue;
+                    }
                     return Err(MigrateError::Refused(format!(
                         "both {} and {} exist; remove the one you do not need first",
                         source.join(name).display(),
@@ -264,7 +301,7 @@ impl Migration {
             }
             entries.push((*name).to_owned());
         }
-        for driver in OTHER_DRIVERS {
+        for driver in OTHER_DRIVERS.iter().filter(|_| self.carries_layers()) {
             if source.lstat(driver)?.is_some() {
                 return Err(MigrateError::Refused(format!(
                     "{} holds layers of the {driver} storage driver; only overlay2 layers can be migrated",
@@ -314,7 +351,7 @@ impl Migration {
             self.movable(&root)?
         };
         self.inspect(&root)?;
-        if let Some(mount) = mounts_under(&root)?.first() {
+        if let Some(mount) = settled_mounts(&root)?.first() {
             return Err(MigrateError::Refused(format!(
                 "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
             )));
@@ -355,7 +392,7 @@ impl Migration {
             return Ok(Vec::new());
         };
         let mut entries = Vec::new();
-        for name in STATE {
+        for name in self.state() {
             if source.lstat(name)?.is_some() {
                 entries.push((*name).to_owned());
             }
@@ -404,7 +441,11 @@ impl Migration {
             _ => prefix(&self.daemon_data_root),
         };
         let (from, to) = (seen_by_daemon(self.source()), seen_by_daemon(self.target()));
-        let Some(containers) = self.target_subdir(root, "containers")? else {
+        let containers = match self.carries_layers() {
+            true => self.target_subdir(root, "containers")?,
+            false => None,
+        };
+        let Some(containers) = containers else {
             return Ok(0);
         };
         let mut rewritten = 0;
@@ -437,6 +478,20 @@ impl Migration {
         }
     }
 
+    /// A layer or container directory of the target, when this migration
+    /// moved them.
+    fn layer_subdir(
+        &self,
+        root: &At,
+        name: &str,
+        layers: bool,
+    ) -> Result<Option<At>, MigrateError> {
+        if !layers {
+            return Ok(None);
+        }
+        self.target_subdir(root, name)
+    }
+
     /// Shifts what container processes own; ids already in the target
     /// range are outside the source range, so a rerun shifts nothing twice.
     fn shift_owned(&self, root: &At, report: &mut MigrateReport) -> Result<(), MigrateError> {
@@ -448,7 +503,8 @@ impl Migration {
             progress: false,
         };
         // One directory open at a time: a root may hold thousands.
-        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+        let layers = self.carries_layers();
+        if let Some(overlay) = self.layer_subdir(root, "overlay2", layers)? {
             for name in overlay.subdirs(&["l"])? {
                 let Some(layer) = overlay.dir(&name)? else {
                     continue;
@@ -470,7 +526,7 @@ impl Migration {
                 }
             }
         }
-        if let Some(containers) = self.target_subdir(root, "containers")? {
+        if let Some(containers) = self.layer_subdir(root, "containers", layers)? {
             for name in containers.subdirs(&[])? {
                 let Some(container) = containers.dir(&name)? else {
                     continue;
@@ -494,14 +550,15 @@ impl Migration {
             Direction::IntoRemapped | Direction::Between { .. } => self.gid,
             Direction::OutOfRemapped => 0,
         };
-        if let Some(overlay) = self.target_subdir(root, "overlay2")? {
+        let layers = self.carries_layers();
+        if let Some(overlay) = self.layer_subdir(root, "overlay2", layers)? {
             for name in overlay.subdirs(&["l"])? {
                 if let Some(layer) = overlay.dir(&name)? {
                     layer.set_owner_mode(0, gid, 0o710)?;
                 }
             }
         }
-        if let Some(containers) = self.target_subdir(root, "containers")? {
+        if let Some(containers) = self.layer_subdir(root, "containers", layers)? {
             for name in containers.subdirs(&[])? {
                 let Some(container) = containers.dir(&name)? else {
                     continue;
@@ -513,31 +570,25 @@ impl Migration {
             }
         }
         if let Some(source) = self.source_name() {
-            Self::drop_engine_id(root, &source)?;
+            remove_lone_identity(root, &source)?;
             if root.is_empty_dir(&source) {
                 root.remove_dir(&source)?;
             }
         }
         Ok(())
     }
+}
 
-    /// Engine 28 writes an `engine-id` in every root it runs on; in a
-    /// `<uid>.<gid>` root emptied by the migration it is all that is left,
-    /// and it names a daemon that no longer runs there.
-    fn drop_engine_id(root: &At, source: &str) -> Result<(), MigrateError> {
-        let Some(dir) = root.dir(source)? else {
-            return Ok(());
-        };
-        let names = dir.names()?;
-        let only_id = names.len() == 1 && names[0] == ENGINE_ID;
-        let regular = dir.lstat(ENGINE_ID)?.is_some_and(|st| {
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-        });
-        if only_id && regular {
-            dir.remove_file(ENGINE_ID)?;
-        }
-        Ok(())
+/// A `<uid>.<gid>` root emptied by the migration but for the identity its
+/// daemon wrote (the target kept its own) goes away whole.
+fn remove_lone_identity(root: &At, name: &str) -> Result<(), MigrateError> {
+    let Some(dir) = root.dir(name)? else {
+        return Ok(());
+    };
+    if dir.names()? == [std::ffi::OsString::from(ENGINE_ID)] && dir.file(ENGINE_ID)?.is_some() {
+        dir.remove_file(ENGINE_ID)?;
     }
+    Ok(())
 }
 
 /// Refuses, in one side's state, a link or a file of the wrong kind where
@@ -655,6 +706,21 @@ fn shift_file(entry: &Entry, uid_map: IdMap, gid_map: IdMap) -> Result<bool, Mig
     }
     entry.chown(uid, gid)?;
     Ok(true)
+}
+
+/// A stopped dockerd unmounts the bind mount it puts on its root (where
+/// the parent mount is private) on its way out; a stop command can return
+/// a moment before that is visible. What is still mounted after a short
+/// wait stays mounted.
+fn settled_mounts(root: &At) -> Result<Vec<String>, MigrateError> {
+    let deadline = std::time::Instant::now() + MOUNTS_SETTLE;
+    loop {
+        let mounts = mounts_under(root)?;
+        if mounts.is_empty() || std::time::Instant::now() >= deadline {
+            return Ok(mounts);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// Mount points at or below the data root (from /proc/self/mountinfo).

@@ -438,3 +438,33 @@ fn migrate_leaves_a_volume_hard_link_to_etc_shadow_unchanged_and_says_so() {
         "the migration should report the hard link it left alone: {text}"
     );
 }
+
+/// The image's daemon.json asks for the containerd image store, so
+/// `enable` pins the graph driver and keeps the user's value in a record
+/// beside it; the image plants that record as a link to its shadow file.
+#[test]
+fn pin_refuses_a_store_record_planted_as_link_to_etc_shadow() {
+    let scene = Scene::new();
+    let img = image(&scene);
+    let config = img.join("etc/docker/daemon.json");
+    write(
+        &config,
+        "{\"features\": {\"containerd-snapshotter\": true}}\n",
+        0o644,
+    );
+    symlink(
+        "/etc/shadow",
+        img.join("etc/docker/daemon.json.docker-userns-features"),
+    )
+    .unwrap();
+    let etc = scene.etc_fingerprint();
+    let image_etc = fingerprint_tree(&img.join("etc"));
+    let out = scene.run(r#""$BIN" --root "$T/img" enable --yes --format json"#);
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    assert_unchanged(
+        "image /etc",
+        &image_etc,
+        &fingerprint_tree(&img.join("etc")),
+    );
+    assert_refused(&out, "daemon.json.docker-userns-features");
+}

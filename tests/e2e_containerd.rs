@@ -1,0 +1,275 @@
+//! `enable --migrate` on a daemon using the containerd image store (Engine
+//! 28, `"containerd-snapshotter": true`): images, containers and volumes
+//! survive the switch to the remapped daemon, which runs on the graph
+//! driver; `disable --migrate` puts the user's own store setting back and
+//! carries what was made while remapped back into the containerd store.
+
+mod e2e_support;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use e2e_support::{ENGINE_VAR, Harness};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
+const BASE: &str = "busybox:e2e";
+/// The user's daemon.json, with the store chosen in a nested object.
+const DAEMON_JSON: &str =
+    "{\n  \"features\": {\"containerd-snapshotter\": true},\n  \"debug\": false\n}\n";
+
+fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
+    let mut command = h.ns_command(BIN);
+    command
+        .args(["--format", "json", "--timeout", "90", "--host"])
+        .arg(h.docker_host())
+        .arg("--data-root")
+        .arg(&h.paths().data_root)
+        .arg("--restart-command")
+        .arg(h.restart_command())
+        .arg("--stop-command")
+        .arg(h.stop_command())
+        .args(args);
+    let out = h.run(command, Duration::from_secs(600))?;
+    let value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "no JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.code().unwrap_or(-1), value))
+}
+
+/// The busybox image, a volume with files of uid 0 and 1000, a stopped
+/// container using it and a running one.
+fn populate(h: &Harness) -> Result<()> {
+    h.import_busybox(BASE)?;
+    h.docker_ok(&["volume", "create", "data"])?;
+    h.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        BASE,
+        "sh",
+        "-c",
+        "echo r > /data/root-file && echo u > /data/user-file && chown 1000:1000 /data/user-file",
+    ])?;
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "stopped",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        BASE,
+        "cat",
+        "/data/root-file",
+    ])?;
+    h.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "running",
+        "--network",
+        "none",
+        BASE,
+        "sleep",
+        "600",
+    ])?;
+    h.docker_ok(&["network", "create", "mynet"])?;
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "networked",
+        "--network",
+        "mynet",
+        "--network-alias",
+        "web",
+        BASE,
+        "true",
+    ])?;
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "privileged",
+        "--privileged",
+        "--network",
+        "none",
+        BASE,
+        "true",
+    ])?;
+    Ok(())
+}
+
+fn tags(h: &Harness) -> Result<String> {
+    let list = h.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
+    let mut lines: Vec<&str> = list.lines().collect();
+    lines.sort();
+    Ok(lines.join("\n"))
+}
+
+fn driver_type(h: &Harness) -> Result<String> {
+    h.docker_ok(&["info", "--format", "{{json .DriverStatus}}"])
+}
+
+#[test]
+fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Result<()> {
+    // The containerd store needs Engine 24 or later: 26 when asked for,
+    // else 28. This binary holds this one test, so nothing reads the
+    // environment concurrently.
+    if !matches!(std::env::var(ENGINE_VAR).as_deref(), Ok("26" | "28")) {
+        unsafe { std::env::set_var(ENGINE_VAR, "28") };
+    }
+    let h = Harness::new()?;
+    h.write_daemon_json(DAEMON_JSON)?;
+    h.start()?;
+    ensure!(
+        driver_type(&h)?.contains("io.containerd.snapshotter.v1"),
+        "the daemon does not use the containerd store: {}",
+        driver_type(&h)?
+    );
+    populate(&h)?;
+    let before = tags(&h)?;
+    ensure!(before.contains(BASE), "{before}");
+
+    // Without --migrate the plan names what would be hidden.
+    let (code, dry) = tool(&h, &["enable", "--dry-run"])?;
+    ensure!(code == 1, "{dry}");
+    let warnings = dry["warnings"].to_string();
+    for name in [BASE, "stopped", "running", "data"] {
+        ensure!(
+            warnings.contains(name),
+            "the plan does not name {name}: {warnings}"
+        );
+    }
+    ensure!(
+        dry["actions"].to_string().contains("pin_image_store"),
+        "{dry}"
+    );
+
+    let (code, out) = tool(&h, &["enable", "--migrate", "--yes"])?;
+    ensure!(code == 0, "enable --migrate: {out}\n{}", h.daemon_log(30));
+    ensure!(out["daemon"]["userns_active"] == true, "{out}");
+    let carried = &out["carried"];
+    let mut recreated: Vec<&str> = carried["containers_recreated"]
+        .as_array()
+        .context("containers_recreated")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    recreated.sort_unstable();
+    ensure!(
+        carried["loaded"].to_string().contains(BASE)
+            && recreated == ["networked", "running", "stopped"],
+        "{out}"
+    );
+    ensure!(
+        carried["containers_not_recreated"]
+            .to_string()
+            .contains("privileged (privileged: needs --userns=host"),
+        "{out}"
+    );
+    let aliases = h.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .NetworkSettings.Networks.mynet.Aliases}}",
+        "networked",
+    ])?;
+    ensure!(
+        aliases.contains("\"web\""),
+        "networked's aliases: {aliases}"
+    );
+    ensure!(
+        !driver_type(&h)?.contains("io.containerd.snapshotter.v1"),
+        "the remapped daemon still uses the containerd store"
+    );
+    let json = std::fs::read_to_string(&h.paths().daemon_json)?;
+    ensure!(
+        json.contains("\"features\": {\"containerd-snapshotter\": false}")
+            && json.contains("\"debug\": false"),
+        "{json}"
+    );
+    ensure!(tags(&h)? == before, "images: {} vs {before}", tags(&h)?);
+    let names = h.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"])?;
+    ensure!(
+        names.contains("stopped") && names.contains("running running"),
+        "containers: {names}"
+    );
+    let out = h.docker_ok(&["start", "-a", "stopped"])?;
+    ensure!(out == "r", "the stopped container printed {out:?}");
+    let listing = h.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        BASE,
+        "stat",
+        "-c",
+        "%u %n",
+        "/data/root-file",
+        "/data/user-file",
+    ])?;
+    ensure!(
+        listing == "0 /data/root-file\n1000 /data/user-file",
+        "volume owners inside: {listing:?}"
+    );
+    ensure!(
+        !h.paths().data_root.join(".docker-userns-spool").exists(),
+        "the spool was not removed"
+    );
+
+    // A second run changes nothing.
+    let (code, again) = tool(&h, &["enable", "--migrate", "--yes"])?;
+    ensure!(code == 0 && again["changed"] == false, "{again}");
+    // Made while remapped: goes back with disable --migrate.
+    h.docker_ok(&[
+        "create",
+        "--name",
+        "made-remapped",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        BASE,
+        "cat",
+        "/data/user-file",
+    ])?;
+
+    let (code, out) = tool(&h, &["disable", "--migrate", "--yes"])?;
+    ensure!(code == 0, "disable --migrate: {out}\n{}", h.daemon_log(30));
+    let json = std::fs::read_to_string(&h.paths().daemon_json)?;
+    ensure!(json == DAEMON_JSON, "daemon.json not restored:\n{json}");
+    ensure!(
+        driver_type(&h)?.contains("io.containerd.snapshotter.v1"),
+        "the containerd store is not back"
+    );
+    ensure!(
+        tags(&h)?.contains(BASE),
+        "images after disable: {}",
+        tags(&h)?
+    );
+    let carried = &out["carried"];
+    ensure!(
+        carried["containers_recreated"] == serde_json::json!(["made-remapped"]),
+        "{out}"
+    );
+    let printed = h.docker_ok(&["start", "-a", "made-remapped"])?;
+    ensure!(printed == "u", "made-remapped printed {printed:?}");
+    let printed = h.docker_ok(&["start", "-a", "stopped"])?;
+    ensure!(
+        printed == "r",
+        "the stopped container printed {printed:?} after disable"
+    );
+    ensure!(
+        !h.paths().data_root.join(".docker-userns-spool").exists(),
+        "the spool was not removed after disable"
+    );
+    Ok(())
+}
