@@ -257,6 +257,30 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     );
     h.docker_ok(&["rm", "-f", "escape", "ci-agent"])?;
 
+    // Without the containers that bypass the mapping, the host is healthy:
+    // every check passes (or is skipped for a reason), and the one warning
+    // is the image this run chose not to migrate.
+    let (healthy, _) = check(&h, &[])?;
+    ensure!(
+        detail("data_root.inactive").is_empty()
+            || find(&healthy, "data_root.inactive")["detail"]
+                .to_string()
+                .contains("(1 images, 0 containers, 0 volumes"),
+        "{healthy}"
+    );
+    let unclean: Vec<String> = healthy["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "ok" && c["status"] != "skip")
+        .filter(|c| c["id"] != "data_root.inactive")
+        .map(|c| format!("{} {}: {}", c["id"], c["status"], c["detail"]))
+        .collect();
+    ensure!(
+        healthy["ok"] == true && unclean.is_empty(),
+        "check on a healthy remapped host: {unclean:#?}"
+    );
+
     let (code, off) = tool(&h, &h.restart_command(), &["disable"])?;
     ensure!(code == 0 && off["changed"] == true, "disable: {off}");
     ensure!(off["daemon"]["userns_active"] == false, "{off}");
