@@ -12,6 +12,7 @@ use crate::daemon::flags::{self, FlagSource};
 use crate::daemon::service::{self, Action as ServiceAction, ServiceError, ServiceManager};
 use crate::files::atomic;
 use crate::host::{Host, HostError, Snapshot};
+use crate::phases::Phases;
 
 /// Log lines quoted from dockerd when it fails.
 const LOG_LINES: usize = 20;
@@ -205,9 +206,19 @@ impl Daemon {
 
     /// Restarts dockerd and waits until it shows `expect`.
     pub fn restart_and_verify(&self, expect: &Expect) -> Result<DaemonInfo, ActivateError> {
-        self.restart()?;
+        self.restart_and_verify_timed(expect, &mut Phases::default())
+    }
+
+    /// [`Daemon::restart_and_verify`], counting the restart command as
+    /// `start` and the wait until dockerd shows `expect` as `verify`.
+    pub fn restart_and_verify_timed(
+        &self,
+        expect: &Expect,
+        phases: &mut Phases,
+    ) -> Result<DaemonInfo, ActivateError> {
+        phases.time("start", || self.restart())?;
         crate::failpoint::hit("daemon.after_restart");
-        self.wait_for(expect)
+        phases.time("verify", || self.wait_for(expect))
     }
 
     fn restart(&self) -> Result<(), ActivateError> {

@@ -14,7 +14,8 @@ use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
-use crate::migrate::{self, Direction, Migration};
+use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::phases::Phases;
 use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
 use crate::request::{DisableRequest, Global};
 
@@ -136,6 +137,10 @@ pub struct DisableOutcome {
     pub daemon: DaemonState,
     /// Images loaded and containers re-created in the containerd store.
     pub carried: Option<CarryReport>,
+    /// What `--migrate` moved and shifted.
+    pub migrated: Option<MigrateReport>,
+    /// Time spent in each phase that ran (stop, save, move, shift, ...).
+    pub phases: Phases,
 }
 
 impl DisableOutcome {
@@ -162,6 +167,8 @@ pub fn run(
         config_path: config_path.clone(),
         applied: false,
         carried: None,
+        migrated: None,
+        phases: Phases::default(),
         daemon: DaemonState::NotManaged {
             reason: if host.is_live() {
                 "--no-restart".into()
@@ -233,14 +240,11 @@ pub fn run(
         return Ok(outcome);
     }
     let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let mut phases = Phases::default();
     let spool = match (&carry, &daemon) {
-        (Some(inventory), Some(d)) => Some(Spool::save(
-            host,
-            &data_root,
-            &d.api,
-            inventory,
-            global.timeout,
-        )?),
+        (Some(inventory), Some(d)) => Some(phases.time("save", || {
+            Spool::save(host, &data_root, &d.api, inventory, global.timeout)
+        })?),
         _ => None,
     };
     if let Some(m) = &migration {
@@ -261,9 +265,11 @@ pub fn run(
     }
     if let Some(m) = &migration {
         if let Some(d) = &daemon {
-            d.stop()?;
+            phases.time("stop", || d.stop())?;
         }
-        m.run_stopped(host)?;
+        let report = m.run_stopped(host, global.progress())?;
+        phases.extend(&report.phases);
+        outcome.migrated = Some(report);
     }
     if let Some(daemon) = &daemon {
         if outcome
@@ -271,7 +277,7 @@ pub fn run(
             .iter()
             .any(|a| matches!(a, DisableAction::RestartDaemon { .. }))
         {
-            match daemon.restart_and_verify(&Expect::NotRemapped) {
+            match daemon.restart_and_verify_timed(&Expect::NotRemapped, &mut phases) {
                 Ok(info) => {
                     outcome.daemon = DaemonState::Verified {
                         restarted: true,
@@ -305,6 +311,7 @@ pub fn run(
     if let (Some((spool, bytes)), Some(inventory), Some(d)) = (spool, &carry, &daemon) {
         let mut report = spool.load(&d.api, inventory, global.timeout)?;
         report.images_bytes = bytes;
+        phases.extend(&report.phases);
         outcome.carried = Some(report);
     }
     crate::failpoint::hit("disable.before_purge");
@@ -312,6 +319,7 @@ pub fn run(
     // the account and ranges the restored daemon.json needs.
     purge(host, &outcome.actions)?;
     outcome.applied = true;
+    outcome.phases = phases;
     Ok(outcome)
 }
 

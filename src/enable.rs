@@ -15,6 +15,7 @@ use crate::ids::{self, RemapSpec};
 use crate::image_store::{self, Store};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::phases::Phases;
 use crate::plan::{self, Action, FileChange, Plan, PlanError, Warning};
 use crate::request::{EnableRequest, Global};
 
@@ -59,6 +60,8 @@ pub struct Outcome {
     pub migrated: Option<MigrateReport>,
     /// Images loaded and containers re-created from the containerd store.
     pub carried: Option<CarryReport>,
+    /// Time spent in each phase that ran (stop, save, move, shift, ...).
+    pub phases: Phases,
 }
 
 /// The containerd store's content to carry, found while planning.
@@ -165,20 +168,18 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             daemon: state,
             migrated: None,
             carried: None,
+            phases: Phases::default(),
         });
     }
     let fresh_record = image_store::read_record(host, &observed.config_path)
         .map_err(PlanError::from)?
         .is_none();
+    let mut phases = Phases::default();
     // Images leave the containerd store while it still serves them.
     let spool = match (&carry, &daemon) {
-        (Some(c), Some(d)) => Some(Spool::save(
-            host,
-            &plan.data_root,
-            &d.api,
-            &c.inventory,
-            global.timeout,
-        )?),
+        (Some(c), Some(d)) => Some(phases.time("save", || {
+            Spool::save(host, &plan.data_root, &d.api, &c.inventory, global.timeout)
+        })?),
         _ => None,
     };
     // On the way out after a failure the originals are untouched in the
@@ -207,7 +208,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     };
     crate::failpoint::hit("enable.before_restart");
     let migrated = match &migration {
-        Some(m) => match migrate(host, daemon.as_ref(), m, &observed) {
+        Some(m) => match migrate(host, daemon.as_ref(), m, &observed, global, &mut phases) {
             Ok(report) => Some(report),
             // Interrupted: daemon.json stays as planned for the rerun that
             // finishes the move, and the saved images stay for loading.
@@ -221,7 +222,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     };
     let state = match &daemon {
         None => daemon_state(false),
-        Some(d) if restart => match d.restart_and_verify(&expect) {
+        Some(d) if restart => match d.restart_and_verify_timed(&expect, &mut phases) {
             Ok(info) => DaemonState::Verified {
                 restarted: true,
                 info,
@@ -247,6 +248,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         (Some((spool, bytes)), Some(c), Some(d)) => {
             let mut report = spool.load(&d.api, &c.inventory, global.timeout)?;
             report.images_bytes = bytes;
+            phases.extend(&report.phases);
             Some(report)
         }
         _ => None,
@@ -260,6 +262,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         daemon: state,
         migrated,
         carried,
+        phases,
     })
 }
 
@@ -620,16 +623,20 @@ fn migrate(
     daemon: Option<&Daemon>,
     migration: &Migration,
     observed: &plan::Observed,
+    global: &Global,
+    phases: &mut Phases,
 ) -> Result<MigrateReport, EnableError> {
     if let Some(d) = daemon {
-        if let Err(cause) = d.stop() {
+        if let Err(cause) = phases.time("stop", || d.stop()) {
             let original = observed.config_file.as_ref();
             return Err(
                 activate::roll_back(host, d, &observed.config_path, original, cause).into(),
             );
         }
     }
-    Ok(migration.run_stopped(host)?)
+    let report = migration.run_stopped(host, global.progress())?;
+    phases.extend(&report.phases);
+    Ok(report)
 }
 
 /// Carries the data back before daemon.json is restored.

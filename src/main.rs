@@ -93,7 +93,7 @@ fn run(request: &Request) -> anyhow::Result<Status> {
             emit(
                 g,
                 || report::disable_json(&outcome, g.dry_run, g.diff),
-                || report::disable_human(&outcome, g.dry_run, g.diff),
+                || report::disable_human(&outcome, g.dry_run, g.diff, g.verbose),
             )?;
             Ok(Status::pending_if(g.dry_run && !outcome.actions.is_empty()))
         }

@@ -84,6 +84,7 @@ pub fn enable_json(outcome: &Outcome, dry_run: bool, diff: bool) -> Value {
         "daemon": daemon_json(&outcome.daemon),
         "migration": outcome.migrated.as_ref().map(crate::migrate::MigrateReport::to_json),
         "carried": outcome.carried.as_ref().map(crate::migrate::containerd::CarryReport::to_json),
+        "phases": outcome.phases.to_json(),
     });
     if diff {
         value["diff"] = Value::String(plan.changes.iter().map(unified_diff).collect());
@@ -229,7 +230,18 @@ pub fn enable_human(outcome: &Outcome, dry_run: bool, diff: bool, verbose: bool)
     if let Some(carried) = &outcome.carried {
         out.push_str(&carried_human(carried));
     }
+    let moved = outcome.migrated.is_some() || outcome.carried.is_some();
+    out.push_str(&phases_human(&outcome.phases, verbose || moved));
     out
+}
+
+/// One line of where the time went: always after a migration (it is
+/// what takes long), else only with `-v`.
+fn phases_human(phases: &crate::phases::Phases, wanted: bool) -> String {
+    if !wanted || phases.is_empty() {
+        return String::new();
+    }
+    format!("took        {}\n", phases.human())
 }
 
 fn carried_human(carried: &crate::migrate::containerd::CarryReport) -> String {
@@ -326,7 +338,9 @@ pub fn disable_json(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Valu
         "actions": actions,
         "warnings": outcome.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "daemon": daemon_json(&outcome.daemon),
+        "migration": outcome.migrated.as_ref().map(crate::migrate::MigrateReport::to_json),
         "carried": outcome.carried.as_ref().map(crate::migrate::containerd::CarryReport::to_json),
+        "phases": outcome.phases.to_json(),
     });
     if diff {
         value["diff"] = Value::String(outcome.changes.iter().map(unified_diff).collect());
@@ -334,7 +348,7 @@ pub fn disable_json(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Valu
     value
 }
 
-pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> String {
+pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool, verbose: bool) -> String {
     let paint = Paint(use_colour());
     let mut out = String::new();
     if diff {
@@ -354,10 +368,17 @@ pub fn disable_human(outcome: &DisableOutcome, dry_run: bool, diff: bool) -> Str
         ));
     }
     out.push_str(&warnings_human(&paint, &outcome.warnings));
+    if let Some(migrated) = &outcome.migrated {
+        for warning in &migrated.warnings {
+            out.push_str(&format!("{} {warning}\n", paint.wrap("33", "warning:")));
+        }
+    }
     out.push_str(&daemon_human(&outcome.daemon));
     if let Some(carried) = &outcome.carried {
         out.push_str(&carried_human(carried));
     }
+    let moved = outcome.migrated.is_some() || outcome.carried.is_some();
+    out.push_str(&phases_human(&outcome.phases, verbose || moved));
     out
 }
 

@@ -32,6 +32,15 @@ pub struct Global {
     pub timeout: Duration,
 }
 
+impl Global {
+    /// Whether a long step draws a progress line: only for a person
+    /// watching a terminal, never into a log or a script's JSON.
+    pub fn progress(&self) -> bool {
+        use std::io::IsTerminal;
+        self.format == Format::Human && !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EnableRequest {
     /// The `userns-remap` value: `default`, NAME, NAME:GROUP, UID or UID:GID.

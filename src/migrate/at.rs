@@ -268,6 +268,13 @@ impl At {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
+    /// Inodes in use on this directory's filesystem: an upper bound of
+    /// the entries any tree in it has, read without walking one.
+    pub fn used_inodes(&self) -> Option<u64> {
+        let st = rfs::fstatvfs(&self.fd).ok()?;
+        Some(st.f_files.saturating_sub(st.f_ffree)).filter(|&n| n > 0)
+    }
+
     pub fn remove_dir(&self, name: &str) -> Result<(), MigrateError> {
         rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(|e| io_err(self.join(name), e))
     }

@@ -18,6 +18,7 @@ use super::at::At;
 use super::{MigrateError, open_data_root};
 use crate::daemon::api::{ApiError, DockerApi};
 use crate::host::Host;
+use crate::phases::Phases;
 
 /// The spool directory in the data root.
 pub const SPOOL: &str = ".docker-userns-spool";
@@ -365,6 +366,8 @@ pub struct CarryReport {
     pub not_recreated: Vec<String>,
     /// Containers not re-created because one of that name is there.
     pub kept: Vec<String>,
+    /// Time spent loading the images and re-creating the containers.
+    pub phases: Phases,
 }
 
 impl CarryReport {
@@ -468,13 +471,16 @@ impl Spool {
     ) -> Result<CarryReport, CarryError> {
         let mut report = CarryReport::default();
         if !inventory.images.is_empty() {
+            let loading = Instant::now();
             report.loaded = self
                 .load_images(api, timeout)
                 .map_err(|e| CarryError::Load {
                     spool: self.path().to_owned(),
                     message: e.to_string(),
                 })?;
+            report.phases.add("load", loading.elapsed());
         }
+        let recreating = Instant::now();
         for container in &inventory.containers {
             if let Some(why) = &container.refused {
                 report
@@ -493,6 +499,7 @@ impl Spool {
                     .push(format!("{} ({e})", container.name)),
             }
         }
+        report.phases.add("recreate", recreating.elapsed());
         self.remove();
         Ok(report)
     }

@@ -19,6 +19,7 @@
 mod at;
 pub mod containerd;
 mod journal;
+mod progress;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,6 +28,7 @@ use rustix::io::Errno;
 use serde_json::{Value, json};
 
 use crate::host::{self, Host, HostError};
+use crate::phases::Phases;
 use crate::shift::{self, IdMap, ShiftOptions};
 use at::{At, Entry, Owner, io_err, temp_name};
 
@@ -160,6 +162,9 @@ pub struct MigrateReport {
     /// Entries the shift left unchanged on purpose (a hard link with names
     /// outside the tree), and why.
     pub warnings: Vec<String>,
+    /// Time spent moving (with the checks before), shifting, and setting
+    /// the layout's owners.
+    pub phases: Phases,
 }
 
 impl MigrateReport {
@@ -329,6 +334,12 @@ impl Migration {
     /// Runs (or, when a journal for the same migration exists, finishes)
     /// the migration. Every step is idempotent.
     pub fn run(&self, host: &Host) -> Result<MigrateReport, MigrateError> {
+        self.run_with(host, false)
+    }
+
+    /// [`Migration::run`], with a progress line on stderr during the
+    /// shift when `progress` (the caller knows stderr is a terminal).
+    pub fn run_with(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
         let started = std::time::Instant::now();
         let mut report = MigrateReport::default();
         let root = self.open_root(host)?;
@@ -361,10 +372,19 @@ impl Migration {
         report.moved = self.move_entries(&root, &entries)?;
         crate::failpoint::hit("migrate.after_move");
         report.configs_rewritten = self.rewrite_configs(&root)?;
-        self.shift_owned(&root, &mut report)?;
+        report.phases.add("move", started.elapsed());
+        let shifting = std::time::Instant::now();
+        let counter = progress::Counter::default();
+        let at_most = progress.then(|| root.used_inodes()).flatten();
+        progress::while_shifting(progress, at_most, &counter, || {
+            self.shift_owned(&root, &mut report, &counter)
+        })?;
+        report.phases.add("shift", shifting.elapsed());
         crate::failpoint::hit("migrate.after_shift");
+        let layout = std::time::Instant::now();
         self.set_layout_owners(&root)?;
         journal::remove(&root)?;
+        report.phases.add("layout", layout.elapsed());
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -380,8 +400,8 @@ impl Migration {
 
     /// [`Migration::run`] once dockerd is stopped: a failure then says
     /// how the daemon was left and how to finish.
-    pub fn run_stopped(&self, host: &Host) -> Result<MigrateReport, MigrateError> {
-        self.run(host).map_err(|source| MigrateError::Interrupted {
+    pub fn run_stopped(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
+        self.run_with(host, progress).map_err(|source| MigrateError::Interrupted {
             source: Box::new(source),
             journal: self.journal(),
         })
@@ -494,7 +514,12 @@ impl Migration {
 
     /// Shifts what container processes own; ids already in the target
     /// range are outside the source range, so a rerun shifts nothing twice.
-    fn shift_owned(&self, root: &At, report: &mut MigrateReport) -> Result<(), MigrateError> {
+    fn shift_owned(
+        &self,
+        root: &At,
+        report: &mut MigrateReport,
+        counter: &progress::Counter,
+    ) -> Result<(), MigrateError> {
         let (uid_map, gid_map) = self.maps();
         let options = ShiftOptions {
             uid_maps: vec![uid_map],
@@ -511,7 +536,7 @@ impl Migration {
                 };
                 for part in LAYER_TREES {
                     if let Some(tree) = layer.dir(part)? {
-                        shift_tree(&tree, &options, report)?;
+                        shift_tree(&tree, &options, report, counter)?;
                     }
                 }
             }
@@ -522,7 +547,7 @@ impl Migration {
                     continue;
                 };
                 if let Some(data) = volume.dir("_data")? {
-                    shift_tree(&data, &options, report)?;
+                    shift_tree(&data, &options, report, counter)?;
                 }
             }
         }
@@ -536,6 +561,7 @@ impl Migration {
                         if shift_file(&entry, uid_map, gid_map)? {
                             report.entries_shifted += 1;
                         }
+                        counter.add(1);
                     }
                 }
             }
@@ -673,6 +699,7 @@ fn shift_tree(
     tree: &At,
     options: &ShiftOptions,
     report: &mut MigrateReport,
+    counter: &progress::Counter,
 ) -> Result<(), MigrateError> {
     let fd = tree.duplicate_fd()?;
     let shifted =
@@ -680,6 +707,7 @@ fn shift_tree(
             path: tree.path().to_owned(),
             source,
         })?;
+    counter.add(shifted.entries);
     if !shifted.ok() {
         let first = shifted.errors.first().map_or_else(String::new, |e| {
             format!("{} ({})", e.path.display(), e.kind)
