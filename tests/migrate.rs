@@ -7,6 +7,27 @@ use std::os::unix::fs::MetadataExt;
 
 use support::*;
 
+/// Runs with `--format json`, timing the whole process.
+fn run_timed(root: &TestRoot, args: &[&str]) -> (i32, serde_json::Value, f64) {
+    let started = std::time::Instant::now();
+    let (code, out) = root.run_json(args);
+    (code, out, started.elapsed().as_secs_f64())
+}
+
+/// `phases` names exactly `names`, in that order, each a non-negative
+/// number of seconds, adding up to no more than the command took.
+fn assert_phases(out: &serde_json::Value, names: &[&str], elapsed: f64) {
+    let phases = out["phases"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no phases: {out}"));
+    let keys: Vec<&str> = phases.keys().map(String::as_str).collect();
+    assert_eq!(keys, names, "{out}");
+    let seconds: Vec<f64> = phases.values().map(|v| v.as_f64().unwrap()).collect();
+    assert!(seconds.iter().all(|s| *s >= 0.0), "{out}");
+    let sum: f64 = seconds.iter().sum();
+    assert!(sum <= elapsed, "phases add up to {sum} s of {elapsed} s: {out}");
+}
+
 fn owner(root: &TestRoot, rel: &str) -> (u32, u32, u32) {
     let m = std::fs::symlink_metadata(root.path(rel)).unwrap();
     (m.uid(), m.gid(), m.mode() & 0o7777)
@@ -34,9 +55,11 @@ fn enable_migrate_moves_shifts_and_rewrites_and_disable_migrate_undoes_it() {
         "{plain}"
     );
 
-    let (code, out) = root.run_json(&["enable", "--migrate"]);
+    let (code, out, elapsed) = run_timed(&root, &["enable", "--migrate"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["actions"][0]["action"], "migrate_data");
+    // No daemon under --root: nothing to stop, start or verify.
+    assert_phases(&out, &["move", "shift", "layout"], elapsed);
     let m = "var/lib/docker/100000.100000";
     for gone in ["image", "overlay2", "containers", "volumes", "network"] {
         assert!(
@@ -112,10 +135,14 @@ fn enable_migrate_moves_shifts_and_rewrites_and_disable_migrate_undoes_it() {
             .path("var/lib/docker/.docker-userns-migrate.json")
             .exists()
     );
-    assert_eq!(root.run_json(&["enable", "--migrate"]).1["changed"], false);
+    let again = root.run_json(&["enable", "--migrate"]).1;
+    assert_eq!(again["changed"], false);
+    assert_eq!(again["phases"], serde_json::Value::Null, "nothing ran");
 
-    let (code, out) = root.run_json(&["disable", "--migrate"]);
+    let (code, out, elapsed) = run_timed(&root, &["disable", "--migrate"]);
     assert_eq!(code, 0, "{out}");
+    assert_phases(&out, &["move", "shift", "layout"], elapsed);
+    assert!(out["migration"]["moved"].as_array().unwrap().len() >= 4, "{out}");
     assert!(!root.path(m).exists());
     // Back exactly: the data root's files have their bytes and owners again
     // (config.v2.json is re-serialized the way dockerd writes it).
@@ -220,4 +247,37 @@ fn a_changed_mapping_carries_the_old_remapped_root_over() {
         config["MountPoints"]["/data"]["Source"],
         "/var/lib/docker/300000.300000/volumes/v/_data"
     );
+}
+
+/// What `script` captured of a run with stdin, stdout and stderr on a
+/// terminal.
+fn on_terminal(root: &TestRoot, args: &str) -> String {
+    let command = format!("{BIN} --root {} {args}", root.root().display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_shift_shows_progress_on_a_terminal_and_only_there() {
+    require_root();
+    let root = TestRoot::debian();
+    fake_docker_state(&root);
+    let shown = on_terminal(&root, "enable --migrate");
+    assert!(
+        shown.contains("shift: ") && shown.contains("entries/s") && shown.contains(", done"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("took "), "the phase summary: {shown:?}");
+
+    let out = root.run(&["disable", "--migrate"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!stderr.contains("entries/s"), "stderr is no terminal: {stderr:?}");
+    assert!(!stdout.contains("entries/s"), "{stdout:?}");
+    assert!(stdout.contains("took "), "the summary is not progress: {stdout:?}");
 }
