@@ -41,6 +41,44 @@ fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
     Ok((out.status.code().unwrap_or(-1), value))
 }
 
+/// [`tool`], timing the whole process in seconds.
+fn tool_timed(h: &Harness, args: &[&str]) -> Result<(i32, Value, f64)> {
+    let started = std::time::Instant::now();
+    let (code, out) = tool(h, args)?;
+    Ok((code, out, started.elapsed().as_secs_f64()))
+}
+
+/// Phases a migration with a managed daemon goes through.
+const MIGRATE_PHASES: &[&str] = &["stop", "move", "shift", "layout", "start", "verify"];
+/// Further phases of the containerd image store's path.
+const CARRY_PHASES: &[&str] = &["save", "load", "recreate"];
+
+/// `phases` has every phase of a migration (and of carrying images, if
+/// any), each a non-negative number of seconds, adding up to no more
+/// than the whole command took.
+fn ensure_phases(out: &Value, elapsed: f64) -> Result<()> {
+    let phases = out["phases"]
+        .as_object()
+        .with_context(|| format!("no phases: {out}"))?;
+    for name in MIGRATE_PHASES {
+        ensure!(phases.contains_key(*name), "no {name} in phases: {out}");
+    }
+    let mut sum = 0.0;
+    for (name, seconds) in phases {
+        let known =
+            MIGRATE_PHASES.contains(&name.as_str()) || CARRY_PHASES.contains(&name.as_str());
+        ensure!(known, "unknown phase {name}: {out}");
+        let seconds = seconds.as_f64().with_context(|| format!("{name}: {out}"))?;
+        ensure!(seconds >= 0.0, "{name} took {seconds} s: {out}");
+        sum += seconds;
+    }
+    ensure!(
+        sum <= elapsed,
+        "phases add up to {sum} s of {elapsed} s: {out}"
+    );
+    Ok(())
+}
+
 /// Images, a multi-layer build, a volume with files of two owners, a
 /// stopped and a running container.
 fn populate(h: &Harness) -> Result<()> {
@@ -197,9 +235,10 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
         .cloned();
     ensure!(action.is_some(), "no migrate_data action: {dry}");
 
-    let (code, out) = tool(&h, &["enable", "--migrate", "--yes"])?;
+    let (code, out, elapsed) = tool_timed(&h, &["enable", "--migrate", "--yes"])?;
     ensure!(code == 0, "enable --migrate: {out}");
     ensure!(out["daemon"]["userns_active"] == true, "{out}");
+    ensure_phases(&out, elapsed)?;
     let (uid, gid) = (
         out["uid_start"].as_u64().unwrap() as u32,
         out["gid_start"].as_u64().unwrap() as u32,
@@ -258,9 +297,10 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
         );
     }
 
-    let (code, out) = tool(&h, &["disable", "--migrate", "--yes"])?;
+    let (code, out, elapsed) = tool_timed(&h, &["disable", "--migrate", "--yes"])?;
     ensure!(code == 0, "disable --migrate: {out}");
     ensure!(out["daemon"]["userns_active"] == false, "{out}");
+    ensure_phases(&out, elapsed)?;
     assert_everything_there(&h, &before)?;
     let owner = fs::metadata(h.paths().data_root.join("volumes/data/_data/user-file"))?.uid();
     ensure!(

@@ -25,7 +25,10 @@ fn assert_phases(out: &serde_json::Value, names: &[&str], elapsed: f64) {
     let seconds: Vec<f64> = phases.values().map(|v| v.as_f64().unwrap()).collect();
     assert!(seconds.iter().all(|s| *s >= 0.0), "{out}");
     let sum: f64 = seconds.iter().sum();
-    assert!(sum <= elapsed, "phases add up to {sum} s of {elapsed} s: {out}");
+    assert!(
+        sum <= elapsed,
+        "phases add up to {sum} s of {elapsed} s: {out}"
+    );
 }
 
 fn owner(root: &TestRoot, rel: &str) -> (u32, u32, u32) {
@@ -142,7 +145,10 @@ fn enable_migrate_moves_shifts_and_rewrites_and_disable_migrate_undoes_it() {
     let (code, out, elapsed) = run_timed(&root, &["disable", "--migrate"]);
     assert_eq!(code, 0, "{out}");
     assert_phases(&out, &["move", "shift", "layout"], elapsed);
-    assert!(out["migration"]["moved"].as_array().unwrap().len() >= 4, "{out}");
+    assert!(
+        out["migration"]["moved"].as_array().unwrap().len() >= 4,
+        "{out}"
+    );
     assert!(!root.path(m).exists());
     // Back exactly: the data root's files have their bytes and owners again
     // (config.v2.json is re-serialized the way dockerd writes it).
@@ -277,7 +283,13 @@ fn the_shift_shows_progress_on_a_terminal_and_only_there() {
     let out = root.run(&["disable", "--migrate"]);
     assert_eq!(out.status.code(), Some(0));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(!stderr.contains("entries/s"), "stderr is no terminal: {stderr:?}");
+    assert!(
+        !stderr.contains("entries/s"),
+        "stderr is no terminal: {stderr:?}"
+    );
     assert!(!stdout.contains("entries/s"), "{stdout:?}");
-    assert!(stdout.contains("took "), "the summary is not progress: {stdout:?}");
+    assert!(
+        stdout.contains("took "),
+        "the summary is not progress: {stdout:?}"
+    );
 }

@@ -401,10 +401,11 @@ impl Migration {
     /// [`Migration::run`] once dockerd is stopped: a failure then says
     /// how the daemon was left and how to finish.
     pub fn run_stopped(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
-        self.run_with(host, progress).map_err(|source| MigrateError::Interrupted {
-            source: Box::new(source),
-            journal: self.journal(),
-        })
+        self.run_with(host, progress)
+            .map_err(|source| MigrateError::Interrupted {
+                source: Box::new(source),
+                journal: self.journal(),
+            })
     }
 
     fn resumable_entries(&self, root: &At) -> Result<Vec<String>, MigrateError> {

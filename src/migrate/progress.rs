@@ -51,7 +51,11 @@ pub fn while_shifting<T>(
 fn draw(counter: &Counter, at_most: Option<u64>, started: Instant, wait: &mpsc::Receiver<()>) {
     let mut stderr = std::io::stderr();
     while let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(EVERY) {
-        let _ = write!(stderr, "\r{}\x1b[K", line(counter.get(), at_most, started.elapsed()));
+        let _ = write!(
+            stderr,
+            "\r{}\x1b[K",
+            line(counter.get(), at_most, started.elapsed())
+        );
         let _ = stderr.flush();
     }
     let _ = writeln!(
