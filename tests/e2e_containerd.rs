@@ -14,6 +14,37 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 const BASE: &str = "busybox:e2e";
+/// Phases the containerd store's path adds to a migration's.
+const CARRY_PHASES: &[&str] = &["save", "load", "recreate", "start", "verify"];
+
+/// Runs `tool` timed; `phases` must hold every phase of carrying, each a
+/// non-negative number of seconds, adding up to no more than the run.
+fn tool_with_phases(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
+    let started = std::time::Instant::now();
+    let (code, out) = tool(h, args)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if code != 0 {
+        return Ok((code, out));
+    }
+    let phases = out["phases"]
+        .as_object()
+        .with_context(|| format!("no phases: {out}"))?;
+    for name in CARRY_PHASES {
+        ensure!(phases.contains_key(*name), "no {name} in phases: {out}");
+    }
+    let seconds: Vec<f64> = phases.values().filter_map(Value::as_f64).collect();
+    ensure!(
+        seconds.len() == phases.len() && seconds.iter().all(|s| *s >= 0.0),
+        "{out}"
+    );
+    let sum: f64 = seconds.iter().sum();
+    ensure!(
+        sum <= elapsed,
+        "phases add up to {sum} s of {elapsed} s: {out}"
+    );
+    Ok((code, out))
+}
+
 /// The user's daemon.json, with the store chosen in a nested object.
 const DAEMON_JSON: &str =
     "{\n  \"features\": {\"containerd-snapshotter\": true},\n  \"debug\": false\n}\n";
@@ -152,7 +183,7 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
         "{dry}"
     );
 
-    let (code, out) = tool(&h, &["enable", "--migrate", "--yes"])?;
+    let (code, out) = tool_with_phases(&h, &["enable", "--migrate", "--yes"])?;
     ensure!(code == 0, "enable --migrate: {out}\n{}", h.daemon_log(30));
     ensure!(out["daemon"]["userns_active"] == true, "{out}");
     let carried = &out["carried"];
@@ -242,7 +273,7 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
         "/data/user-file",
     ])?;
 
-    let (code, out) = tool(&h, &["disable", "--migrate", "--yes"])?;
+    let (code, out) = tool_with_phases(&h, &["disable", "--migrate", "--yes"])?;
     ensure!(code == 0, "disable --migrate: {out}\n{}", h.daemon_log(30));
     let json = std::fs::read_to_string(&h.paths().daemon_json)?;
     ensure!(json == DAEMON_JSON, "daemon.json not restored:\n{json}");
