@@ -29,40 +29,41 @@ impl Counter {
 
 /// Runs `work` while a line on stderr shows `counter` against `at_most`
 /// entries; without `show`, just runs it.
-pub fn while_shifting<T>(
+pub fn while_shifting<T, E>(
     show: bool,
     at_most: Option<u64>,
     counter: &Counter,
-    work: impl FnOnce() -> T,
-) -> T {
+    work: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     if !show {
         return work();
     }
     let started = Instant::now();
     std::thread::scope(|scope| {
-        let (finished, wait) = mpsc::channel::<()>();
+        let (finished, wait) = mpsc::channel::<&str>();
         scope.spawn(move || draw(counter, at_most, started, &wait));
         let result = work();
-        drop(finished);
+        let _ = finished.send(if result.is_ok() { "done" } else { "stopped" });
         result
     })
 }
 
-fn draw(counter: &Counter, at_most: Option<u64>, started: Instant, wait: &mpsc::Receiver<()>) {
+fn draw(counter: &Counter, at_most: Option<u64>, started: Instant, wait: &mpsc::Receiver<&str>) {
     let mut stderr = std::io::stderr();
-    while let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(EVERY) {
-        let _ = write!(
-            stderr,
-            "\r{}\x1b[K",
-            line(counter.get(), at_most, started.elapsed())
-        );
-        let _ = stderr.flush();
-    }
-    let _ = writeln!(
-        stderr,
-        "\r{}, done\x1b[K",
-        line(counter.get(), None, started.elapsed())
-    );
+    let end = loop {
+        match wait.recv_timeout(EVERY) {
+            Err(RecvTimeoutError::Timeout) => {
+                let now = line(counter.get(), at_most, started.elapsed());
+                let _ = write!(stderr, "\r{now}\x1b[K");
+                let _ = stderr.flush();
+            }
+            Ok(end) => break end,
+            // The shift panicked: there is no telling how far it got.
+            Err(RecvTimeoutError::Disconnected) => break "stopped",
+        }
+    };
+    let last = line(counter.get(), None, started.elapsed());
+    let _ = writeln!(stderr, "\r{last}, {end}\x1b[K");
 }
 
 /// `shift: 1200 of at most 50000 entries, 400 entries/s, at most 2m02s left`
