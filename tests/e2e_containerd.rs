@@ -76,42 +76,7 @@ fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
 /// container using it and a running one.
 fn populate(h: &Harness) -> Result<()> {
     h.import_busybox(BASE)?;
-    h.docker_ok(&["volume", "create", "data"])?;
-    h.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "sh",
-        "-c",
-        "echo r > /data/root-file && echo u > /data/user-file && chown 1000:1000 /data/user-file",
-    ])?;
-    h.docker_ok(&[
-        "create",
-        "--name",
-        "stopped",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "cat",
-        "/data/root-file",
-    ])?;
-    h.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "running",
-        "--network",
-        "none",
-        BASE,
-        "sleep",
-        "600",
-    ])?;
+    h.volume_and_two_containers(BASE)?;
     h.docker_ok(&["network", "create", "mynet"])?;
     h.docker_ok(&[
         "create",

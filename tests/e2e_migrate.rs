@@ -95,42 +95,7 @@ fn populate(h: &Harness) -> Result<()> {
     )?;
     let ctx_arg = ctx.display().to_string();
     h.docker_ok(&["build", "--network", "none", "-t", BUILT, &ctx_arg])?;
-    h.docker_ok(&["volume", "create", "data"])?;
-    h.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "sh",
-        "-c",
-        "echo r > /data/root-file && echo u > /data/user-file && chown 1000:1000 /data/user-file",
-    ])?;
-    h.docker_ok(&[
-        "create",
-        "--name",
-        "stopped",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "cat",
-        "/data/root-file",
-    ])?;
-    h.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "running",
-        "--network",
-        "none",
-        BASE,
-        "sleep",
-        "600",
-    ])?;
+    h.volume_and_two_containers(BASE)?;
     Ok(())
 }
 

@@ -430,6 +430,46 @@ impl Harness {
             .with_context(|| format!("writing {}", self.paths.daemon_json.display()))
     }
 
+    /// A volume `data` with a file of uid 0 and one of uid 1000, a stopped
+    /// container `stopped` that mounts it and a running one `running`, all
+    /// from `image`: what a migration must carry.
+    pub fn volume_and_two_containers(&self, image: &str) -> Result<()> {
+        self.docker_ok(&["volume", "create", "data"])?;
+        self.docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "data:/data",
+            image,
+            "sh",
+            "-c",
+            "echo r > /data/root-file && echo u > /data/user-file && chown 1000:1000 /data/user-file",
+        ])?;
+        let stopped = ["--name", "stopped", "--network", "none", "-v", "data:/data"];
+        self.docker_ok(
+            &[
+                &["create"][..],
+                &stopped,
+                &[image, "cat", "/data/root-file"],
+            ]
+            .concat(),
+        )?;
+        self.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "running",
+            "--network",
+            "none",
+            image,
+            "sleep",
+            "600",
+        ])?;
+        Ok(())
+    }
+
     /// Imports a one-binary busybox image as `tag`.
     pub fn import_busybox(&self, tag: &str) -> Result<()> {
         let rootfs = self.paths.root.join("busybox-rootfs");
