@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +40,7 @@ use rustix::thread::UnshareFlags;
 use super::dirstream::{BATCH_BYTES, DirStream, Position};
 use super::entry::{EntryErrorKind, Meta, Scratch, Shifter, Target};
 use super::marker;
+use super::progress::{Estimate, Progress};
 use super::report::EntryError;
 
 /// Open directories per worker before ancestors are closed: fewer when the
@@ -136,7 +136,7 @@ pub(crate) fn run(
     root_meta: Meta,
     path: &Path,
     shifter: &Shifter,
-    progress: bool,
+    watch: Option<&Watch<'_>>,
 ) -> Result<(Tally, Findings), Errno> {
     let workers = workers();
     let shared = Shared {
@@ -176,8 +176,8 @@ pub(crate) fn run(
             }
         }
         drop(alive);
-        if progress {
-            show_progress(&shared.done, started, &all_done);
+        if let Some(watch) = watch {
+            report_progress(&shared.done, started, &all_done, watch);
         }
         handles
             .into_iter()
@@ -233,24 +233,30 @@ fn workers() -> usize {
     (cpus * WORKERS_PER_CPU).clamp(MIN_WORKERS, MAX_WORKERS)
 }
 
-/// The progress line on stderr, redrawn a few times a second until every
-/// worker has dropped its end of `all_done`.
-fn show_progress(done: &AtomicU64, started: Instant, all_done: &mpsc::Receiver<()>) {
-    let mut stderr = std::io::stderr();
-    let line = |stderr: &mut std::io::Stderr, end: &str| {
-        let entries = done.load(Ordering::Relaxed);
-        let seconds = started.elapsed().as_secs_f64().max(1e-3);
-        let _ = write!(
-            stderr,
-            "\rshift: {entries} entries, {:.0} entries/s{end}",
-            entries as f64 / seconds
-        );
-        let _ = stderr.flush();
+/// Who is told how far the walk is, and the entries to expect.
+pub(crate) struct Watch<'a> {
+    pub estimate: Option<Estimate>,
+    pub report: &'a (dyn Fn(&Progress) + Sync),
+}
+
+/// Tells `watch` how far the walk is a few times a second until every
+/// worker has dropped its end of `all_done`, then once more, finished.
+fn report_progress(
+    done: &AtomicU64,
+    started: Instant,
+    all_done: &mpsc::Receiver<()>,
+    watch: &Watch<'_>,
+) {
+    let snapshot = |finished| Progress {
+        entries: done.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        estimate: watch.estimate,
+        finished,
     };
     while let Err(RecvTimeoutError::Timeout) = all_done.recv_timeout(PROGRESS_EVERY) {
-        line(&mut stderr, "");
+        (watch.report)(&snapshot(false));
     }
-    line(&mut stderr, "\n");
+    (watch.report)(&snapshot(true));
 }
 
 fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
