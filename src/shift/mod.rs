@@ -235,7 +235,7 @@ fn shift_watched(
         )?)
     };
     let (specials_log, specials_pending) = match specials {
-        Some(s) => (Some(std::sync::Mutex::new(s.file)), s.pending),
+        Some(s) => (Some(entry::SpecialsLog::new(s.file)), s.pending),
         None => (None, Default::default()),
     };
     let shifter = Shifter {
