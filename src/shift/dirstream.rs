@@ -219,4 +219,28 @@ mod tests {
         }
         assert_eq!(seen, expected);
     }
+
+    #[test]
+    fn a_batch_comes_in_inode_order() {
+        let (dir, _) = names(50);
+        let mut stream = open(dir.path());
+        let mut buf = Vec::new();
+        let mut inodes = Vec::new();
+        while stream.advance(&mut buf).unwrap() {
+            inodes.push(stream.slots[stream.next].ino);
+        }
+        assert!(inodes.is_sorted());
+    }
+
+    #[test]
+    fn a_changed_batch_is_not_resumed() {
+        let (dir, _) = names(10);
+        let mut buf = Vec::new();
+        let mut first = open(dir.path());
+        assert!(first.advance(&mut buf).unwrap());
+        let at = first.position();
+        std::fs::write(dir.path().join("new"), "").unwrap();
+        let mut second = open(dir.path());
+        assert!(!second.restore(at, &mut buf).unwrap());
+    }
 }

@@ -1,11 +1,17 @@
 //! The walk: depth-first over directory fds, never following a symlink
 //! and never leaving the tree's mount, shared between worker threads.
 //!
+//! On a cold cache the walk waits on inode and directory reads, so it runs
+//! more workers than cores (up to [`MAX_WORKERS`]) to keep several reads in
+//! flight, and takes each directory batch in inode order (see
+//! [`DirStream`]).
+//!
 //! Memory stays bounded by the tree's depth, not its size: each worker
-//! holds one open directory per level (at most [`MAX_OPEN_DIRS`], re-opening
-//! ancestors through `..` when it climbs back), each with one getdents
-//! batch of under 64 KiB decoded; a worker hands a subdirectory to another
-//! only while that one is idle; and the only set that grows with the tree
+//! holds one open directory per level (at most [`MAX_OPEN_DIRS`], and
+//! [`OPEN_DIRS_BUDGET`] for all workers together, re-opening ancestors
+//! through `..` when it climbs back), each with one getdents batch of
+//! under 64 KiB decoded; a worker hands a subdirectory to another only
+//! while that one is idle; and the only set that grows with the tree
 //! holds inodes with several links.
 //!
 //! Every entry is reached through an `O_PATH | O_NOFOLLOW` fd opened by
