@@ -706,7 +706,9 @@ fn progress_goes_to_stderr_on_a_terminal() {
     let out = output("script", &["-qec", &command, "/dev/null"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("\rshift: 7 entries, "), "{text}");
-    assert!(text.contains("entries/s\r\n"), "{text}");
+    // The tree is part of a filesystem: its used inodes are an upper bound.
+    assert!(text.contains("\rshift: 7 of at most "), "{text}");
+    // The last line has no time left, and erases what a longer one left.
+    assert!(text.contains(" entries/s\x1b[K\r\n"), "{text}");
     assert!(text.contains("shifted: "), "{text}");
 }

@@ -201,6 +201,48 @@ impl Target<'_> {
     }
 }
 
+/// The record of what chown strips, shared by the workers. Each record
+/// must be on disk before its chown; one fdatasync makes every record
+/// written before it durable, so a worker whose record an fdatasync begun
+/// after its write already covered does not sync again (group commit):
+/// with many workers, one sync serves all that wait on it.
+pub(crate) struct SpecialsLog {
+    file: std::fs::File,
+    /// Records written so far; the lock orders the appends.
+    written: std::sync::Mutex<u64>,
+    /// Records known durable; the lock lets one fdatasync run at a time.
+    durable: std::sync::Mutex<u64>,
+}
+
+impl SpecialsLog {
+    pub fn new(file: std::fs::File) -> SpecialsLog {
+        SpecialsLog {
+            file,
+            written: std::sync::Mutex::new(0),
+            durable: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Appends `line` and returns once it is on disk.
+    fn append_durably(&self, line: &[u8]) -> std::io::Result<()> {
+        let mine = {
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            std::io::Write::write_all(&mut &self.file, line)?;
+            *written += 1;
+            *written
+        };
+        let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        if *durable >= mine {
+            return Ok(());
+        }
+        // Every record counted now was written before this sync starts.
+        let covered = *self.written.lock().unwrap_or_else(|e| e.into_inner());
+        self.file.sync_data()?;
+        *durable = covered;
+        Ok(())
+    }
+}
+
 /// What the shift found for one entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Seen {
@@ -219,7 +261,7 @@ pub(crate) struct Shifter {
     pub gid: Mapper,
     pub dry_run: bool,
     /// Where entries chown would strip are recorded before the chown.
-    pub specials_log: Option<std::sync::Mutex<std::fs::File>>,
+    pub specials_log: Option<SpecialsLog>,
     /// Entries an interrupted run recorded, to finish on this one.
     pub specials_pending: std::collections::HashMap<InodeKey, Special>,
 }
@@ -333,10 +375,8 @@ impl Shifter {
         let Some(log) = &self.specials_log else {
             return Ok(());
         };
-        let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
         let line = super::marker::special_line(key, special);
-        std::io::Write::write_all(&mut *file, line.as_bytes())
-            .and_then(|()| file.sync_data())
+        log.append_durably(line.as_bytes())
             .map_err(|e| EntryErrorKind::Io {
                 op: "recording set-id bits and capability before chown",
                 errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),

@@ -19,6 +19,7 @@ mod dirstream;
 mod entry;
 mod idmap;
 pub mod marker;
+mod progress;
 mod report;
 mod walker;
 
@@ -33,6 +34,7 @@ pub use entry::EntryErrorKind;
 pub use idmap::IdMap;
 use marker::Found;
 pub use marker::{Marker, unfinished_shift};
+pub use progress::{Estimate, Progress};
 pub use report::{EntryError, ShiftReport};
 
 use entry::{Meta, Scratch, Shifter, Target};
@@ -45,7 +47,9 @@ pub struct ShiftOptions {
     pub gid_maps: Vec<IdMap>,
     /// Count what would change; write nothing, not even the marker.
     pub dry_run: bool,
-    /// Show entries done and the rate on stderr while walking.
+    /// Show entries done, the rate and the time left on stderr while
+    /// walking (for a terminal). A caller with its own display uses
+    /// [`shift_open_tree_watched`] instead.
     pub progress: bool,
 }
 
@@ -177,6 +181,29 @@ pub fn shift_open_tree(
     dir: &Path,
     options: &ShiftOptions,
 ) -> Result<ShiftReport, ShiftError> {
+    shift_watched(root, dir, options, None)
+}
+
+/// [`shift_open_tree`], calling `watch` with how far the walk is about
+/// four times a second, from the calling thread, and once at its end
+/// ([`Progress::finished`]); [`Progress::line`] renders it. The entry
+/// count starts after the checks and the marker, which take no time worth
+/// showing. `options.progress` still draws the terminal line as well.
+pub fn shift_open_tree_watched(
+    root: OwnedFd,
+    dir: &Path,
+    options: &ShiftOptions,
+    watch: &(dyn Fn(&Progress) + Sync),
+) -> Result<ShiftReport, ShiftError> {
+    shift_watched(root, dir, options, Some(watch))
+}
+
+fn shift_watched(
+    root: OwnedFd,
+    dir: &Path,
+    options: &ShiftOptions,
+    watch: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<ShiftReport, ShiftError> {
     let started = Instant::now();
     idmap::validate("uid", &options.uid_maps)?;
     idmap::validate("gid", &options.gid_maps)?;
@@ -208,7 +235,7 @@ pub fn shift_open_tree(
         )?)
     };
     let (specials_log, specials_pending) = match specials {
-        Some(s) => (Some(std::sync::Mutex::new(s.file)), s.pending),
+        Some(s) => (Some(entry::SpecialsLog::new(s.file)), s.pending),
         None => (None, Default::default()),
     };
     let shifter = Shifter {
@@ -218,7 +245,19 @@ pub fn shift_open_tree(
         specials_log,
         specials_pending,
     };
-    let (tally, mut findings) = walk(dir, root.as_fd(), root_meta, &shifter, options.progress)?;
+    let show = |p: &Progress| {
+        if options.progress {
+            draw(p);
+        }
+        if let Some(watch) = watch {
+            watch(p);
+        }
+    };
+    let watching = (options.progress || watch.is_some()).then(|| walker::Watch {
+        estimate: progress::estimate(root.as_fd(), &root_meta),
+        report: &show,
+    });
+    let (tally, mut findings) = walk(dir, root.as_fd(), root_meta, &shifter, watching.as_ref())?;
     findings.warnings.splice(0..0, warnings.warnings);
     findings.warning_count += warnings.warning_count;
     if !options.dry_run && findings.error_count == 0 {
@@ -353,7 +392,7 @@ fn walk(
     root: BorrowedFd<'_>,
     root_meta: Meta,
     shifter: &Shifter,
-    progress: bool,
+    watch: Option<&walker::Watch<'_>>,
 ) -> Result<(walker::Tally, walker::Findings), ShiftError> {
     let root_seen = shifter.shift(&Target::Dir(root), &root_meta, &mut Scratch::default());
     let at = |source| ShiftError::Open {
@@ -362,11 +401,11 @@ fn walk(
     };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME;
     let walk_fd = rfs::openat(root, c".", flags, Mode::empty()).map_err(at)?;
-    let (mut tally, mut findings) = walker::run(walk_fd, root, root_meta, dir, shifter, progress)
+    let (mut tally, mut findings) = walker::run(walk_fd, root, root_meta, dir, shifter, watch)
         .map_err(|source| ShiftError::Workers {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+            path: dir.to_path_buf(),
+            source,
+        })?;
     tally.entries += 1;
     match root_seen {
         Ok(seen) => {
@@ -380,6 +419,16 @@ fn walk(
         Err(kind) => findings.error(dir.to_path_buf(), kind),
     }
     Ok((tally, findings))
+}
+
+/// Redraws the progress line on stderr; the last one ends it.
+fn draw(progress: &Progress) {
+    use std::io::Write;
+    let end = if progress.finished { "\n" } else { "" };
+    // Erase what a longer line before left.
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "\rshift: {}\x1b[K{end}", progress.line());
+    let _ = stderr.flush();
 }
 
 /// Removes the marker of a shift that is complete, and puts back the

@@ -1,11 +1,17 @@
 //! The walk: depth-first over directory fds, never following a symlink
 //! and never leaving the tree's mount, shared between worker threads.
 //!
+//! On a cold cache the walk waits on inode and directory reads, so it runs
+//! more workers than cores (up to [`MAX_WORKERS`]) to keep several reads in
+//! flight, and takes each directory batch in inode order (see
+//! [`DirStream`]).
+//!
 //! Memory stays bounded by the tree's depth, not its size: each worker
-//! holds one open directory per level (at most [`MAX_OPEN_DIRS`], re-opening
-//! ancestors through `..` when it climbs back), each with one getdents
-//! batch of under 64 KiB decoded; a worker hands a subdirectory to another
-//! only while that one is idle; and the only set that grows with the tree
+//! holds one open directory per level (at most [`MAX_OPEN_DIRS`], and
+//! [`OPEN_DIRS_BUDGET`] for all workers together, re-opening ancestors
+//! through `..` when it climbs back), each with one getdents batch of
+//! under 64 KiB decoded; a worker hands a subdirectory to another only
+//! while that one is idle; and the only set that grows with the tree
 //! holds inodes with several links.
 //!
 //! Every entry is reached through an `O_PATH | O_NOFOLLOW` fd opened by
@@ -25,7 +31,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -38,9 +43,10 @@ use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use rustix::thread::UnshareFlags;
 
-use super::dirstream::{BATCH_BYTES, DirStream};
+use super::dirstream::{BATCH_BYTES, DirStream, Position};
 use super::entry::{EntryErrorKind, Meta, Scratch, Shifter, Target};
 use super::marker;
+use super::progress::{Estimate, Progress};
 use super::report::EntryError;
 
 /// Open directories per worker before ancestors are closed: fewer when the
@@ -51,7 +57,14 @@ pub(crate) const MAX_OPEN_DIRS: usize = 64;
 const RESERVED_FDS: u64 = 64;
 /// Errors and mount points listed in the report; the rest are counted.
 pub(crate) const MAX_LISTED: usize = 1000;
-const MAX_WORKERS: usize = 4;
+/// Workers: the walk waits on inode and directory reads far more than it
+/// computes, so several per core keep reads in flight on a cold cache.
+const WORKERS_PER_CPU: usize = 8;
+const MIN_WORKERS: usize = 8;
+const MAX_WORKERS: usize = 16;
+/// Open directories of all workers together, before the per-worker
+/// [`MAX_OPEN_DIRS`]: each holds a decoded batch, so this bounds memory.
+const OPEN_DIRS_BUDGET: usize = 512;
 /// Entries a worker counts before publishing them for the progress line.
 const PROGRESS_BATCH: u64 = 1024;
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -129,7 +142,7 @@ pub(crate) fn run(
     root_meta: Meta,
     path: &Path,
     shifter: &Shifter,
-    progress: bool,
+    watch: Option<&Watch<'_>>,
 ) -> Result<(Tally, Findings), Errno> {
     let workers = workers();
     let shared = Shared {
@@ -169,8 +182,8 @@ pub(crate) fn run(
             }
         }
         drop(alive);
-        if progress {
-            show_progress(&shared.done, started, &all_done);
+        if let Some(watch) = watch {
+            report_progress(&shared.done, started, &all_done, watch);
         }
         handles
             .into_iter()
@@ -217,31 +230,39 @@ fn open_dirs_cap(workers: usize) -> usize {
         .current
         .unwrap_or(u64::MAX);
     let per_worker = limit.saturating_sub(RESERVED_FDS) / workers.max(1) as u64;
-    (per_worker.min(MAX_OPEN_DIRS as u64) as usize).max(2)
+    let budget = (OPEN_DIRS_BUDGET / workers.max(1)) as u64;
+    (per_worker.min(budget).min(MAX_OPEN_DIRS as u64) as usize).max(2)
 }
 
 fn workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, MAX_WORKERS))
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * WORKERS_PER_CPU).clamp(MIN_WORKERS, MAX_WORKERS)
 }
 
-/// The progress line on stderr, redrawn a few times a second until every
-/// worker has dropped its end of `all_done`.
-fn show_progress(done: &AtomicU64, started: Instant, all_done: &mpsc::Receiver<()>) {
-    let mut stderr = std::io::stderr();
-    let line = |stderr: &mut std::io::Stderr, end: &str| {
-        let entries = done.load(Ordering::Relaxed);
-        let seconds = started.elapsed().as_secs_f64().max(1e-3);
-        let _ = write!(
-            stderr,
-            "\rshift: {entries} entries, {:.0} entries/s{end}",
-            entries as f64 / seconds
-        );
-        let _ = stderr.flush();
+/// Who is told how far the walk is, and the entries to expect.
+pub(crate) struct Watch<'a> {
+    pub estimate: Option<Estimate>,
+    pub report: &'a (dyn Fn(&Progress) + Sync),
+}
+
+/// Tells `watch` how far the walk is a few times a second until every
+/// worker has dropped its end of `all_done`, then once more, finished.
+fn report_progress(
+    done: &AtomicU64,
+    started: Instant,
+    all_done: &mpsc::Receiver<()>,
+    watch: &Watch<'_>,
+) {
+    let snapshot = |finished| Progress {
+        entries: done.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        estimate: watch.estimate,
+        finished,
     };
     while let Err(RecvTimeoutError::Timeout) = all_done.recv_timeout(PROGRESS_EVERY) {
-        line(&mut stderr, "");
+        (watch.report)(&snapshot(false));
     }
-    line(&mut stderr, "\n");
+    (watch.report)(&snapshot(true));
 }
 
 fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
@@ -307,9 +328,8 @@ struct Level {
     /// `None` while closed to save fds; re-opened through the child's `..`.
     dir: Option<DirStream>,
     meta: Meta,
-    /// Where to resume reading after a re-open: just past the child being
-    /// walked.
-    resume: u64,
+    /// Where to resume reading after a re-open: at the child being walked.
+    resume: Position,
     /// Tells levels apart, to know whether the cwd is this directory.
     id: u64,
 }
@@ -353,7 +373,7 @@ impl Worker<'_> {
         let root = Level {
             dir: Some(task.dir),
             meta: task.meta,
-            resume: 0,
+            resume: Position::default(),
             id: self.new_id(),
         };
         let mut branch = Branch {
@@ -391,7 +411,7 @@ impl Worker<'_> {
             let Some((child, meta)) = self.visit(stream.fd(), top.id, name, &branch.path) else {
                 continue;
             };
-            let (name, resume) = (name.to_owned(), stream.cookie());
+            let (name, resume) = (name.to_owned(), stream.position());
             let child = if self.shared.queue.wants_work() {
                 let task = Task {
                     dir: child,
@@ -418,13 +438,13 @@ impl Worker<'_> {
         child: DirStream,
         meta: Meta,
         name: &CStr,
-        resume: u64,
+        resume: Position,
     ) {
         branch.levels.last_mut().expect("a parent").resume = resume;
         branch.levels.push(Level {
             dir: Some(child),
             meta,
-            resume: 0,
+            resume: Position::default(),
             id: self.new_id(),
         });
         branch.path.push(OsStr::from_bytes(name.to_bytes()));
@@ -444,7 +464,7 @@ impl Worker<'_> {
         };
         branch.path.pop();
         if parent.dir.is_none() {
-            match reopen_parent(open_fd(&finished), parent) {
+            match reopen_parent(open_fd(&finished), parent, &mut self.getdents) {
                 Ok(dir) => {
                     parent.dir = Some(dir);
                     parent.id = self.new_id();
@@ -669,8 +689,12 @@ fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
 }
 
 /// Re-opens a closed ancestor through its child's `..`, checks it is still
-/// the same directory, and seeks back to where its reading stopped.
-fn reopen_parent(child: BorrowedFd<'_>, parent: &Level) -> Result<DirStream, EntryErrorKind> {
+/// the same directory, and goes back to where its reading stopped.
+fn reopen_parent(
+    child: BorrowedFd<'_>,
+    parent: &Level,
+    buf: &mut Vec<u8>,
+) -> Result<DirStream, EntryErrorKind> {
     let moved = EntryErrorKind::Walk(
         "moved during the walk: the rest of this directory and of those above it in this walk was not shifted",
     );
@@ -683,8 +707,14 @@ fn reopen_parent(child: BorrowedFd<'_>, parent: &Level) -> Result<DirStream, Ent
         return Err(moved);
     }
     let mut dir = DirStream::new(fd);
-    dir.seek(parent.resume)
-        .map_err(io("seeking in the directory"))?;
+    let same = dir
+        .restore(parent.resume, buf)
+        .map_err(io("reading the directory again"))?;
+    if !same {
+        return Err(EntryErrorKind::Walk(
+            "changed during the walk: the rest of this directory and of those above it in this walk was not shifted",
+        ));
+    }
     Ok(dir)
 }
 
