@@ -22,6 +22,7 @@ mod journal;
 mod progress;
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -703,12 +704,22 @@ fn shift_tree(
     counter: &progress::Counter,
 ) -> Result<(), MigrateError> {
     let fd = tree.duplicate_fd()?;
+    // The engine reports this tree's running count; the line shows the sum
+    // over every tree of the migration.
+    let seen = AtomicU64::new(0);
+    let advance_to = |entries: u64| {
+        let before = seen.swap(entries, Ordering::Relaxed);
+        counter.add(entries.saturating_sub(before));
+    };
+    let watch = |p: &shift::Progress| advance_to(p.entries);
     let shifted =
-        shift::shift_open_tree(fd, tree.path(), options).map_err(|source| MigrateError::Shift {
-            path: tree.path().to_owned(),
-            source,
+        shift::shift_open_tree_watched(fd, tree.path(), options, &watch).map_err(|source| {
+            MigrateError::Shift {
+                path: tree.path().to_owned(),
+                source,
+            }
         })?;
-    counter.add(shifted.entries);
+    advance_to(shifted.entries);
     if !shifted.ok() {
         let first = shifted.errors.first().map_or_else(String::new, |e| {
             format!("{} ({})", e.path.display(), e.kind)
