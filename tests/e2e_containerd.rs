@@ -50,26 +50,7 @@ const DAEMON_JSON: &str =
     "{\n  \"features\": {\"containerd-snapshotter\": true},\n  \"debug\": false\n}\n";
 
 fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
-    let mut command = h.ns_command(BIN);
-    command
-        .args(["--format", "json", "--timeout", "90", "--host"])
-        .arg(h.docker_host())
-        .arg("--data-root")
-        .arg(&h.paths().data_root)
-        .arg("--restart-command")
-        .arg(h.restart_command())
-        .arg("--stop-command")
-        .arg(h.stop_command())
-        .args(args);
-    let out = h.run(command, Duration::from_secs(600))?;
-    let value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "no JSON: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok((out.status.code().unwrap_or(-1), value))
+    h.tool_json(BIN, args, Duration::from_secs(600))
 }
 
 /// The busybox image, a volume with files of uid 0 and 1000, a stopped

@@ -430,6 +430,37 @@ impl Harness {
             .with_context(|| format!("writing {}", self.paths.daemon_json.display()))
     }
 
+    /// Runs docker-userns (`bin`) in the namespace against this daemon, with
+    /// its data root, restart and stop commands and `--format json`; returns
+    /// the exit code and the one JSON object it printed.
+    pub fn tool_json(
+        &self,
+        bin: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(i32, serde_json::Value)> {
+        let mut command = self.ns_command(bin);
+        command
+            .args(["--format", "json", "--timeout", "90", "--host"])
+            .arg(self.docker_host())
+            .arg("--data-root")
+            .arg(&self.paths().data_root)
+            .arg("--restart-command")
+            .arg(self.restart_command())
+            .arg("--stop-command")
+            .arg(self.stop_command())
+            .args(args);
+        let out = self.run(command, timeout)?;
+        let value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "no JSON: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((out.status.code().unwrap_or(-1), value))
+    }
+
     /// A volume `data` with a file of uid 0 and one of uid 1000, a stopped
     /// container `stopped` that mounts it and a running one `running`, all
     /// from `image`: what a migration must carry.
