@@ -72,7 +72,12 @@ impl Scene {
     /// `$T/etc` is /etc and `$T/tmp` is /tmp; `$BIN` is docker-userns.
     /// Returns the output whatever the exit status: attacks expect refusals.
     pub fn run(&self, script: &str) -> Output {
+        // The binary may live under /tmp (a checkout there): bind it into
+        // the scene first, so the private /tmp does not hide it.
         let prelude = r#"
+: > "$T/docker-userns"
+mount --bind "$BIN" "$T/docker-userns"
+BIN="$T/docker-userns"
 mount --bind "$T/etc" /etc
 mount --bind "$T/tmp" /tmp
 "#;
