@@ -12,11 +12,8 @@ use crate::config::passwd::{Groups, Passwd, is_valid_account_name};
 use crate::files::{atomic, lock};
 use crate::host::{Host, HostError};
 use crate::ids::{IdRange, first_fit_descending};
+use crate::paths::{GROUP, GSHADOW, LOGIN_DEFS, PASSWD, SHADOW};
 
-pub const PASSWD: &str = "/etc/passwd";
-pub const GROUP: &str = "/etc/group";
-pub const SHADOW: &str = "/etc/shadow";
-pub const GSHADOW: &str = "/etc/gshadow";
 const GECOS: &str = "docker-userns remap user";
 const HOME: &str = "/nonexistent";
 const BIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -393,7 +390,7 @@ pub fn remove_lines(
 
 /// login.defs under the root; shadow's defaults when it is missing.
 pub fn read_login_defs(host: &Host) -> Result<LoginDefs, AccountError> {
-    let path = Path::new(crate::plan::LOGIN_DEFS);
+    let path = Path::new(LOGIN_DEFS);
     Ok(match host.read(path)? {
         Some(s) => LoginDefs::parse(&host.display(path), &s.bytes)?,
         None => LoginDefs::absent(&host.display(path)),

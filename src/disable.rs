@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::account::{self, GROUP, GSHADOW, PASSWD, SHADOW};
+use crate::account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
@@ -15,8 +15,9 @@ use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
-use crate::plan::{self, FileChange, PlanError, SUBGID, SUBUID, Warning};
+use crate::plan::{self, FileChange, PlanError, Warning};
 use crate::request::{DisableRequest, Global};
 
 #[derive(Debug, thiserror::Error)]

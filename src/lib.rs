@@ -23,6 +23,7 @@ pub mod host;
 pub mod ids;
 pub mod image_store;
 pub mod migrate;
+pub mod paths;
 pub mod phases;
 pub mod plan;
 pub mod report;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::account::{self, AccountError, AccountTool, GROUP, PASSWD};
+use crate::account::{self, AccountError, AccountTool};
 use crate::config::daemon_json::{DATA_ROOT, DaemonConfig, USERNS_REMAP};
 use crate::config::login_defs::{IdKind, LoginDefs};
 use crate::config::passwd::{Groups, Passwd};
@@ -12,15 +12,11 @@ use crate::config::{Malformed, ParseError};
 use crate::files::{atomic, lock};
 use crate::host::{Host, HostError, Snapshot};
 use crate::ids::{self, IdRange, Principal, RemapSpec, SpecError};
+use crate::paths::{
+    DEFAULT_CONFIG, DEFAULT_DATA_ROOT, GROUP, GSHADOW, NSSWITCH, PASSWD, SHADOW, SNAP_CONFIG,
+    SUBGID, SUBUID,
+};
 use crate::request::{EnableRequest, Global};
-
-pub const DEFAULT_CONFIG: &str = "/etc/docker/daemon.json";
-pub const SNAP_CONFIG: &str = "/var/snap/docker/current/config/daemon.json";
-pub const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
-pub const SUBUID: &str = "/etc/subuid";
-pub const SUBGID: &str = "/etc/subgid";
-pub const LOGIN_DEFS: &str = "/etc/login.defs";
-pub const NSSWITCH: &str = "/etc/nsswitch.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -212,7 +208,7 @@ impl Action {
             Action::AddRange { kind, .. } => Some(kind.path().into()),
             Action::SetRemap { path, .. } => Some(path.clone()),
             Action::RestartDaemon { .. } => None,
-            Action::CompleteAccount { .. } => Some(account::SHADOW.into()),
+            Action::CompleteAccount { .. } => Some(SHADOW.into()),
             Action::MigrateData { from, .. } => Some(from.clone()),
             Action::PinImageStore { path, .. } => Some(path.clone()),
             Action::CarryImages { spool, .. } => Some(spool.clone()),
@@ -277,7 +273,7 @@ impl Action {
                 shadow,
                 gshadow,
             } => {
-                let files: Vec<&str> = [(*shadow, "/etc/shadow"), (*gshadow, "/etc/gshadow")]
+                let files: Vec<&str> = [(*shadow, SHADOW), (*gshadow, GSHADOW)]
                     .into_iter()
                     .filter_map(|(missing, file)| missing.then_some(file))
                     .collect();
@@ -384,8 +380,8 @@ pub fn observe(host: &Host, global: &Global) -> Result<Observed, PlanError> {
         login_defs,
         nsswitch_subid_line: nsswitch_subid_line(host)?,
         tool: account::detect_tool(host),
-        shadow_names: account::names_in(host, account::SHADOW)?,
-        gshadow_names: account::names_in(host, account::GSHADOW)?,
+        shadow_names: account::names_in(host, SHADOW)?,
+        gshadow_names: account::names_in(host, GSHADOW)?,
     })
 }
 

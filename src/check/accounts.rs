@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use super::{Check, Facts, Loaded, Remap, Status};
-use crate::account::{GROUP, PASSWD};
 use crate::config::subid::SubIdFile;
 use crate::ids::{IdRange, MIN_COUNT, RemapSpec};
-use crate::plan::{self, NSSWITCH, SUBGID, SUBUID};
+use crate::paths::{GROUP, NSSWITCH, PASSWD, SUBGID, SUBUID};
+use crate::plan;
 
 pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
     let Some(spec) = &facts.remap_spec else {

@@ -18,7 +18,8 @@ use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
 use crate::host::{FileMeta, Host};
 use crate::ids::RemapSpec;
-use crate::plan::{self, DEFAULT_DATA_ROOT};
+use crate::paths::{DEFAULT_DATA_ROOT, GROUP, LOGIN_DEFS, PASSWD, SUBGID, SUBUID};
+use crate::plan;
 use crate::request::Global;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -176,12 +177,12 @@ impl<'a> Facts<'a> {
             config_path: shown,
             config_meta,
             config,
-            passwd: load(host, crate::account::PASSWD, Passwd::parse, Passwd::default),
-            groups: load(host, crate::account::GROUP, Groups::parse, Groups::default),
-            subuid: load(host, plan::SUBUID, SubIdFile::parse, SubIdFile::default),
-            subgid: load(host, plan::SUBGID, SubIdFile::parse, SubIdFile::default),
-            login_defs: load(host, plan::LOGIN_DEFS, LoginDefs::parse, || {
-                LoginDefs::absent(Path::new(plan::LOGIN_DEFS))
+            passwd: load(host, PASSWD, Passwd::parse, Passwd::default),
+            groups: load(host, GROUP, Groups::parse, Groups::default),
+            subuid: load(host, SUBUID, SubIdFile::parse, SubIdFile::default),
+            subgid: load(host, SUBGID, SubIdFile::parse, SubIdFile::default),
+            login_defs: load(host, LOGIN_DEFS, LoginDefs::parse, || {
+                LoginDefs::absent(Path::new(LOGIN_DEFS))
             }),
             nsswitch_subid_line: plan::nsswitch_subid_line(host).ok().flatten(),
             data_root,

@@ -86,20 +86,26 @@ pub fn lock(host: &Host, paths: &[&Path]) -> Result<Locks, LockError> {
 }
 
 fn lckpwdf(host: &Host, deadline: Instant) -> Result<OwnedFd, LockError> {
-    let path = Path::new("/etc/.pwd.lock");
+    let path = Path::new(crate::paths::PWD_LOCK);
     let shown = host.display(path);
     let io = |e: Errno| LockError::Io {
         path: shown.clone(),
         source: e.into(),
     };
     let dir = host
-        .open_dir(Path::new("/etc"))
+        .open_dir(path.parent().expect("an absolute file path"))
         .map_err(|e| LockError::Io {
             path: shown.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let fd = rfs::openat(&dir, ".pwd.lock", flags, Mode::from_raw_mode(0o600)).map_err(io)?;
+    let fd = rfs::openat(
+        &dir,
+        path.file_name().expect("a file name"),
+        flags,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(io)?;
     loop {
         match rfs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(fd),
