@@ -32,6 +32,19 @@ pub enum AccountError {
     NoFreeId { min: u64, max: u64 },
 }
 
+impl AccountError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            AccountError::Parse(e) => e.location(),
+            AccountError::Host(_)
+            | AccountError::Lock(_)
+            | AccountError::InvalidName(_)
+            | AccountError::NoFreeId { .. } => None,
+        }
+    }
+}
+
 /// How accounts get created on this system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountTool {

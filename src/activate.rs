@@ -52,6 +52,27 @@ pub enum ActivateError {
     },
 }
 
+impl ActivateError {
+    /// The line of a unit or environment file that passes a conflicting
+    /// flag; no other failure here is about a position in a file.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            ActivateError::FlagConflict(source) => Some(crate::error::Location {
+                file: source.file.clone(),
+                line: source.line,
+                column: None,
+            }),
+            ActivateError::Service(_)
+            | ActivateError::Api(_)
+            | ActivateError::Running { .. }
+            | ActivateError::Restart { .. }
+            | ActivateError::Verify(_)
+            | ActivateError::Host(_)
+            | ActivateError::RolledBack { .. } => None,
+        }
+    }
+}
+
 /// What the daemon must show once restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {

@@ -36,6 +36,19 @@ pub enum DisableError {
     Carry(#[from] CarryError),
 }
 
+impl DisableError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            DisableError::Plan(e) => e.location(),
+            DisableError::Activate(e) => e.location(),
+            DisableError::Account(e) => e.location(),
+            DisableError::Store(e) => e.location(),
+            DisableError::Migrate(_) | DisableError::Carry(_) => None,
+        }
+    }
+}
+
 const CONTAINERD_BACK: &str =
     "the containerd image store comes back with the images and containers it had before enable";
 

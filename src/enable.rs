@@ -32,10 +32,12 @@ pub enum EnableError {
 }
 
 impl EnableError {
-    pub fn location(&self) -> Option<&crate::config::ParseError> {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
         match self {
             EnableError::Plan(e) => e.location(),
-            EnableError::Activate(_) | EnableError::Migrate(_) | EnableError::Carry(_) => None,
+            EnableError::Activate(e) => e.location(),
+            EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
 }

@@ -50,6 +50,16 @@ pub enum StoreError {
     Record { path: PathBuf, reason: String },
 }
 
+impl StoreError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            StoreError::Parse(e) => e.location(),
+            StoreError::Host(_) | StoreError::Record { .. } => None,
+        }
+    }
+}
+
 /// Where dockerd keeps images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod disable;
 pub mod enable;
+pub mod error;
 pub mod failpoint;
 pub mod files;
 pub mod grant;

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use docker_userns::check;
 use docker_userns::cli::{self, Invocation};
+use docker_userns::error::Error;
 use docker_userns::host::{Host, SystemRunner};
 use docker_userns::report::{self, Status};
 use std::io::{IsTerminal, Write};
@@ -32,11 +32,12 @@ fn main() -> ExitCode {
         Err(error) => {
             // Nowhere left to report a failure to report the error.
             if json {
-                let _ = report::print_json(&report::error_json(command_name(&request), &error));
+                let _ = report::print_json(&error.view(command_name(&request)));
             } else {
-                let _ = writeln!(std::io::stderr(), "docker-userns: error: {error:#}");
+                let message = error.message();
+                let _ = writeln!(std::io::stderr(), "docker-userns: error: {message}");
             }
-            Status::Error
+            error.exit_status()
         }
     };
     ExitCode::from(status as u8)
@@ -68,16 +69,16 @@ fn command_name(request: &Request) -> &'static str {
     }
 }
 
-fn run(request: &Request) -> anyhow::Result<Status> {
+fn run(request: &Request) -> Result<Status, Error> {
     let g = &request.global;
     let read_only = g.dry_run || matches!(request.command, Command::Check(_));
     if !read_only && !rustix::process::geteuid().is_root() {
-        bail!(
-            "changing a host needs root; run it with sudo, or add --dry-run to only see the plan"
-        );
+        return Err(Error::NeedsRoot);
     }
-    let host = Host::open(&g.root, Box::new(SystemRunner))
-        .with_context(|| format!("opening --root {}", g.root.display()))?;
+    let host = Host::open(&g.root, Box::new(SystemRunner)).map_err(|source| Error::Root {
+        root: g.root.clone(),
+        source,
+    })?;
     match &request.command {
         Command::Enable(enable) => {
             let outcome = enable::run(&host, g, enable)?;
@@ -121,13 +122,13 @@ fn run(request: &Request) -> anyhow::Result<Status> {
                 Format::Json => report::print_json(&report::check_json(&checks)),
                 Format::Human => report::print(report::check_human(&checks, g.quiet)),
             }
-            .context(WRITING)?;
+            .map_err(Error::Output)?;
             Ok(Status::pending_if(!check::healthy(&checks)))
         }
     }
 }
 
-fn run_shift(g: &Global, request: &ShiftRequest) -> anyhow::Result<shift::ShiftReport> {
+fn run_shift(g: &Global, request: &ShiftRequest) -> Result<shift::ShiftReport, Error> {
     let parse = |maps: &[String]| {
         maps.iter()
             .map(|m| shift::IdMap::parse(m))
@@ -146,24 +147,25 @@ fn run_shift(g: &Global, request: &ShiftRequest) -> anyhow::Result<shift::ShiftR
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .with_context(|| format!("opening --root {}", g.root.display()))?;
+    .map_err(|source| Error::RootDir {
+        root: g.root.clone(),
+        source,
+    })?;
     let tree = shift::open_tree(std::os::fd::AsFd::as_fd(&root), &request.dir, &g.root)?;
     let shown = g.root.join(docker_userns::host::relative(&request.dir));
     Ok(shift::shift_open_tree(tree, &shown, &options)?)
 }
-
-const WRITING: &str = "writing the report to stdout";
 
 /// Prints a result in the requested format (nothing for human with -q).
 fn emit(
     g: &Global,
     json: impl FnOnce() -> serde_json::Value,
     human: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     match g.format {
         Format::Json => report::print_json(&json()),
         Format::Human if g.quiet => Ok(()),
         Format::Human => report::print(human()),
     }
-    .context(WRITING)
+    .map_err(Error::Output)
 }

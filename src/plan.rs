@@ -70,11 +70,19 @@ pub enum PlanError {
 
 impl PlanError {
     /// The input file position behind this error, if any.
-    pub fn location(&self) -> Option<&ParseError> {
+    pub fn location(&self) -> Option<crate::error::Location> {
         match self {
-            PlanError::Parse(e) => Some(e),
-            PlanError::Account(AccountError::Parse(e)) => Some(e),
-            _ => None,
+            PlanError::Parse(e) => e.location(),
+            PlanError::Account(e) => e.location(),
+            PlanError::Store(e) => e.location(),
+            PlanError::Host(_)
+            | PlanError::Lock(_)
+            | PlanError::Spec { .. }
+            | PlanError::CountTooSmall(_)
+            | PlanError::MissingUser { .. }
+            | PlanError::MissingGroup { .. }
+            | PlanError::NoFreeRange { .. }
+            | PlanError::NotConverged(_) => None,
         }
     }
 }

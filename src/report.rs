@@ -7,7 +7,6 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::check::{self, Check, Status as CheckStatus};
-use crate::config::ParseError;
 use crate::disable::DisableOutcome;
 use crate::enable::{DaemonState, Outcome};
 use crate::grant::GrantOutcome;
@@ -477,29 +476,9 @@ pub fn unified_diff(change: &FileChange) -> String {
         .to_string()
 }
 
-/// An error as one JSON object, with the file and line when known.
-pub fn error_json(command: &str, error: &anyhow::Error) -> Value {
-    let located = error.chain().find_map(|e| {
-        e.downcast_ref::<ParseError>()
-            .or_else(|| e.downcast_ref::<crate::plan::PlanError>()?.location())
-            .or_else(|| e.downcast_ref::<crate::enable::EnableError>()?.location())
-    });
-    json!({
-        "command": command,
-        "ok": false,
-        "changed": false,
-        "error": {
-            "message": format!("{error:#}"),
-            "file": located.map(|l| &l.path),
-            "line": located.map(|l| l.line),
-            "column": located.and_then(|l| l.column),
-        }
-    })
-}
-
 /// Writes a JSON document and a newline to stdout.
-pub fn print_json(value: &Value) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("reports serialize");
     print(format!("{text}\n"))
 }
 
