@@ -1027,6 +1027,128 @@ WantedBy=multi-user.target
     }
 
     #[test]
+    fn unit_words_quoted_escaped_and_variables() {
+        let cases: &[(&str, &[&str])] = &[
+            (r#""a b" 'c d' e"f g"h"#, &["a b", "c d", "ef gh"]),
+            (
+                r#"a\ b \n \x "\t" '\"' "it's""#,
+                &["a b", "\n", "x", "\t", "\"", "it's"],
+            ),
+            (r#"$A ${B} "$C" $$"#, &["$A", "${B}", "$C", "$$"]),
+            ("a\u{a0}b\u{2003}c\rd\x0be", &["a", "b", "c", "d", "e"]),
+            ("#a ;b", &["#a", ";b"]),
+        ];
+        for (text, words) in cases {
+            assert_eq!(split_unit_words(text), *words, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unit_words_empty_and_malformed() {
+        let none: &[&str] = &[];
+        assert_eq!(split_unit_words(""), none);
+        assert_eq!(split_unit_words(" \t\n "), none);
+        assert_eq!(split_unit_words(r#""""#), [""]);
+        assert_eq!(split_unit_words(r#"a '' b"#), ["a", "", "b"]);
+        assert_eq!(split_unit_words(r#""open quote"#), ["open quote"]);
+        assert_eq!(split_unit_words(r#"'a"b"#), ["a\"b"]);
+        assert_eq!(split_unit_words("x\\"), ["x\\"]);
+        assert_eq!(split_unit_words("\\"), ["\\"]);
+        assert_eq!(split_unit_words("\\ x"), [" x"]);
+    }
+
+    fn env(text: &str) -> Vec<(String, String, usize)> {
+        parse_env_file(text)
+            .into_iter()
+            .map(|v| (v.name, v.value.text(), v.line))
+            .collect()
+    }
+
+    fn vars(want: &[(&str, &str, usize)]) -> Vec<(String, String, usize)> {
+        want.iter()
+            .map(|(n, v, l)| (n.to_string(), v.to_string(), *l))
+            .collect()
+    }
+
+    #[test]
+    fn env_file_words_quoted_and_escaped() {
+        assert_eq!(
+            env(
+                "A='x y'\nB=\"x y\"\nC=a\"b c\"d'e'\nD=a\\ b\nE=\"\\$x \\q \\\\ \\` \\\"\"\nF=\\'\\\"\n"
+            ),
+            vars(&[
+                ("A", "x y", 1),
+                ("B", "x y", 2),
+                ("C", "ab cde", 3),
+                ("D", "a b", 4),
+                ("E", "$x \\q \\ ` \"", 5),
+                ("F", "'\"", 6),
+            ])
+        );
+        assert_eq!(
+            env("U=a\\\nb V=\"c\\\nd\" W='e\\\nf'\r\nX=1\r\n"),
+            vars(&[
+                ("U", "ab", 1),
+                ("V", "cd", 2),
+                ("W", "e\\\nf", 3),
+                ("X", "1", 5)
+            ])
+        );
+        assert_eq!(
+            env("N=1 # c\n#O=1\nP=a#b Q=1;R=2 ; S==;T=`x`\n"),
+            vars(&[
+                ("N", "1", 1),
+                ("P", "a#b", 3),
+                ("Q", "1", 3),
+                ("R", "2", 3),
+                ("S", "=", 3),
+                ("T", "`x`", 3),
+            ])
+        );
+    }
+
+    #[test]
+    fn env_file_words_expand_earlier_assignments() {
+        assert_eq!(
+            env(
+                "A='x y'\nG=$A${A}$-$1${A:-x}$UNSET.\nH='$A' I=\"$A\" J=\"${A}\"$\nA=z K=$A L=${A\n"
+            ),
+            vars(&[
+                ("A", "x y", 1),
+                ("G", "x yx y$-$1${A:-x}.", 2),
+                ("H", "$A", 3),
+                ("I", "x y", 3),
+                ("J", "x y$", 3),
+                ("A", "z", 4),
+                // Expanded from the statements before, not the words before.
+                ("K", "x y", 4),
+                ("L", "${A", 4),
+            ])
+        );
+        let lines: Vec<Option<usize>> = parse_env_file("A=\"x\ny\"\nB=$A\n")
+            .iter()
+            .map(|v| v.value.0.get(2).map(|(_, l)| *l))
+            .collect();
+        assert_eq!(lines, [Some(2), Some(2)]);
+    }
+
+    #[test]
+    fn env_file_words_empty_and_malformed() {
+        assert_eq!(env(""), vars(&[]));
+        assert_eq!(env("\n\n;\n"), vars(&[]));
+        assert_eq!(
+            env("I=\nJ=\"\"\nK=''\n"),
+            vars(&[("I", "", 1), ("J", "", 2), ("K", "", 3)])
+        );
+        assert_eq!(
+            env("\"V=1\"\nW=1 cmd\n1X=2\n=3\nY=\\"),
+            vars(&[("Y", "", 5)])
+        );
+        assert_eq!(env("K=\"open\nL=1"), vars(&[("K", "open\nL=1", 1)]));
+        assert_eq!(env("L='open\nM=1\n"), vars(&[("L", "open\nM=1\n", 1)]));
+    }
+
+    #[test]
     fn flag_spellings() {
         assert_eq!(flag_names("userns-remap"), ["--userns-remap"]);
         assert_eq!(flag_names("data-root"), ["--data-root", "-g", "--graph"]);

@@ -622,6 +622,76 @@ mod tests {
         assert_eq!(words, ["a", "b cd\"e f", "g\\h", "$x", ""]);
     }
 
+    fn reason(command: &str) -> String {
+        match split_words(command) {
+            Err(ServiceError::BadCommand { reason, .. }) => reason,
+            other => panic!("{command:?}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restart_command_words_quoted_and_escaped() {
+        let cases: &[(&str, &[&str])] = &[
+            (r#"a "b c" 'd e' f"g h"i"#, &["a", "b c", "d e", "fg hi"]),
+            (
+                r#"a\ b \"q\" "x\$y" "\n" '\n'"#,
+                &["a b", "\"q\"", "x$y", "\\n", "\\n"],
+            ),
+            ("\"a\\\nb\" c\\\nd", &["ab", "cd"]),
+            (
+                "'$HOME' \\$HOME \"\\$HOME\" '`x`'",
+                &["$HOME", "$HOME", "$HOME", "`x`"],
+            ),
+            ("a\rb #c d=e\t", &["a\rb", "#c", "d=e"]),
+            ("'a\nb' \"\\`\"", &["a\nb", "`"]),
+        ];
+        for (command, words) in cases {
+            assert_eq!(split_words(command).unwrap(), *words, "{command:?}");
+        }
+    }
+
+    #[test]
+    fn restart_command_words_empty() {
+        let none: &[&str] = &[];
+        assert_eq!(split_words("").unwrap(), none);
+        assert_eq!(split_words(" \t\n ").unwrap(), none);
+        assert_eq!(split_words("\\\n").unwrap(), none);
+        assert_eq!(split_words("\"\"").unwrap(), [""]);
+        assert_eq!(split_words("''").unwrap(), [""]);
+        assert_eq!(split_words("a \"\" '' b").unwrap(), ["a", "", "", "b"]);
+    }
+
+    #[test]
+    fn restart_command_words_malformed() {
+        assert_eq!(reason("'open"), "unterminated single quote");
+        assert_eq!(reason("\"open"), "unterminated double quote");
+        assert_eq!(reason("\"open\\"), "unterminated double quote");
+        assert_eq!(reason("x\\"), "ends with a backslash");
+        let needs_shell = "needs a shell, and the command runs without one; put the steps in a \
+                           script and give its path";
+        for (command, c) in [
+            ("echo $HOME", '$'),
+            ("a;b", ';'),
+            ("a | b", '|'),
+            ("a && b", '&'),
+            ("a < b", '<'),
+            ("a>b", '>'),
+            ("(a)", '('),
+            ("a)", ')'),
+            ("`a`", '`'),
+            ("'ok' $x 'open", '$'),
+        ] {
+            assert_eq!(
+                reason(command),
+                format!("{c:?} {needs_shell}"),
+                "{command:?}"
+            );
+        }
+        let in_quotes = "inside double quotes would need a shell; escape it or use single quotes";
+        assert_eq!(reason("\"$HOME\""), format!("'$' {in_quotes}"));
+        assert_eq!(reason("\"`a`\""), format!("'`' {in_quotes}"));
+    }
+
     #[test]
     fn programs_must_be_executable_files() {
         let root = tempfile::tempdir().unwrap();
