@@ -2,6 +2,9 @@
 
 pub mod api;
 pub mod binary;
+pub mod envfile;
 pub mod flags;
 pub mod service;
 pub mod transfer;
+pub mod unit;
+pub mod words;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs as rfs;
 
-use super::flags;
+use super::{unit, words};
 use crate::host::{Host, HostError, SystemRunner};
 
 /// Where service tools are looked up, relative to the root.
@@ -141,7 +141,7 @@ pub fn detect(root: &Path, restart_command: Option<&str>) -> Result<ServiceManag
         root: root.to_path_buf(),
     };
     let host = open_root(root).ok_or_else(not_detected)?;
-    if flags::systemd_runs(&host) && flags::find_unit(&host).is_some() {
+    if unit::systemd_runs(&host) && unit::find_unit(&host).is_some() {
         return Ok(ServiceManager::Systemd);
     }
     if host.exists(Path::new("/snap/bin/docker")) || is_dir(&host, "/var/snap/docker") {
@@ -317,69 +317,7 @@ fn bad_command(command: &str, reason: &str) -> ServiceError {
 /// expansion. Unquoted operators are refused: nothing runs a shell, so
 /// `a && b` would silently pass `&&` as an argument.
 pub fn split_words(command: &str) -> Result<Vec<String>, ServiceError> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = command.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => words.extend(word.take()),
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(q) => w.push(q),
-                        None => return Err(bad_command(command, "unterminated single quote")),
-                    }
-                }
-            }
-            '"' => double_quoted(command, &mut chars, word.get_or_insert_with(String::new))?,
-            '\\' => match chars.next() {
-                Some('\n') => {}
-                Some(e) => word.get_or_insert_with(String::new).push(e),
-                None => return Err(bad_command(command, "ends with a backslash")),
-            },
-            ';' | '|' | '&' | '<' | '>' | '(' | ')' | '`' | '$' => {
-                let reason = format!(
-                    "{c:?} needs a shell, and the command runs without one; put the steps in a \
-                     script and give its path"
-                );
-                return Err(bad_command(command, &reason));
-            }
-            other => word.get_or_insert_with(String::new).push(other),
-        }
-    }
-    words.extend(word);
-    Ok(words)
-}
-
-fn double_quoted(
-    command: &str,
-    chars: &mut std::str::Chars<'_>,
-    word: &mut String,
-) -> Result<(), ServiceError> {
-    loop {
-        match chars.next() {
-            Some('"') => return Ok(()),
-            Some('\\') => match chars.next() {
-                Some('\n') => {}
-                Some(e @ ('$' | '`' | '"' | '\\')) => word.push(e),
-                Some(other) => {
-                    word.push('\\');
-                    word.push(other);
-                }
-                None => return Err(bad_command(command, "unterminated double quote")),
-            },
-            Some(c @ ('$' | '`')) => {
-                let reason = format!(
-                    "{c:?} inside double quotes would need a shell; escape it or use single quotes"
-                );
-                return Err(bad_command(command, &reason));
-            }
-            Some(c) => word.push(c),
-            None => return Err(bad_command(command, "unterminated double quote")),
-        }
-    }
+    words::command_words(command).map_err(|e| bad_command(command, &e.to_string()))
 }
 
 /// Where to read dockerd's recent output.
