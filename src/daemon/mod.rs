@@ -4,6 +4,7 @@ pub mod api;
 pub mod binary;
 pub mod envfile;
 pub mod flags;
+pub mod http;
 pub mod service;
 pub mod transfer;
 pub mod unit;

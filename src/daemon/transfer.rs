@@ -5,49 +5,19 @@
 //! Images can take minutes to export or load, so these requests are bound
 //! by an idle timeout (no byte moved for that long) instead of a deadline.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufReader, Read, Write};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::api::{
-    ApiError, DockerApi, HttpError, chunk_size, error_message, read_body, read_headers, read_line,
-    read_status_line, skip_trailers, timed_out,
+use super::api::{ApiError, DockerApi, error_message};
+use super::http::{
+    self, COPY_BUFFER, HttpError, IdleStream, read_body, read_headers, read_status_line,
 };
 
-const COPY_BUFFER: usize = 256 * 1024;
 /// Creating or starting a container on a busy host can take longer than a
 /// status query is given.
 const MIN_CALL_IDLE: Duration = Duration::from_secs(60);
-
-/// A connection whose reads and writes each fail after `idle` without
-/// progress, however long the whole transfer takes.
-struct IdleStream(UnixStream);
-
-impl IdleStream {
-    fn new(stream: UnixStream, idle: Duration) -> io::Result<Self> {
-        stream.set_read_timeout(Some(idle))?;
-        stream.set_write_timeout(Some(idle))?;
-        Ok(IdleStream(stream))
-    }
-}
-
-impl Read for IdleStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(timed_out)
-    }
-}
-
-impl Write for IdleStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf).map_err(timed_out)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
 
 /// What goes up after the request head.
 enum Body<'a> {
@@ -75,7 +45,7 @@ impl DockerApi {
         let fail = |reason: String| self.transfer_error("GET", target, reason);
         let mut reader = self.send("GET", target, Body::None, idle)?;
         let headers = self.read_head(&mut reader, "GET", target)?;
-        let copied = stream_body(&mut reader, &headers, out, progress)
+        let copied = http::stream_body(&mut reader, &headers, out, progress)
             .map_err(|e| fail(format!("reading the body: {e}")))?;
         out.flush()
             .map_err(|e| fail(format!("writing the body: {e}")))?;
@@ -152,17 +122,7 @@ impl DockerApi {
                 len, content_type, ..
             } => (Some(*content_type), *len),
         };
-        let mut head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: docker-userns\r\n\
-             Accept: application/json\r\nConnection: close\r\n"
-        );
-        if let Some(kind) = content_type {
-            head.push_str(&format!("Content-Type: {kind}\r\n"));
-        }
-        if method != "GET" {
-            head.push_str(&format!("Content-Length: {len}\r\n"));
-        }
-        head.push_str("\r\n");
+        let head = http::request_head(method, target, content_type, len);
         stream.write_all(head.as_bytes()).map_err(fail)?;
         match body {
             Body::None => {}
@@ -173,7 +133,7 @@ impl DockerApi {
                 progress,
                 ..
             } => {
-                let sent = copy(&mut input.take(len), &mut stream, progress).map_err(fail)?;
+                let sent = http::copy(&mut input.take(len), &mut stream, progress).map_err(fail)?;
                 if sent != len {
                     return Err(self.transfer_error(
                         method,
@@ -221,91 +181,6 @@ impl DockerApi {
             target: target.to_owned(),
             reason,
         }
-    }
-}
-
-/// Copies the de-framed body to `out`, without a size limit: it goes to a
-/// file, not to memory.
-fn stream_body(
-    reader: &mut impl BufRead,
-    headers: &[(String, String)],
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64),
-) -> Result<u64, HttpError> {
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-    };
-    let chunked = find("transfer-encoding")
-        .and_then(|c| c.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-    if chunked {
-        return stream_chunked(reader, out, progress);
-    }
-    match find("content-length") {
-        Some(value) => {
-            let len: u64 = value
-                .parse()
-                .map_err(|_| HttpError::Malformed(format!("bad Content-Length {value:?}")))?;
-            let copied = copy(&mut reader.take(len), out, progress)?;
-            if copied != len {
-                return Err(HttpError::Malformed(format!(
-                    "body ended after {copied} of {len} bytes"
-                )));
-            }
-            Ok(copied)
-        }
-        None => Ok(copy(reader, out, progress)?),
-    }
-}
-
-fn stream_chunked(
-    reader: &mut impl BufRead,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64),
-) -> Result<u64, HttpError> {
-    let mut total = 0u64;
-    loop {
-        let size = chunk_size(&read_line(reader)?)? as u64;
-        if size == 0 {
-            skip_trailers(reader)?;
-            return Ok(total);
-        }
-        let copied = copy(&mut reader.take(size), out, &mut |_| {})?;
-        if copied != size {
-            return Err(HttpError::Malformed(format!(
-                "chunk ended after {copied} of {size} bytes"
-            )));
-        }
-        total += copied;
-        progress(total);
-        if !read_line(reader)?.is_empty() {
-            return Err(HttpError::Malformed(
-                "chunk longer than its declared size".into(),
-            ));
-        }
-    }
-}
-
-fn copy(
-    input: &mut dyn Read,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64),
-) -> io::Result<u64> {
-    let mut buffer = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buffer) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buffer[..n])?;
-        total += n as u64;
-        progress(total);
     }
 }
 
