@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::account;
+use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
@@ -475,8 +475,14 @@ fn remapped(
     daemon_data_root: &Path,
 ) -> Option<Migration> {
     let spec = RemapSpec::parse(value).ok()?;
-    let accounts =
-        plan::resolve_accounts(host, &observed.passwd, &observed.groups, &spec, value).ok()?;
+    let accounts = crate::accounts::resolve::resolve_accounts(
+        host,
+        &observed.passwd,
+        &observed.groups,
+        &spec,
+        value,
+    )
+    .ok()?;
     let uid = accounts.uid.unwrap_or(u32::MAX);
     let uids = *observed.subuid.ranges_of(&accounts.user, uid).first()?;
     let gids = *observed.subgid.ranges_of(&accounts.user, uid).first()?;
@@ -501,7 +507,16 @@ fn plan_purge(
 ) {
     let user = current
         .and_then(|v| RemapSpec::parse(v).ok())
-        .and_then(|s| plan::resolve_accounts(host, &observed.passwd, &observed.groups, &s, "").ok())
+        .and_then(|s| {
+            crate::accounts::resolve::resolve_accounts(
+                host,
+                &observed.passwd,
+                &observed.groups,
+                &s,
+                "",
+            )
+            .ok()
+        })
         .map_or_else(|| DEFAULT_USER.to_owned(), |a| a.user);
     if user != DEFAULT_USER {
         outcome.warnings.push(Warning {
@@ -562,7 +577,7 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
 }
 
 fn read_uid(host: &Host, user: &str) -> Result<Option<String>, DisableError> {
-    let observed = plan::read_passwd(host)?;
+    let observed = crate::accounts::resolve::read_passwd(host)?;
     Ok(observed.by_name(user).map(|e| e.uid.to_string()))
 }
 

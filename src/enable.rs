@@ -919,8 +919,9 @@ fn validate_after_accounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::Mapping;
     use crate::host::{HostError, Runner};
-    use crate::plan::{FileChange, Mapping};
+    use crate::plan::FileChange;
     use std::cell::RefCell;
     use std::ffi::OsString;
     use std::io::Read;

@@ -4,10 +4,10 @@
 //! [`plan`] observes the [`host::Host`] and computes a plan of actions from
 //! pure parsers in [`config`] and the allocator in [`ids`], [`report`]
 //! renders it, and `plan::apply` carries it out through the few modules with
-//! side effects ([`files`], [`account`]).
+//! side effects ([`files`], [`accounts`]).
 
 pub mod access;
-pub mod account;
+pub mod accounts;
 pub mod activate;
 pub mod binds;
 pub mod check;

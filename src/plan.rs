@@ -3,15 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::account::{self, AccountError, AccountTool};
+use crate::accounts::Mapping;
+use crate::accounts::allocate::{
+    AllocateError, IdSources, SubIdKind, collisions, owned_ranges, range_need, range_to_add,
+};
+use crate::accounts::create::{self as account, AccountError, AccountTool};
+use crate::accounts::resolve::{Accounts, ResolveError, resolve_accounts, same_accounts};
 use crate::config::daemon_json::{DATA_ROOT, DaemonConfig, USERNS_REMAP};
-use crate::config::login_defs::{IdKind, LoginDefs};
+use crate::config::login_defs::LoginDefs;
 use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
 use crate::config::{Malformed, ParseError};
 use crate::files::{atomic, lock};
 use crate::host::{Host, HostError, Snapshot};
-use crate::ids::{self, IdRange, Principal, RemapSpec, SpecError};
+use crate::ids::{self, IdRange, RemapSpec, SpecError};
 use crate::paths::{
     DEFAULT_CONFIG, DEFAULT_DATA_ROOT, GROUP, GSHADOW, NSSWITCH, PASSWD, SHADOW, SNAP_CONFIG,
     SUBGID, SUBUID,
@@ -36,32 +41,10 @@ pub enum PlanError {
     },
     #[error("--count {0}: at least {min} ids are needed (container images use ids up to 65534)", min = ids::MIN_COUNT)]
     CountTooSmall(u64),
-    #[error(
-        "{file}: {what} does not exist; create it first (e.g. `useradd --system {hint}`) or use --user default"
-    )]
-    MissingUser {
-        file: PathBuf,
-        what: String,
-        hint: String,
-    },
-    #[error(
-        "{file}: {what} does not exist; dockerd needs it for {spec:?} (create it, or name a group with --user USER:GROUP)"
-    )]
-    MissingGroup {
-        file: PathBuf,
-        what: String,
-        spec: String,
-    },
-    #[error(
-        "{file}: no free range of {count} ids left within {min}..={max} (SUB_{kind}_MIN/MAX in login.defs); free one or raise SUB_{kind}_MAX"
-    )]
-    NoFreeRange {
-        file: PathBuf,
-        kind: &'static str,
-        count: u64,
-        min: u64,
-        max: u64,
-    },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Allocate(#[from] AllocateError),
     #[error(transparent)]
     Store(#[from] crate::image_store::StoreError),
     #[error("the host did not converge: after applying, the plan still wants: {0}")]
@@ -74,38 +57,14 @@ impl PlanError {
         match self {
             PlanError::Parse(e) => e.location(),
             PlanError::Account(e) => e.location(),
+            PlanError::Allocate(e) => e.location(),
             PlanError::Store(e) => e.location(),
             PlanError::Host(_)
             | PlanError::Lock(_)
             | PlanError::Spec { .. }
             | PlanError::CountTooSmall(_)
-            | PlanError::MissingUser { .. }
-            | PlanError::MissingGroup { .. }
-            | PlanError::NoFreeRange { .. }
+            | PlanError::Resolve(_)
             | PlanError::NotConverged(_) => None,
-        }
-    }
-}
-
-/// Which subordinate-id file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubIdKind {
-    Uid,
-    Gid,
-}
-
-impl SubIdKind {
-    pub fn path(self) -> &'static Path {
-        Path::new(match self {
-            SubIdKind::Uid => SUBUID,
-            SubIdKind::Gid => SUBGID,
-        })
-    }
-
-    fn id_kind(self) -> IdKind {
-        match self {
-            SubIdKind::Uid => IdKind::Uid,
-            SubIdKind::Gid => IdKind::Gid,
         }
     }
 }
@@ -307,39 +266,6 @@ pub struct FileChange {
     pub new: String,
 }
 
-/// Who container root becomes, and with which ranges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub spec: String,
-    pub user: String,
-    pub group: String,
-    /// `None` while the account is still to be created.
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    /// In the order dockerd stacks them: the first holds container id 0.
-    pub uid_ranges: Vec<IdRange>,
-    pub gid_ranges: Vec<IdRange>,
-}
-
-impl Mapping {
-    /// The name dockerd gives the namespaced data root: `<uid>.<gid>`.
-    pub fn data_root_dir(&self) -> Option<String> {
-        Some(format!(
-            "{}.{}",
-            self.uid_ranges.first()?.start,
-            self.gid_ranges.first()?.start
-        ))
-    }
-
-    pub fn uid_count(&self) -> u64 {
-        self.uid_ranges.iter().map(|r| r.count).sum()
-    }
-
-    pub fn gid_count(&self) -> u64 {
-        self.gid_ranges.iter().map(|r| r.count).sum()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub mapping: Mapping,
@@ -418,137 +344,6 @@ pub fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
         .map(|i| i + 1))
 }
 
-/// The accounts a spec names, and which of them must be created.
-pub struct Accounts {
-    pub user: String,
-    pub uid: Option<u32>,
-    pub group: String,
-    pub gid: Option<u32>,
-}
-
-fn resolve(
-    host: &Host,
-    observed: &Observed,
-    spec: &RemapSpec,
-    text: &str,
-) -> Result<Accounts, PlanError> {
-    resolve_accounts(host, &observed.passwd, &observed.groups, spec, text)
-}
-
-/// Resolves a `userns-remap` value against the account files, as dockerd
-/// does; with `default`, a missing dockremap is to be created.
-pub fn resolve_accounts(
-    host: &Host,
-    passwd: &Passwd,
-    groups: &Groups,
-    spec: &RemapSpec,
-    text: &str,
-) -> Result<Accounts, PlanError> {
-    let passwd_file = host.display(Path::new(PASSWD));
-    let group_file = host.display(Path::new(GROUP));
-    let (user, uid) = match &spec.user {
-        Principal::Name(name) => match passwd.by_name(name) {
-            Some(entry) => (entry.name.clone(), Some(entry.uid)),
-            None if spec.default => (name.clone(), None),
-            None => {
-                return Err(PlanError::MissingUser {
-                    file: passwd_file,
-                    what: format!("user {name:?}"),
-                    hint: name.clone(),
-                });
-            }
-        },
-        Principal::Id(uid) => match passwd.by_uid(*uid) {
-            Some(entry) => (entry.name.clone(), Some(*uid)),
-            None => {
-                return Err(PlanError::MissingUser {
-                    file: passwd_file,
-                    what: format!("uid {uid}"),
-                    hint: format!("--uid {uid} NAME"),
-                });
-            }
-        },
-    };
-    // dockerd's lookups: the group named like the user (or with the uid as
-    // gid) unless a group is given.
-    let group_spec = spec.group.clone().unwrap_or_else(|| spec.user.clone());
-    let found = match &group_spec {
-        Principal::Name(name) => groups.by_name(name),
-        Principal::Id(gid) => groups.by_gid(*gid),
-    };
-    let (group, gid) = match (found, &group_spec) {
-        (Some(entry), _) => (entry.name.clone(), Some(entry.gid)),
-        (None, Principal::Name(name)) if spec.default && spec.group.is_none() => {
-            (name.clone(), None)
-        }
-        (None, missing) => {
-            let what = match missing {
-                Principal::Name(name) => format!("group {name:?}"),
-                Principal::Id(gid) => format!("gid {gid}"),
-            };
-            return Err(PlanError::MissingGroup {
-                file: group_file,
-                what,
-                spec: text.into(),
-            });
-        }
-    };
-    Ok(Accounts {
-        user,
-        uid,
-        group,
-        gid,
-    })
-}
-
-/// Inputs to the range decision for one file, shared by planning and by
-/// the re-check under lock at apply time.
-pub struct RangeNeed<'a> {
-    pub kind: SubIdKind,
-    pub file: &'a SubIdFile,
-    pub owner: &'a str,
-    pub owner_uid: Option<u32>,
-    pub count: u64,
-    /// Ids that belong to accounts (uids for subuid, gids for subgid).
-    pub in_use: Vec<IdRange>,
-    pub bounds: (u64, u64),
-}
-
-/// The range to add, if the owner's stacked ranges fall short of `count`.
-pub fn range_to_add(need: &RangeNeed<'_>, display: &Path) -> Result<Option<IdRange>, PlanError> {
-    let have: u64 = owned_ranges(need).iter().map(|r| r.count).sum();
-    if have >= need.count {
-        return Ok(None);
-    }
-    let missing = need.count - have;
-    let mut taken: Vec<IdRange> = need.file.taken().collect();
-    taken.extend(need.in_use.iter().copied());
-    let (min, max) = need.bounds;
-    ids::first_fit(&taken, min, max, missing)
-        .map(Some)
-        .ok_or(PlanError::NoFreeRange {
-            file: display.to_owned(),
-            kind: match need.kind {
-                SubIdKind::Uid => "UID",
-                SubIdKind::Gid => "GID",
-            },
-            count: missing,
-            min,
-            max,
-        })
-}
-
-fn owned_ranges(need: &RangeNeed<'_>) -> Vec<IdRange> {
-    match need.owner_uid {
-        Some(uid) => need.file.ranges_of(need.owner, uid),
-        None => need
-            .file
-            .ranges_of(need.owner, u32::MAX)
-            .into_iter()
-            .collect(),
-    }
-}
-
 pub fn plan(
     host: &Host,
     observed: &Observed,
@@ -556,7 +351,13 @@ pub fn plan(
     spec: &RemapSpec,
     request: &EnableRequest,
 ) -> Result<Plan, PlanError> {
-    let accounts = resolve(host, observed, spec, &request.user)?;
+    let accounts = resolve_accounts(
+        host,
+        &observed.passwd,
+        &observed.groups,
+        spec,
+        &request.user,
+    )?;
     let mut actions = Vec::new();
     let mut changes = Vec::new();
     if accounts.gid.is_none() {
@@ -594,7 +395,7 @@ pub fn plan(
             SubIdKind::Gid => (&observed.subgid, &observed.subgid_file),
         };
         let need = range_need(
-            &IdSources::of(observed),
+            &id_sources(observed),
             kind,
             file,
             &accounts.user,
@@ -623,9 +424,9 @@ pub fn plan(
     }
     let config_display = host.display(&observed.config_path);
     let current = observed.config.string(USERNS_REMAP)?;
-    let equivalent = current
-        .as_deref()
-        .is_some_and(|value| same_accounts(host, observed, value, &accounts));
+    let equivalent = current.as_deref().is_some_and(|value| {
+        same_accounts(host, &observed.passwd, &observed.groups, value, &accounts)
+    });
     let new_config_text = if equivalent {
         observed.config.text().to_owned()
     } else {
@@ -653,20 +454,12 @@ pub fn plan(
     })
 }
 
-/// The account databases that say which ids are in use.
-struct IdSources<'a> {
-    passwd: &'a Passwd,
-    groups: &'a Groups,
-    login_defs: &'a LoginDefs,
-}
-
-impl<'a> IdSources<'a> {
-    fn of(observed: &'a Observed) -> Self {
-        IdSources {
-            passwd: &observed.passwd,
-            groups: &observed.groups,
-            login_defs: &observed.login_defs,
-        }
+/// The account databases that say which ids are in use, as observed.
+fn id_sources(observed: &Observed) -> IdSources<'_> {
+    IdSources {
+        passwd: &observed.passwd,
+        groups: &observed.groups,
+        login_defs: &observed.login_defs,
     }
 }
 
@@ -682,57 +475,6 @@ fn completion(observed: &Observed, accounts: &Accounts) -> Option<Action> {
         name: accounts.user.clone(),
         shadow,
         gshadow,
-    })
-}
-
-fn range_need<'a>(
-    sources: &IdSources<'_>,
-    kind: SubIdKind,
-    file: &'a SubIdFile,
-    owner: &'a str,
-    owner_uid: Option<u32>,
-    count: u64,
-    creating: bool,
-) -> Result<RangeNeed<'a>, PlanError> {
-    let mut in_use: Vec<IdRange> = match kind {
-        SubIdKind::Uid => sources
-            .passwd
-            .entries
-            .iter()
-            .map(|e| IdRange::single(e.uid))
-            .collect(),
-        SubIdKind::Gid => sources
-            .groups
-            .entries
-            .iter()
-            .map(|e| IdRange::single(e.gid))
-            .collect(),
-    };
-    if creating {
-        // The account's id is not known yet; keep clear of where it will go.
-        let (min, max) = sources.login_defs.system_bounds(kind.id_kind())?;
-        in_use.extend(IdRange::new(min, max - min + 1));
-    }
-    Ok(RangeNeed {
-        kind,
-        file,
-        owner,
-        owner_uid,
-        count,
-        in_use,
-        bounds: sources.login_defs.subordinate_bounds(kind.id_kind())?,
-    })
-}
-
-fn same_accounts(host: &Host, observed: &Observed, value: &str, wanted: &Accounts) -> bool {
-    let Ok(spec) = RemapSpec::parse(value) else {
-        return false;
-    };
-    resolve(host, observed, &spec, value).is_ok_and(|got| {
-        got.user == wanted.user
-            && got.group == wanted.group
-            && got.uid.is_some()
-            && got.gid.is_some()
     })
 }
 
@@ -793,69 +535,17 @@ fn warnings(host: &Host, observed: &Observed, mapping: &Mapping) -> Vec<Warning>
             message: "a `subid:` source is configured, but dockerd reads only /etc/subuid and /etc/subgid".into(),
         });
     }
-    out.extend(overlap_warnings(host, observed, mapping, SubIdKind::Uid));
-    out.extend(overlap_warnings(host, observed, mapping, SubIdKind::Gid));
-    out
-}
-
-/// Ranges already owned by the remap user that collide with someone else's.
-fn overlap_warnings(
-    host: &Host,
-    observed: &Observed,
-    mapping: &Mapping,
-    kind: SubIdKind,
-) -> Vec<Warning> {
-    let (file, ours) = match kind {
-        SubIdKind::Uid => (&observed.subuid, &mapping.uid_ranges),
-        SubIdKind::Gid => (&observed.subgid, &mapping.gid_ranges),
-    };
-    let uid = mapping.uid.map(|u| u.to_string());
-    let is_ours = |owner: &str| owner == mapping.user || Some(owner) == uid.as_deref();
-    let mut out = Vec::new();
-    for entry in file.entries.iter().filter(|e| is_ours(&e.owner)) {
-        let clash = file
-            .entries
-            .iter()
-            .find(|other| !is_ours(&other.owner) && other.range.overlaps(&entry.range));
-        if let Some(other) = clash {
-            out.push(Warning {
-                file: host.display(kind.path()),
-                line: Some(entry.line),
-                message: format!(
-                    "{}'s range {} overlaps {}'s range {} (line {}): files of one can be reached by the other",
-                    mapping.user, entry.range, other.owner, other.range, other.line
-                ),
-            });
-        }
-    }
-    let accounts: Vec<(String, u32)> = match kind {
-        SubIdKind::Uid => observed
-            .passwd
-            .entries
-            .iter()
-            .map(|e| (e.name.clone(), e.uid))
-            .collect(),
-        SubIdKind::Gid => observed
-            .groups
-            .entries
-            .iter()
-            .map(|e| (e.name.clone(), e.gid))
-            .collect(),
-    };
-    for range in ours {
-        if let Some((name, id)) = accounts
-            .iter()
-            .find(|(_, id)| range.overlaps(&IdRange::single(*id)))
-        {
-            out.push(Warning {
-                file: host.display(kind.path()),
-                line: None,
-                message: format!(
-                    "{}'s range {range} contains the id {id} of account {name}",
-                    mapping.user
-                ),
-            });
-        }
+    for kind in [SubIdKind::Uid, SubIdKind::Gid] {
+        let file = match kind {
+            SubIdKind::Uid => &observed.subuid,
+            SubIdKind::Gid => &observed.subgid,
+        };
+        let found = collisions(file, &observed.passwd, &observed.groups, mapping, kind);
+        out.extend(found.into_iter().map(|c| Warning {
+            file: host.display(kind.path()),
+            line: c.line,
+            message: c.message,
+        }));
     }
     out
 }
@@ -913,7 +603,7 @@ fn add_range(
     created: bool,
 ) -> Result<(), PlanError> {
     let _locks = lock::lock(host, &[kind.path()])?;
-    let (snapshot, file) = read_parsed(host, path_str(kind), SubIdFile::parse)?;
+    let (snapshot, file) = read_parsed(host, kind.path_str(), SubIdFile::parse)?;
     let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
     let groups = read_parsed(host, GROUP, Groups::parse)?.1;
     let login_defs = account::read_login_defs(host)?;
@@ -937,19 +627,6 @@ fn add_range(
     Ok(atomic::replace(host, &job)?)
 }
 
-fn path_str(kind: SubIdKind) -> &'static str {
-    match kind {
-        SubIdKind::Uid => SUBUID,
-        SubIdKind::Gid => SUBGID,
-    }
-}
-
-/// /etc/passwd under the root (empty when missing).
-pub fn read_passwd(host: &Host) -> Result<Passwd, PlanError> {
-    Ok(read_parsed(host, PASSWD, Passwd::parse)?.1)
-}
-
-/// The backup of daemon.json kept beside it.
 pub fn config_backup_name(path: &Path) -> std::ffi::OsString {
     let mut name = path.file_name().expect("file path").to_owned();
     name.push(".docker-userns.bak");
@@ -976,56 +653,4 @@ fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), Pla
             .map(|_| config_backup_name(path)),
     };
     Ok(atomic::replace(host, &job)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn arb_line() -> impl Strategy<Value = String> {
-        prop_oneof![
-            ("[a-z]{1,6}", 0u64..700_000, 1u64..100_000)
-                .prop_map(|(o, s, c)| format!("{o}:{s}:{c}")),
-            (0u32..3000, 0u64..700_000, 1u64..100_000).prop_map(|(o, s, c)| format!("{o}:{s}:{c}")),
-            (0u64..700_000, 1u64..100_000).prop_map(|(s, c)| format!("x:{s}:{c}\r")),
-            (0u64..700_000, 1u64..100_000).prop_map(|(s, c)| format!(" y : {s} : {c} ")),
-            "[a-z:#0-9 ]{0,20}",
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn allocated_ranges_overlap_nothing_any_line_claims(
-            lines in prop::collection::vec(arb_line(), 0..30),
-            ids in prop::collection::vec(0u32..700_000, 0..10),
-            count in 65536u64..140_000,
-        ) {
-            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            let file = SubIdFile::parse(Path::new("/etc/subuid"), text.as_bytes()).unwrap();
-            let need = RangeNeed {
-                kind: SubIdKind::Uid,
-                file: &file,
-                owner: "dockremap",
-                owner_uid: Some(4000),
-                count,
-                in_use: ids.iter().map(|&i| IdRange::single(i)).collect(),
-                bounds: (100_000, 600_100_000),
-            };
-            let added = range_to_add(&need, Path::new("/etc/subuid")).unwrap().expect("the owner has no range");
-            prop_assert_eq!(added.count, count);
-            prop_assert!(added.start >= 100_000 && added.last() <= 600_100_000);
-            for taken in file.taken() {
-                prop_assert!(!added.overlaps(&taken), "{} overlaps {}", added, taken);
-            }
-            for id in ids {
-                prop_assert!(!added.overlaps(&IdRange::single(id)));
-            }
-            // Appending keeps every existing byte and parses back to our line.
-            let appended = file.with_appended("dockremap", added);
-            prop_assert!(appended.starts_with(&text));
-            let again = SubIdFile::parse(Path::new("/etc/subuid"), appended.as_bytes()).unwrap();
-            prop_assert_eq!(again.ranges_of("dockremap", 4000), vec![added]);
-        }
-    }
 }

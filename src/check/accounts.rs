@@ -7,7 +7,6 @@ use super::{Check, Facts, Loaded, Remap, Status};
 use crate::config::subid::SubIdFile;
 use crate::ids::{IdRange, MIN_COUNT, RemapSpec};
 use crate::paths::{GROUP, NSSWITCH, PASSWD, SUBGID, SUBUID};
-use crate::plan;
 
 pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
     let Some(spec) = &facts.remap_spec else {
@@ -49,7 +48,9 @@ fn unresolved(facts: &Facts<'_>, spec: &str) -> Check {
         (Err(e), _, _) => format!("\"userns-remap\": {spec:?} is invalid: {e}"),
         (_, Err(e), _) | (_, _, Err(e)) => e.message.clone(),
         (Ok(parsed), Ok(passwd), Ok(groups)) => {
-            match plan::resolve_accounts(facts.host, passwd, groups, &parsed, spec) {
+            match crate::accounts::resolve::resolve_accounts(
+                facts.host, passwd, groups, &parsed, spec,
+            ) {
                 Err(e) => format!("{e:#}"),
                 Ok(_) => "cannot be resolved".into(),
             }
@@ -69,7 +70,7 @@ fn nss_only(facts: &Facts<'_>, spec: &str) -> Option<String> {
         return None;
     }
     let user = spec.split(':').next()?;
-    let getent = crate::account::find_program(facts.host, "getent")?;
+    let getent = crate::accounts::create::find_program(facts.host, "getent")?;
     let line = facts
         .host
         .runner()

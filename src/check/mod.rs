@@ -127,7 +127,7 @@ impl LoadError {
 pub type Loaded<T> = Result<T, LoadError>;
 
 /// The remap user's resolved accounts and ranges, as `enable` computes them.
-pub use crate::plan::Mapping as Remap;
+pub use crate::accounts::Mapping as Remap;
 /// Everything the checks read, read once.
 pub struct Facts<'a> {
     pub host: &'a Host,
@@ -197,7 +197,9 @@ impl<'a> Facts<'a> {
         let text = self.remap_spec.as_deref()?;
         let spec = RemapSpec::parse(text).ok()?;
         let (passwd, groups) = (self.passwd.as_ref().ok()?, self.groups.as_ref().ok()?);
-        let accounts = plan::resolve_accounts(self.host, passwd, groups, &spec, text).ok()?;
+        let accounts =
+            crate::accounts::resolve::resolve_accounts(self.host, passwd, groups, &spec, text)
+                .ok()?;
         let ranges = |file: &Loaded<SubIdFile>| {
             file.as_ref()
                 .map(|f| f.ranges_of(&accounts.user, accounts.uid.unwrap_or(u32::MAX)))
