@@ -2,6 +2,10 @@
 //! verify remapping is gone; with `--purge`, then remove the `dockremap`
 //! account and its ranges.
 
+mod outcome;
+
+pub use outcome::DisableView;
+
 use std::path::{Path, PathBuf};
 
 use crate::accounts::create as account;

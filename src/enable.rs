@@ -2,6 +2,11 @@
 //! writing anything, apply, restart dockerd, verify from the daemon itself,
 //! and roll daemon.json back when the daemon does not prove it.
 
+mod outcome;
+
+pub(crate) use outcome::moved_human;
+pub use outcome::{DaemonView, EnableView};
+
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 
 use crate::check::data_root::Content;

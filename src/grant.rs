@@ -8,6 +8,10 @@
 //! made through the handles the walk opened, never by looking a path up
 //! again, so a container or a user swapping names meanwhile changes nothing.
 
+mod outcome;
+
+pub use outcome::GrantView;
+
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 

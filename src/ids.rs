@@ -8,7 +8,7 @@ pub const ID_LIMIT: u64 = 1 << 32;
 pub const MIN_COUNT: u64 = 65536;
 
 /// A half-open range of ids `[start, start + count)`, within 2^32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct IdRange {
     pub start: u64,
     pub count: u64,

@@ -2,9 +2,10 @@
 //!
 //! Data flows one way: `cli` turns arguments into a [`request::Request`],
 //! [`plan`] observes the [`host::Host`] and computes a plan of actions from
-//! pure parsers in [`config`] and the allocator in [`ids`], [`report`]
-//! renders it, and `plan::apply` carries it out through the few modules with
-//! side effects ([`files`], [`accounts`]).
+//! pure parsers in [`config`] and the allocator in [`ids`], each command
+//! renders its own outcome (with what [`report`] shares), and `plan::apply`
+//! carries it out through the few modules with side effects ([`files`],
+//! [`accounts`]). Every failure ends as one [`error::Error`].
 
 pub mod access;
 pub mod accounts;

@@ -84,46 +84,44 @@ fn run(request: &Request) -> Result<Status, Error> {
             let outcome = enable::run(&host, g, enable)?;
             emit(
                 g,
-                || report::enable_json(&outcome, g.dry_run, g.diff),
-                || report::enable_human(&outcome, g.dry_run, g.diff, g.verbose),
+                || outcome.view(g.dry_run, g.diff),
+                || outcome.render_human(g.dry_run, g.diff, g.verbose),
             )?;
-            Ok(Status::of(&outcome, g.dry_run))
+            Ok(outcome.status(g.dry_run))
         }
         Command::Disable(disable) => {
             let outcome = disable::run(&host, g, disable)?;
             emit(
                 g,
-                || report::disable_json(&outcome, g.dry_run, g.diff),
-                || report::disable_human(&outcome, g.dry_run, g.diff, g.verbose),
+                || outcome.view(g.dry_run, g.diff),
+                || outcome.render_human(g.dry_run, g.diff, g.verbose),
             )?;
-            Ok(Status::pending_if(g.dry_run && !outcome.actions.is_empty()))
+            Ok(outcome.status(g.dry_run))
         }
         Command::Grant(grant) => {
             let outcome = grant::run(&host, g, grant)?;
             emit(
                 g,
-                || report::grant_json(&outcome, g.dry_run, g.diff),
-                || report::grant_human(&outcome, g.dry_run, g.diff),
+                || outcome.view(g.dry_run, g.diff),
+                || outcome.render_human(g.dry_run, g.diff),
             )?;
-            Ok(Status::pending_if(g.dry_run && !outcome.fixes.is_empty()))
+            Ok(outcome.status(g.dry_run))
         }
         Command::Shift(request) => {
             let report = run_shift(g, request)?;
-            emit(g, || report.to_json(), || report.human())?;
-            Ok(if report.ok() {
-                Status::Ok
-            } else {
-                Status::Error
-            })
+            emit(g, || report.view(), || report.human())?;
+            Ok(report.status())
         }
         Command::Check(check) => {
             let checks = check::run(&host, g, check);
+            let view = check::CheckView::new(&checks);
+            // -q keeps the findings: only what is not ok is listed.
             match g.format {
-                Format::Json => report::print_json(&report::check_json(&checks)),
-                Format::Human => report::print(report::check_human(&checks, g.quiet)),
+                Format::Json => report::print_json(&view),
+                Format::Human => report::print(view.render_human(g.quiet)),
             }
             .map_err(Error::Output)?;
-            Ok(Status::pending_if(!check::healthy(&checks)))
+            Ok(view.status())
         }
     }
 }
@@ -157,9 +155,9 @@ fn run_shift(g: &Global, request: &ShiftRequest) -> Result<shift::ShiftReport, E
 }
 
 /// Prints a result in the requested format (nothing for human with -q).
-fn emit(
+fn emit<V: serde::Serialize>(
     g: &Global,
-    json: impl FnOnce() -> serde_json::Value,
+    json: impl FnOnce() -> V,
     human: impl FnOnce() -> String,
 ) -> Result<(), Error> {
     match g.format {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// Phases in the order they first ran; a phase that runs twice adds up.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,18 +43,12 @@ impl Phases {
         self.0.iter().map(|(_, d)| *d).sum()
     }
 
-    /// `{"stop": 1.23, "move": 0.01, ...}` in seconds; `null` when no
-    /// phase ran, so the key is always there for scripts.
-    pub fn to_json(&self) -> Value {
+    /// The `took` line of a command's report, when a phase ran.
+    pub fn took_line(&self) -> String {
         if self.is_empty() {
-            return Value::Null;
+            return String::new();
         }
-        let phases: Map<String, Value> = self
-            .0
-            .iter()
-            .map(|(name, spent)| ((*name).to_owned(), Value::from(spent.as_secs_f64())))
-            .collect();
-        Value::Object(phases)
+        format!("took        {}\n", self.human())
     }
 
     /// `12.3 s: stop 1.2 s, move 0.0 s, shift 9.8 s, ...`
@@ -66,6 +60,29 @@ impl Phases {
             .collect();
         format!("{}: {}", seconds(self.total()), parts.join(", "))
     }
+}
+
+/// `{"stop": 1.23, "move": 0.01, ...}` in seconds; `null` when no phase
+/// ran, so the key is always there for scripts.
+impl Serialize for Phases {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_empty() {
+            return serializer.serialize_none();
+        }
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, spent) in &self.0 {
+            map.serialize_entry(name, &spent.as_secs_f64())?;
+        }
+        map.end()
+    }
+}
+
+/// A duration as seconds with a fraction, as every report gives times.
+pub fn serialize_seconds<S: Serializer>(
+    spent: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(spent.as_secs_f64())
 }
 
 fn seconds(spent: Duration) -> String {
@@ -85,7 +102,7 @@ mod tests {
         assert_eq!(phases.get("stop"), Some(Duration::from_secs(2)));
         assert_eq!(phases.total(), Duration::from_millis(2100));
         assert_eq!(phases.human(), "2.1 s: stop 2.0 s, move 0.1 s");
-        let json = phases.to_json();
+        let json = serde_json::to_value(&phases).unwrap();
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["stop", "move"]);
         assert_eq!(json["stop"], 2.0);
@@ -93,6 +110,7 @@ mod tests {
 
     #[test]
     fn no_phase_is_null_in_json() {
-        assert_eq!(Phases::default().to_json(), Value::Null);
+        let json = serde_json::to_value(Phases::default()).unwrap();
+        assert_eq!(json, serde_json::Value::Null);
     }
 }

@@ -251,7 +251,7 @@ impl Action {
 }
 
 /// A problem worth telling the user that does not stop `enable`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     pub file: PathBuf,
     pub line: Option<usize>,

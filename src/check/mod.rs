@@ -8,7 +8,10 @@ pub mod containers;
 pub mod daemon;
 pub mod data_root;
 pub mod kernel;
+mod outcome;
 pub mod paths;
+
+pub use outcome::CheckView;
 
 use std::path::{Path, PathBuf};
 

@@ -356,29 +356,51 @@ pub struct Spool {
     dir: At,
 }
 
-/// What carrying did, for the report.
-#[derive(Debug, Clone, Default)]
+/// What carrying did, for the report (`carried` in JSON).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CarryReport {
     pub images_bytes: u64,
     pub loaded: Vec<String>,
+    #[serde(rename = "containers_recreated")]
     pub recreated: Vec<String>,
     /// Containers not re-created, with why.
+    #[serde(rename = "containers_not_recreated")]
     pub not_recreated: Vec<String>,
     /// Containers not re-created because one of that name is there.
+    #[serde(rename = "containers_kept")]
     pub kept: Vec<String>,
-    /// Time spent loading the images and re-creating the containers.
+    /// Time spent loading the images and re-creating the containers; the
+    /// command's report sums them up.
+    #[serde(skip)]
     pub phases: Phases,
 }
 
 impl CarryReport {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "images_bytes": self.images_bytes,
-            "loaded": self.loaded,
-            "containers_recreated": self.recreated,
-            "containers_not_recreated": self.not_recreated,
-            "containers_kept": self.kept,
-        })
+    /// What was loaded and re-created, and what was not.
+    pub fn human(&self) -> String {
+        let list = |names: &[String]| match names {
+            [] => "none".to_owned(),
+            _ => names.join(", "),
+        };
+        let mut out = format!(
+            "images      loaded {} ({} MiB saved and loaded)\ncontainers  re-created {}\n",
+            list(&self.loaded),
+            self.images_bytes >> 20,
+            list(&self.recreated)
+        );
+        if !self.kept.is_empty() {
+            out.push_str(&format!(
+                "            kept, as one of the same name is there: {}\n",
+                self.kept.join(", ")
+            ));
+        }
+        if !self.not_recreated.is_empty() {
+            out.push_str(&format!(
+                "            NOT re-created: {}\n",
+                self.not_recreated.join("; ")
+            ));
+        }
+        out
     }
 }
 

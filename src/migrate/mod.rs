@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::host::{self, Host, HostError};
 use crate::phases::Phases;
@@ -151,34 +151,35 @@ pub struct Migration {
     pub scope: Scope,
 }
 
-/// What a migration did, for the report.
-#[derive(Debug, Clone, Default)]
+/// What a migration did, for the report (`migration` in JSON).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MigrateReport {
     pub moved: Vec<String>,
     pub configs_rewritten: usize,
     pub entries_shifted: u64,
     pub ids_left_alone: u64,
-    pub resumed: bool,
-    pub elapsed: std::time::Duration,
     /// Entries the shift left unchanged on purpose (a hard link with names
     /// outside the tree), and why.
     pub warnings: Vec<String>,
+    pub resumed: bool,
+    #[serde(
+        rename = "seconds",
+        serialize_with = "crate::phases::serialize_seconds"
+    )]
+    pub elapsed: std::time::Duration,
     /// Time spent moving (with the checks before), shifting, and setting
-    /// the layout's owners.
+    /// the layout's owners; the command's report sums them up.
+    #[serde(skip)]
     pub phases: Phases,
 }
 
 impl MigrateReport {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "moved": self.moved,
-            "configs_rewritten": self.configs_rewritten,
-            "entries_shifted": self.entries_shifted,
-            "ids_left_alone": self.ids_left_alone,
-            "warnings": self.warnings,
-            "resumed": self.resumed,
-            "seconds": self.elapsed.as_secs_f64(),
-        })
+    /// One `warning:` line for each entry left alone on purpose.
+    pub fn warning_lines(&self, paint: &crate::report::Paint) -> String {
+        self.warnings
+            .iter()
+            .map(|w| format!("{} {w}\n", paint.wrap("33", "warning:")))
+            .collect()
     }
 }
 
@@ -821,6 +822,7 @@ pub fn rewrite_paths(config: &mut Value, from: &str, to: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn config() -> Value {
         json!({

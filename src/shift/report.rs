@@ -3,10 +3,10 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::IdMap;
 use super::entry::EntryErrorKind;
@@ -21,6 +21,94 @@ pub struct EntryError {
 impl fmt::Display for EntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.kind)
+    }
+}
+
+/// `shift --format json`, field for field.
+#[derive(Debug, Serialize)]
+pub struct ShiftView<'a> {
+    command: &'static str,
+    ok: bool,
+    changed: bool,
+    dry_run: bool,
+    dir: &'a Path,
+    uid_maps: Vec<MapView>,
+    gid_maps: Vec<MapView>,
+    resumed: bool,
+    entries: u64,
+    entries_changed: u64,
+    left_alone: LeftAlone,
+    hardlinks_skipped: u64,
+    mount_points: MountPoints<'a>,
+    errors: Listed<ErrorView<'a>>,
+    warnings: Listed<WarningView<'a>>,
+    #[serde(serialize_with = "crate::phases::serialize_seconds")]
+    elapsed_seconds: Duration,
+}
+
+#[derive(Debug, Serialize)]
+struct MapView {
+    from: u32,
+    to: u32,
+    count: u32,
+}
+
+impl MapView {
+    fn of(m: &IdMap) -> Self {
+        MapView {
+            from: m.from,
+            to: m.to,
+            count: m.count,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct LeftAlone {
+    uid: u64,
+    gid: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct MountPoints<'a> {
+    count: u64,
+    paths: &'a [PathBuf],
+}
+
+/// A count, and the first entries it counts.
+#[derive(Debug, Serialize)]
+struct Listed<T> {
+    count: u64,
+    entries: Vec<T>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorView<'a> {
+    path: &'a Path,
+    error: String,
+}
+
+impl<'a> ErrorView<'a> {
+    fn of(e: &'a EntryError) -> Self {
+        ErrorView {
+            path: &e.path,
+            error: e.kind.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WarningView<'a> {
+    path: &'a Path,
+    warning: String,
+}
+
+impl<'a> WarningView<'a> {
+    fn of(e: &'a EntryError) -> Self {
+        WarningView {
+            path: &e.path,
+            warning: e.kind.to_string(),
+        }
     }
 }
 
@@ -62,42 +150,51 @@ impl ShiftReport {
         self.error_count == 0
     }
 
-    pub fn to_json(&self) -> Value {
-        let maps = |maps: &[IdMap]| {
-            maps.iter()
-                .map(|m| json!({"from": m.from, "to": m.to, "count": m.count}))
-                .collect::<Vec<_>>()
-        };
-        json!({
-            "command": "shift",
-            "ok": self.ok(),
-            "changed": self.changed > 0,
-            "dry_run": self.dry_run,
-            "dir": self.dir,
-            "uid_maps": maps(&self.uid_maps),
-            "gid_maps": maps(&self.gid_maps),
-            "resumed": self.resumed,
-            "entries": self.entries,
-            "entries_changed": self.changed,
-            "left_alone": {"uid": self.uids_left_alone, "gid": self.gids_left_alone},
-            "hardlinks_skipped": self.hardlinks_skipped,
-            "mount_points": {"count": self.mount_point_count, "paths": self.mount_points},
-            "errors": {
-                "count": self.error_count,
-                "entries": self.errors.iter().map(|e| json!({
-                    "path": e.path,
-                    "error": e.kind.to_string(),
-                })).collect::<Vec<_>>(),
+    /// Exit status 2 when an entry failed: the shift is not finished.
+    pub fn status(&self) -> crate::report::Status {
+        if self.ok() {
+            crate::report::Status::Ok
+        } else {
+            crate::report::Status::Error
+        }
+    }
+
+    /// The JSON view as a value, for callers that pick fields from it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.view()).expect("reports serialize")
+    }
+
+    pub fn view(&self) -> ShiftView<'_> {
+        ShiftView {
+            command: "shift",
+            ok: self.ok(),
+            changed: self.changed > 0,
+            dry_run: self.dry_run,
+            dir: &self.dir,
+            uid_maps: self.uid_maps.iter().map(MapView::of).collect(),
+            gid_maps: self.gid_maps.iter().map(MapView::of).collect(),
+            resumed: self.resumed,
+            entries: self.entries,
+            entries_changed: self.changed,
+            left_alone: LeftAlone {
+                uid: self.uids_left_alone,
+                gid: self.gids_left_alone,
             },
-            "warnings": {
-                "count": self.warning_count,
-                "entries": self.warnings.iter().map(|e| json!({
-                    "path": e.path,
-                    "warning": e.kind.to_string(),
-                })).collect::<Vec<_>>(),
+            hardlinks_skipped: self.hardlinks_skipped,
+            mount_points: MountPoints {
+                count: self.mount_point_count,
+                paths: &self.mount_points,
             },
-            "elapsed_seconds": self.elapsed.as_secs_f64(),
-        })
+            errors: Listed {
+                count: self.error_count,
+                entries: self.errors.iter().map(ErrorView::of).collect(),
+            },
+            warnings: Listed {
+                count: self.warning_count,
+                entries: self.warnings.iter().map(WarningView::of).collect(),
+            },
+            elapsed_seconds: self.elapsed,
+        }
     }
 
     pub fn human(&self) -> String {
@@ -180,6 +277,7 @@ fn list(out: &mut String, title: &str, count: u64, items: impl Iterator<Item = S
 mod tests {
     use super::*;
     use rustix::io::Errno;
+    use serde_json::json;
 
     fn report() -> ShiftReport {
         ShiftReport {
@@ -205,7 +303,7 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_keys() {
-        let value = report().to_json();
+        let value = serde_json::to_value(report().view()).unwrap();
         assert_eq!(value["command"], "shift");
         assert_eq!(value["ok"], true);
         assert_eq!(value["changed"], true);
@@ -239,7 +337,7 @@ mod tests {
         );
         assert!(human.contains("... and 2 more"));
         assert!(human.contains("run the same command again"));
-        let json = r.to_json();
+        let json = serde_json::to_value(r.view()).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["errors"]["entries"][0]["path"], "/layers/a/bin/ping");
     }

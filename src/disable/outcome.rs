@@ -1,0 +1,103 @@
+//! What `disable` reports: the JSON view of its outcome and its human text.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{DisableAction, DisableOutcome};
+use crate::enable::DaemonView;
+use crate::migrate::MigrateReport;
+use crate::migrate::containerd::CarryReport;
+use crate::phases::Phases;
+use crate::plan::Warning;
+use crate::report::{self, Paint, Status};
+
+/// `disable --format json`, field for field.
+#[derive(Debug, Serialize)]
+pub struct DisableView<'a> {
+    command: &'static str,
+    ok: bool,
+    changed: bool,
+    dry_run: bool,
+    config: &'a Path,
+    actions: Vec<ActionView>,
+    warnings: &'a [Warning],
+    daemon: DaemonView<'a>,
+    migration: Option<&'a MigrateReport>,
+    carried: Option<&'a CarryReport>,
+    phases: &'a Phases,
+    /// Only with `--diff`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ActionView {
+    action: &'static str,
+    description: String,
+}
+
+impl ActionView {
+    fn of(action: &DisableAction) -> Self {
+        ActionView {
+            action: action.kind(),
+            description: action.describe(),
+        }
+    }
+}
+
+impl DisableOutcome {
+    /// Pending (1) when a dry run found changes to make.
+    pub fn status(&self, dry_run: bool) -> Status {
+        Status::pending_if(dry_run && !self.actions.is_empty())
+    }
+
+    pub fn view(&self, dry_run: bool, diff: bool) -> DisableView<'_> {
+        DisableView {
+            command: "disable",
+            ok: true,
+            changed: self.changed(),
+            dry_run,
+            config: &self.config_path,
+            actions: self.actions.iter().map(ActionView::of).collect(),
+            warnings: &self.warnings,
+            daemon: self.daemon.view(),
+            migration: self.migrated.as_ref(),
+            carried: self.carried.as_ref(),
+            phases: &self.phases,
+            diff: diff.then(|| report::diffs(&self.changes)),
+        }
+    }
+
+    pub fn render_human(&self, dry_run: bool, diff: bool, verbose: bool) -> String {
+        let paint = Paint::for_stdout();
+        let mut out = String::new();
+        if diff {
+            out.push_str(&report::diffs(&self.changes));
+        }
+        let n = self.actions.len();
+        let s = report::plural(n);
+        out.push_str(&match (n, dry_run) {
+            (0, _) => "disable: nothing to change, remapping is already off\n".to_owned(),
+            (_, true) => format!("disable (dry run): {n} change{s} to make\n"),
+            (_, false) => format!("disable: {n} change{s} made\n"),
+        });
+        for action in &self.actions {
+            out.push_str(&format!(
+                "  {} {}\n",
+                paint.wrap("31", "-"),
+                action.describe()
+            ));
+        }
+        out.push_str(&report::warning_lines(&paint, &self.warnings));
+        out.push_str(&crate::enable::moved_human(
+            &paint,
+            self.migrated.as_ref(),
+            &self.daemon,
+            self.carried.as_ref(),
+            &self.phases,
+            verbose,
+        ));
+        out
+    }
+}
