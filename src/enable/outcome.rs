@@ -336,8 +336,10 @@ fn show_ranges(ranges: &[IdRange]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::Mapping;
+    use crate::accounts::allocate::SubIdKind;
     use crate::daemon::api::DaemonInfo;
-    use crate::plan::{Mapping, Plan, SubIdKind};
+    use crate::plan::Plan;
     use serde_json::json;
 
     fn outcome(actions: Vec<Action>, daemon: DaemonState) -> Outcome {
