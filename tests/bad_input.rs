@@ -1,11 +1,9 @@
 //! Bad input: a clear error naming the file and line, exit status 2, and
 //! every file on disk exactly as it was (bytes, inode, mode, mtime).
 
-mod support;
-
 use std::os::unix::fs::symlink;
 
-use support::*;
+use crate::support::*;
 
 /// Runs `enable` and asserts the failure contract; returns stderr.
 fn refused(root: &TestRoot, args: &[&str]) -> String {

@@ -9,17 +9,15 @@
 //! disk first and copying them with a Dockerfile would take longer than the
 //! benchmark itself.
 
-mod e2e_support;
-
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::BIN;
+use crate::support::harness::Harness;
 use anyhow::{Context, Result, ensure};
-use e2e_support::Harness;
 
-const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 const BASE: &str = "busybox:e2e";
 /// Generous: `save | load` of 500,000 files on a shared machine.
 const LONG: Duration = Duration::from_secs(3600);

@@ -1,12 +1,10 @@
 //! `check` on temp roots: each finding names the file and line and gives
 //! a remedy; exit 0 when nothing fails, 1 when something does.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn check(root: &TestRoot) -> (i32, Value) {
     root.run_json(&["check"])

@@ -1,10 +1,8 @@
 //! Terminal manners: help that fits 80 columns and shows examples.
 
-mod support;
-
 use std::process::Command;
 
-use support::BIN;
+use crate::support::BIN;
 
 #[test]
 fn help_fits_80_columns_and_has_examples() {

@@ -3,14 +3,12 @@
 //! one private copy of /etc. No line may be lost or duplicated, no two
 //! owners' ranges may overlap, and every file must parse.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 
+use crate::support::*;
 use docker_userns::config::subid::SubIdFile;
 use docker_userns::ids::IdRange;
-use support::*;
 
 const ENABLES: usize = 200;
 const USERADDS: usize = 100;

@@ -4,17 +4,16 @@
 //! shadow's own tools are not blocked by what was left, and a rerun
 //! converges to exactly the state of an uninterrupted run.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::harness::Harness;
+use crate::support::*;
 use docker_userns::config::daemon_json::DaemonConfig;
 use docker_userns::config::passwd::{Groups, Passwd};
 use docker_userns::config::subid::SubIdFile;
-use support::*;
 
 const POINTS: &[&str] = &[
     "enable.before_action",
@@ -58,19 +57,13 @@ fn managed(root: &TestRoot) -> BTreeMap<&'static str, Option<Vec<u8>>> {
 type FileState = (Vec<u8>, u32, u32, u32, Option<Vec<u8>>);
 
 fn content(root: &TestRoot) -> BTreeMap<String, FileState> {
-    use std::os::unix::fs::MetadataExt;
     root.snapshot()
         .into_iter()
-        .map(|(path, (bytes, _, mode, ..))| {
-            let full = root.root().join(&path);
-            let meta = std::fs::symlink_metadata(&full).unwrap();
-            let mut buf = [0u8; 64];
-            let caps = rustix::fs::lgetxattr(&full, "security.capability", &mut buf[..])
-                .ok()
-                .map(|n| buf[..n].to_vec());
+        .map(|(path, print)| {
+            let caps = print.xattrs.get("security.capability").cloned();
             (
                 path.display().to_string(),
-                (bytes, meta.uid(), meta.gid(), mode, caps),
+                (print.content, print.uid, print.gid, print.mode, caps),
             )
         })
         .filter(|(path, _)| !is_backup_or_lock(path))
@@ -274,15 +267,13 @@ fn every_crash_point_leaves_consistent_files_and_a_rerun_converges() {
     assert!(crashes >= 40, "only {crashes} crashes simulated");
 }
 
-mod e2e_support;
-
 /// The point after dockerd was restarted with the new configuration, with
 /// a real dockerd: the files are complete, the daemon answers, and a rerun
 /// finds nothing left to do and leaves the daemon alone.
 #[test]
 fn a_crash_after_the_restart_leaves_a_host_a_rerun_accepts() -> anyhow::Result<()> {
     use anyhow::ensure;
-    let h = e2e_support::Harness::new()?;
+    let h = Harness::new()?;
     h.start()?;
     let run = |failpoint: Option<&str>| -> anyhow::Result<std::process::Output> {
         let mut command = h.ns_command(BIN);

@@ -2,13 +2,11 @@
 //! then on through daemon.json and a restart, checked from the API and from
 //! a container process as the host sees it.
 
-mod e2e_support;
-
 use std::fs;
 use std::path::Path;
 
+use crate::support::harness::{Harness, free_subid_start};
 use anyhow::{Context, Result, ensure};
-use e2e_support::{Harness, free_subid_start};
 
 const USER: &str = "testremap";
 const IMAGE: &str = "busybox:e2e";
@@ -94,16 +92,7 @@ fn dockerd_remaps_after_daemon_json_and_restart() -> Result<()> {
         "container root runs as host gid {}",
         remapped.host_gid
     );
-    ensure!(
-        remapped.uid_map == format!("0 {start} 65536"),
-        "uid_map {}",
-        remapped.uid_map
-    );
-    ensure!(
-        remapped.gid_map == format!("0 {start} 65536"),
-        "gid_map {}",
-        remapped.gid_map
-    );
+    remapped.ensure_maps(start, start)?;
 
     h.stop()?;
     ensure!(h.daemon_pid().is_none(), "dockerd still runs after stop");

@@ -1,9 +1,7 @@
 //! `disable` on temp roots: the key goes, everything else stays; the
 //! account and ranges stay unless `--purge`, which removes only dockremap.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn disable_removes_only_the_key_and_keeps_account_and_ranges() {

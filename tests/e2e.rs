@@ -1,19 +1,17 @@
 //! End to end against a real dockerd (Debian's docker.io), each scenario in
 //! its own private mount namespace with a copy of /etc, a temp data root and
-//! socket (see `e2e_support`). The proof is the daemon's own answer and a
+//! socket (see `support::harness`). The proof is the daemon's own answer and a
 //! container process's real uid on the host.
-
-mod e2e_support;
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::harness::Harness;
+use crate::support::{BIN, engine};
 use anyhow::{Context, Result, ensure};
-use e2e_support::Harness;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 const IMAGE: &str = "busybox:e2e";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -139,7 +137,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     // Engine 26 moved a remapped daemon's containers into their own
     // containerd namespace; 27 and later report it.
     let namespace = h.info()?.containers_namespace().map(str::to_owned);
-    let wanted = (e2e_support::engine_major() >= 27).then(|| format!("moby-{uid}.{gid}"));
+    let wanted = (engine::major() >= 27).then(|| format!("moby-{uid}.{gid}"));
     ensure!(
         namespace == wanted,
         "containerd namespace {namespace:?}, expected {wanted:?}"
@@ -151,16 +149,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         (probe.host_uid, probe.host_gid) == (uid, gid),
         "{probe:?} vs {uid}.{gid}"
     );
-    ensure!(
-        probe.uid_map == format!("0 {uid} 65536"),
-        "uid_map {}",
-        probe.uid_map
-    );
-    ensure!(
-        probe.gid_map == format!("0 {gid} 65536"),
-        "gid_map {}",
-        probe.gid_map
-    );
+    probe.ensure_maps(uid, gid)?;
     h.docker_ok(&["rm", "-f", &probe.id])?;
 
     // A second run changes nothing and leaves the daemon alone.
@@ -578,7 +567,7 @@ fn the_running_dockerd_is_found_wherever_it_is_installed() -> Result<()> {
     let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
     ensure!(code == 2, "must refuse: {out}");
     let message = out["error"]["message"].as_str().unwrap_or_default();
-    if e2e_support::engine_major() >= 23 {
+    if engine::major() >= 23 {
         ensure!(
             message.contains("dockerd --validate rejects") && message.contains("no-such-option"),
             "{message}"
@@ -626,9 +615,9 @@ fn the_plan_warns_about_plugins_and_live_restore_by_engine() -> Result<()> {
     );
     let live_restore = messages.iter().any(|m| m.contains("live-restore"));
     ensure!(
-        live_restore == (e2e_support::engine_major() >= 26),
+        live_restore == (engine::major() >= 26),
         "live-restore warning on dockerd {}: {messages:?}",
-        e2e_support::engine_major()
+        engine::major()
     );
     Ok(())
 }

@@ -4,15 +4,13 @@
 //! driver; `disable --migrate` puts the user's own store setting back and
 //! carries what was made while remapped back into the containerd store.
 
-mod e2e_support;
-
 use std::time::Duration;
 
+use crate::support::engine::ENGINE_VAR;
+use crate::support::harness::Harness;
 use anyhow::{Context, Result, ensure};
-use e2e_support::{ENGINE_VAR, Harness};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 const BASE: &str = "busybox:e2e";
 /// Phases the containerd store's path adds to a migration's.
 const CARRY_PHASES: &[&str] = &["save", "load", "recreate", "start", "verify"];
@@ -50,7 +48,7 @@ const DAEMON_JSON: &str =
     "{\n  \"features\": {\"containerd-snapshotter\": true},\n  \"debug\": false\n}\n";
 
 fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
-    h.tool_json(BIN, args, Duration::from_secs(600))
+    h.tool_json(args, Duration::from_secs(600))
 }
 
 /// The busybox image, a volume with files of uid 0 and 1000, a stopped

@@ -2,24 +2,21 @@
 //! images, containers and volumes survive the switch both ways, and the
 //! migrated root looks like one a remapped daemon made itself.
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::harness::Harness;
 use anyhow::{Context, Result, ensure};
-use e2e_support::Harness;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 const BASE: &str = "busybox:e2e";
 const BUILT: &str = "multi:e2e";
 
 fn tool(h: &Harness, args: &[&str]) -> Result<(i32, Value)> {
-    h.tool_json(BIN, args, Duration::from_secs(300))
+    h.tool_json(args, Duration::from_secs(300))
 }
 
 /// [`tool`], timing the whole process in seconds.

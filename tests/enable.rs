@@ -1,12 +1,10 @@
 //! `enable` on temp roots: accounts, ranges and daemon.json end up right,
 //! a second run changes nothing, and bad input changes nothing.
 
-mod support;
-
 use std::os::unix::fs::MetadataExt;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn subid_lines(root: &TestRoot, file: &str) -> Vec<String> {
     root.read(file).lines().map(str::to_owned).collect()

@@ -1,13 +1,11 @@
 //! `check --path` and `grant` on temp roots, cross-checked with the real
 //! `getfacl`: which component blocks the remapped user, and the fix.
 
-mod support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn prepared() -> TestRoot {
     let root = TestRoot::debian();

@@ -3,12 +3,8 @@
 //! line, exit 2 and leave every file byte-identical with the same inode;
 //! lines shadow itself would skip are kept verbatim and reported instead.
 
-mod support;
-
-use std::process::Command;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 enum Expect {
     /// Exit 2; stderr names `file:line` (when given) and contains the text.
@@ -441,18 +437,8 @@ snap > "$R.after"
 cmp "$R.before" "$R.after" && echo "files identical"
 "#
     );
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
+    let out = in_private_mounts(root.root(), "", &script)
         .env("R", root.root())
-        .env("BIN", BIN)
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out)

@@ -2,9 +2,7 @@
 //! driver in daemon.json keeping every other byte, a second run changes
 //! nothing, and `disable` puts the user's own value back byte for byte.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const CONTAINERD_ON: &str = "{\n  \"features\": {\"buildkit\": true, \"containerd-snapshotter\": true},\n  \"log-level\": \"warn\"\n}\n";
 

@@ -1,11 +1,9 @@
 //! `--migrate` on a temp root (offline, as for an image): what moves, what
 //! is shifted, what is rewritten, and the exact way back.
 
-mod support;
-
 use std::os::unix::fs::MetadataExt;
 
-use support::*;
+use crate::support::*;
 
 /// Runs with `--format json`, timing the whole process.
 fn run_timed(root: &TestRoot, args: &[&str]) -> (i32, serde_json::Value, f64) {
@@ -153,17 +151,17 @@ fn enable_migrate_moves_shifts_and_rewrites_and_disable_migrate_undoes_it() {
     // Back exactly: the data root's files have their bytes and owners again
     // (config.v2.json is re-serialized the way dockerd writes it).
     let after = root.snapshot();
-    for (path, (bytes, _, mode, ..)) in &before {
+    for (path, old) in &before {
         let p = path.display().to_string();
         if !p.starts_with("var/lib/docker") {
             continue;
         }
-        let (now, _, now_mode, ..) = after.get(path).unwrap_or_else(|| panic!("{p} is missing"));
-        assert_eq!(mode, now_mode, "{p} mode/type");
+        let now = after.get(path).unwrap_or_else(|| panic!("{p} is missing"));
+        assert_eq!(old.mode, now.mode, "{p} mode/type");
         if !p.ends_with("config.v2.json")
             && std::fs::symlink_metadata(root.path(&p)).unwrap().is_file()
         {
-            assert_eq!(bytes, now, "{p} bytes");
+            assert_eq!(old.content, now.content, "{p} bytes");
         }
         let m = std::fs::symlink_metadata(root.path(&p)).unwrap();
         let was = before_owner(&p);

@@ -1,12 +1,10 @@
 //! The Docker CLI plugin protocol, exercised with the real `docker` client,
 //! and the completion scripts generated from the CLI definition.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const DOCKER: &str = "/usr/bin/docker";
 

@@ -2,12 +2,10 @@
 //! in a private mount namespace whose /etc is a copy: the machine's real
 //! /etc, /home, /var/log and /var/mail are never touched.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn getsubids_line(out: &str, flag: &str, name: &str) -> String {
     out.lines()

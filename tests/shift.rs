@@ -2,8 +2,6 @@
 //! modes, ACLs, capabilities and times afterwards; symlinks, races, mount
 //! points, hardlinks, failures, interruptions and reruns.
 
-mod shift_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
@@ -11,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::shift::*;
+use crate::support::{BIN, require_root};
 use docker_userns::shift::{IdMap, ShiftOptions, shift_tree, unfinished_shift};
 use serde_json::json;
-use shift_support::*;
 
 /// Builds a tree with every kind of entry and everything chown disturbs,
 /// using the real tools. `$1` is the tree, `$2` a directory outside it.
@@ -606,18 +605,7 @@ fn a_tree_deeper_than_the_fd_limit_allows_open_is_walked_whole() {
     // Room for only a few open directories per worker.
     let out = output(
         "prlimit",
-        &[
-            "--nofile=72:72",
-            BIN,
-            "shift",
-            tree.to_str().unwrap(),
-            "--uid-map",
-            MAP,
-            "--gid-map",
-            MAP,
-            "--format",
-            "json",
-        ],
+        &[&["--nofile=72:72", BIN][..], &shift_args(&tree, &[])].concat(),
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

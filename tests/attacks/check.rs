@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-use crate::harness::*;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
 /// Planted in the scene's /etc/shadow (the host's, as the command sees
 /// it). The lines parse as a unit, an init environment file and an

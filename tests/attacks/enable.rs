@@ -4,27 +4,18 @@
 //! engines come from `scripts/engines` (fetched when missing).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::harness::*;
+use crate::support::engine;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
-const ENGINES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/engines");
 /// How many process ids after the current one the attacker plants for.
 const PLANTED_PIDS: u32 = 3000;
 
 /// The unpacked engine (`20.10`, `26`, `28`), fetched when missing.
 fn engine(version: &str) -> PathBuf {
-    let cache = std::env::var_os("DOCKER_USERNS_ENGINES")
-        .map_or_else(|| "/var/cache/docker-userns/engines".into(), PathBuf::from);
-    let dir = cache.join(version);
-    if !dir.join("usr/sbin/dockerd").is_file() {
-        let status = Command::new(ENGINES_SCRIPT)
-            .arg(version)
-            .status()
-            .expect("running scripts/engines");
-        assert!(status.success(), "scripts/engines {version} failed");
-    }
-    dir
+    engine::unpacked(version).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Shell lines putting the engine's dockerd (and its docker-proxy) first

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Output;
 
 #[allow(unused_imports)]
-use crate::harness::*;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
 /// The scene's /etc configured for remapping to 100000:65536, as `enable`
 /// leaves it, so `grant` has a mapping to grant to.

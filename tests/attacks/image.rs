@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 #[allow(unused_imports)]
-use crate::harness::*;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin

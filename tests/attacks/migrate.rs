@@ -8,7 +8,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::harness::*;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
 /// The data root inside the image.
 const DATA: &str = "var/lib/docker";

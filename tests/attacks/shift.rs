@@ -6,7 +6,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::harness::*;
+use crate::support::fingerprint::*;
+use crate::support::scene::*;
+use crate::support::*;
 
 const MAP: &str = "0:100000:65536";
 const MARKER: &str = ".docker-userns-shift.json";

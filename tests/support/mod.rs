@@ -1,370 +1,72 @@
-//! Temp roots shaped like real systems, the binary under test, and
-//! snapshots of a tree to prove what did or did not change.
+//! What the suites share: the binary under test, the root check, output
+//! helpers, and the fixtures in the submodules (temp roots, attack scenes,
+//! file fingerprints, Docker engines, the real-dockerd harness, shift trees).
 
-#![allow(dead_code)]
+pub mod engine;
+pub mod fingerprint;
+pub mod harness;
+pub mod root;
+pub mod scene;
+pub mod shift;
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::Value;
+pub use fingerprint::assert_same_tree;
+pub use root::*;
+pub use scene::PrivateEtc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
 
-/// These tests create accounts and chown files: they need root and say so
-/// instead of passing vacuously.
+/// These tests create accounts, chown files, set capabilities and mount
+/// namespaces: they need root and say so instead of passing vacuously.
 pub fn require_root() {
     assert!(
         rustix::process::geteuid().is_root(),
-        "this test must run as root (it creates accounts with useradd and files owned by root)"
+        "this test must run as root (it creates accounts, chowns files, sets capabilities \
+         and mounts namespaces)"
     );
 }
 
-pub struct TestRoot {
-    pub dir: tempfile::TempDir,
-}
-
-pub const DEBIAN_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
-daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
-bin:x:2:2:bin:/bin:/usr/sbin/nologin
-sys:x:3:3:sys:/dev:/usr/sbin/nologin
-nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-_apt:x:42:65534::/nonexistent:/usr/sbin/nologin
-systemd-network:x:998:998:systemd Network Management:/:/usr/sbin/nologin
-alice:x:1000:1000:Alice:/home/alice:/bin/bash
-";
-pub const DEBIAN_GROUP: &str = "root:x:0:
-daemon:x:1:
-bin:x:2:
-sys:x:3:
-adm:x:4:alice
-nogroup:x:65534:
-systemd-network:x:998:
-alice:x:1000:
-";
-pub const DEBIAN_SHADOW: &str = "root:*:19700:0:99999:7:::
-daemon:*:19700:0:99999:7:::
-bin:*:19700:0:99999:7:::
-sys:*:19700:0:99999:7:::
-nobody:*:19700:0:99999:7:::
-_apt:*:19700:0:99999:7:::
-systemd-network:!*:19700::::::
-alice:$y$j9T$abc:19700:0:99999:7:::
-";
-pub const DEBIAN_GSHADOW: &str = "root:*::
-daemon:*::
-bin:*::
-sys:*::
-adm:*::alice
-nogroup:*::
-systemd-network:!::
-alice:!::
-";
-
-impl TestRoot {
-    /// A Debian-like root: account files, login.defs, shadow's tools
-    /// present (never run: under --root accounts are direct edits), nologin.
-    pub fn debian() -> Self {
-        let root = TestRoot::bare();
-        root.write("etc/passwd", DEBIAN_PASSWD, 0o644);
-        root.write("etc/group", DEBIAN_GROUP, 0o644);
-        root.write("etc/shadow", DEBIAN_SHADOW, 0o640);
-        root.write("etc/gshadow", DEBIAN_GSHADOW, 0o640);
-        fs::copy("/etc/login.defs", root.path("etc/login.defs")).unwrap();
-        for tool in ["useradd", "groupadd", "nologin"] {
-            root.write(&format!("usr/sbin/{tool}"), "#!/bin/false\n", 0o755);
-        }
-        root
-    }
-
-    /// A BusyBox-style root: account files but no shadow tools at all.
-    pub fn busybox_style() -> Self {
-        let root = TestRoot::bare();
-        root.write(
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/ash\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n",
-            0o644,
-        );
-        root.write(
-            "etc/group",
-            "root:x:0:root\nnogroup:x:65533:\nnobody:x:65534:\n",
-            0o644,
-        );
-        root.write("etc/shadow", "root:*::0:::::\nnobody:!::0:::::\n", 0o640);
-        root.write("sbin/nologin", "#!/bin/false\n", 0o755);
-        root
-    }
-
-    pub fn bare() -> Self {
-        TestRoot {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    pub fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>, mode: u32) {
-        let path = self.path(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, content).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    pub fn read(&self, rel: &str) -> String {
-        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-    }
-
-    pub fn run(&self, args: &[&str]) -> Output {
-        let mut full = vec!["--root", self.root().to_str().unwrap()];
-        full.extend_from_slice(args);
-        Command::new(BIN)
-            .args(&full)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs with `--format json` and parses the one object on stdout.
-    pub fn run_json(&self, args: &[&str]) -> (i32, Value) {
-        let mut full = args.to_vec();
-        full.extend(["--format", "json"]);
-        let out = self.run(&full);
-        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap(), value)
-    }
-
-    /// Every entry under the root with its bytes, inode, mode and mtime.
-    pub fn snapshot(&self) -> Tree {
-        let mut tree = BTreeMap::new();
-        walk(self.root(), self.root(), &mut tree);
-        tree
-    }
-}
-
-pub type Tree = BTreeMap<PathBuf, (Vec<u8>, u64, u32, i64, i64)>;
-
-fn walk(base: &Path, dir: &Path, out: &mut Tree) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let bytes = if meta.is_file() {
-            fs::read(&path).unwrap()
-        } else {
-            Vec::new()
-        };
-        let rel = path.strip_prefix(base).unwrap().to_owned();
-        out.insert(
-            rel,
-            (
-                bytes,
-                meta.ino(),
-                meta.mode(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-            ),
-        );
-        if meta.is_dir() {
-            walk(base, &path, out);
-        }
-    }
-}
-
-/// Fails with the first difference between two snapshots.
-pub fn assert_same_tree(before: &Tree, after: &Tree) {
-    let keys_before: Vec<_> = before.keys().collect();
-    let keys_after: Vec<_> = after.keys().collect();
-    assert_eq!(keys_before, keys_after, "the set of files changed");
-    for (path, old) in before {
-        let new = &after[path];
-        assert!(
-            old == new,
-            "{} changed (content, inode, mode or mtime)",
-            path.display()
-        );
-    }
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A private copy of /etc plus scratch dirs that a script mounts over the
-/// real ones inside its own mount namespace.
-pub struct PrivateEtc {
-    dir: tempfile::TempDir,
+/// `text` as one single-quoted shell word.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-impl PrivateEtc {
-    pub fn new() -> Self {
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("cp")
-            .args(["-a", "/etc"])
-            .arg(dir.path().join("etc"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "copying /etc");
-        for sub in ["home", "log", "mail"] {
-            fs::create_dir(dir.path().join(sub)).unwrap();
-        }
-        // Start from a host without a remap user or ranges.
-        let etc = dir.path().join("etc");
-        for file in ["passwd", "group", "shadow", "gshadow"] {
-            let path = etc.join(file);
-            let kept: String = fs::read_to_string(&path)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.starts_with("dockremap:") && !l.starts_with("tester:"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            fs::write(&path, kept).unwrap();
-        }
-        let _ = fs::remove_file(etc.join("subuid"));
-        let _ = fs::remove_file(etc.join("subgid"));
-        PrivateEtc { dir }
-    }
-
-    pub fn path(&self, rel: &str) -> std::path::PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Runs `script` with `sh -e` in a new mount namespace where the copy
-    /// is /etc; `$BIN` is docker-userns and `$T` the scratch dir.
-    pub fn run(&self, script: &str) -> String {
-        let prelude = r#"
-mount --bind "$T/etc" /etc
-mount --bind "$T/home" /home
-mount --bind "$T/log" /var/log
-mount --bind "$T/mail" /var/mail
-"#;
-        let out = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "/bin/sh",
-                "-ec",
-            ])
-            .arg(format!("{prelude}{script}"))
-            .env("T", self.dir.path())
-            .env("BIN", BIN)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "script failed: {}\nstdout:\n{stdout}",
-            stderr(&out)
-        );
-        stdout
-    }
-
-    pub fn json(&self, name: &str) -> serde_json::Value {
-        serde_json::from_slice(&fs::read(self.path(name)).unwrap()).unwrap()
-    }
-}
-
-/// A small non-remapped Docker data root under `root/var/lib/docker`, laid
-/// out as dockerd 20.10 leaves it: an image, one overlay2 layer with files
-/// of two owners (one setuid), a container whose config keeps absolute
-/// paths, and a named volume.
-pub fn fake_docker_state(root: &TestRoot) {
-    use std::os::unix::fs::{chown, symlink};
-    let d = "var/lib/docker";
-    root.write(
-        &format!("{d}/image/overlay2/imagedb/content/sha256/abc"),
-        "{}",
-        0o600,
-    );
-    root.write(
-        &format!("{d}/image/overlay2/repositories.json"),
-        "{}",
-        0o600,
-    );
-    root.write(&format!("{d}/overlay2/L1/diff/etc/motd"), "hi\n", 0o644);
-    root.write(
-        &format!("{d}/overlay2/L1/diff/home/u/tool"),
-        "#!/bin/sh\n",
-        0o755,
-    );
-    chown(
-        root.path(&format!("{d}/overlay2/L1/diff/home/u/tool")),
-        Some(1000),
-        Some(1000),
-    )
-    .unwrap();
-    // A file capability, which chown would drop too.
-    let ping = root.path(&format!("{d}/overlay2/L1/diff/etc/motd"));
-    let status = Command::new("setcap")
-        .arg("cap_net_raw+ep")
-        .arg(&ping)
+/// `cp -a /etc DEST`: the copy a private namespace mounts over /etc.
+pub fn copy_etc(dest: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", "/etc"])
+        .arg(dest)
         .status()
         .unwrap();
-    assert!(status.success(), "setcap (libcap2-bin) is needed");
-    // After the chown, which would clear it.
-    fs::set_permissions(
-        root.path(&format!("{d}/overlay2/L1/diff/home/u/tool")),
-        fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
-    chown(
-        root.path(&format!("{d}/overlay2/L1/diff/home/u")),
-        Some(1000),
-        Some(1000),
-    )
-    .unwrap();
-    fs::create_dir_all(root.path(&format!("{d}/overlay2/L1/work"))).unwrap();
-    root.write(&format!("{d}/overlay2/L1/link"), "ABC", 0o644);
-    fs::create_dir_all(root.path(&format!("{d}/overlay2/l"))).unwrap();
-    symlink("../L1/diff", root.path(&format!("{d}/overlay2/l/ABC"))).unwrap();
-    let config = serde_json::json!({
-        "ID": "C1",
-        "LogPath": "/var/lib/docker/containers/C1/C1-json.log",
-        "HostnamePath": "/var/lib/docker/containers/C1/hostname",
-        "HostsPath": "/var/lib/docker/containers/C1/hosts",
-        "ResolvConfPath": "/var/lib/docker/containers/C1/resolv.conf",
-        "MountPoints": {"/data": {"Source": "/var/lib/docker/volumes/v/_data", "Name": "v"}, "/srv": {"Source": "/srv/x"}}
-    });
-    root.write(
-        &format!("{d}/containers/C1/config.v2.json"),
-        config.to_string(),
-        0o600,
-    );
-    for file in ["hostname", "hosts", "resolv.conf"] {
-        root.write(&format!("{d}/containers/C1/{file}"), "x\n", 0o644);
-    }
-    fs::create_dir_all(root.path(&format!("{d}/containers/C1/mounts"))).unwrap();
-    root.write(&format!("{d}/volumes/v/_data/f"), "data\n", 0o640);
-    chown(
-        root.path(&format!("{d}/volumes/v/_data/f")),
-        Some(1000),
-        Some(0),
-    )
-    .unwrap();
-    root.write(&format!("{d}/volumes/metadata.db"), "", 0o600);
-    root.write(&format!("{d}/network/files/local-kv.db"), "", 0o644);
-    // dockerd 20.10 makes these 0710 (owned by the remapped root's group
-    // when remapping is on).
-    for dir in ["overlay2/L1", "containers/C1", "containers/C1/mounts"] {
-        fs::set_permissions(
-            root.path(&format!("{d}/{dir}")),
-            fs::Permissions::from_mode(0o710),
-        )
-        .unwrap();
-    }
+    assert!(status.success(), "copying /etc");
+}
+
+/// `sh -ec PRELUDE SCRIPT` in a new private mount namespace, with `$T` the
+/// scratch dir `dir` (whose mounts the prelude makes) and `$BIN`
+/// docker-userns.
+pub fn in_private_mounts(dir: &Path, prelude: &str, script: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-ec",
+        ])
+        .arg(format!("{prelude}{script}"))
+        .env("T", dir)
+        .env("BIN", BIN);
+    command
 }

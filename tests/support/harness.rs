@@ -46,8 +46,6 @@
 //!   left in the namespace or the cgroup parent, kills the helper, removes
 //!   the cgroup directories, and deletes the temp dir.
 
-#![allow(dead_code)]
-
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -61,7 +59,9 @@ use anyhow::{Context, Result, bail, ensure};
 use docker_userns::daemon::api::{DaemonInfo, DockerApi};
 use rustix::process::{Pid, Signal, kill_process};
 
-pub const DOCKERD: &str = "/usr/sbin/dockerd";
+use super::engine::{self, DOCKERD};
+use super::{BIN, require_root, shell_quote};
+
 /// Debian's docker.io client matches its daemon; any other client works.
 const DOCKER_CLIENTS: &[&str] = &["/usr/bin/docker", "/usr/local/bin/docker"];
 const BUSYBOX: &str = "/bin/busybox";
@@ -82,67 +82,6 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const HELPER_READY: Duration = Duration::from_secs(10);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Environment variable naming the engine: 20.10 (default), 26 or 28.
-pub const ENGINE_VAR: &str = "DOCKER_USERNS_ENGINE";
-const ENGINES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/engines");
-
-/// The unpacked engine chosen by `DOCKER_USERNS_ENGINE`, or `None` for the
-/// system's dockerd; fetched with scripts/engines when missing. The
-/// dockerd chosen must report that version: a run must never count for an
-/// engine it did not test.
-pub fn engine() -> Result<Option<PathBuf>> {
-    let version = engine_version()?;
-    let dir = match version {
-        "20.10" => None,
-        _ => {
-            let cache = std::env::var_os("DOCKER_USERNS_ENGINES")
-                .map_or_else(|| "/var/cache/docker-userns/engines".into(), PathBuf::from);
-            let dir = cache.join(version);
-            if !dir.join("usr/sbin/dockerd").is_file() {
-                let status = Command::new(ENGINES_SCRIPT)
-                    .arg(version)
-                    .status()
-                    .context("running scripts/engines")?;
-                ensure!(status.success(), "scripts/engines {version} failed");
-            }
-            Some(dir)
-        }
-    };
-    let dockerd = dir
-        .as_ref()
-        .map_or_else(|| PathBuf::from(DOCKERD), |d| d.join("usr/sbin/dockerd"));
-    let output = Command::new(&dockerd)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", dockerd.display()))?;
-    let reported = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        reported.contains(&format!("version {version}.")),
-        "{ENGINE_VAR}={version} but {} reports {:?}",
-        dockerd.display(),
-        reported.trim()
-    );
-    Ok(dir)
-}
-
-/// The engine's major version as given (`20.10` when unset).
-pub fn engine_version() -> Result<&'static str> {
-    match std::env::var(ENGINE_VAR).unwrap_or_default().as_str() {
-        "" | "20.10" => Ok("20.10"),
-        "26" => Ok("26"),
-        "28" => Ok("28"),
-        other => bail!("{ENGINE_VAR}={other}: expected 20.10, 26 or 28"),
-    }
-}
-
-/// The engine's major version as a number, for version-dependent checks.
-pub fn engine_major() -> u32 {
-    engine_version()
-        .ok()
-        .and_then(|v| v.split('.').next()?.parse().ok())
-        .unwrap_or(20)
-}
 
 /// Paths of one harness, all under its temp dir.
 #[derive(Debug, Clone)]
@@ -181,14 +120,30 @@ impl Paths {
 #[derive(Debug, Clone)]
 pub struct ContainerProbe {
     pub id: String,
-    /// The container's init process, as a host PID.
-    pub pid: u32,
     /// Real uid and gid of that process on the host.
     pub host_uid: u32,
     pub host_gid: u32,
     /// `/proc/self/uid_map` inside the container, whitespace-normalized.
     pub uid_map: String,
     pub gid_map: String,
+}
+
+impl ContainerProbe {
+    /// Fails unless the container's id maps start at `uid` and `gid` and
+    /// span 65536 ids each.
+    pub fn ensure_maps(&self, uid: u32, gid: u32) -> Result<()> {
+        ensure!(
+            self.uid_map == format!("0 {uid} 65536"),
+            "uid_map {}",
+            self.uid_map
+        );
+        ensure!(
+            self.gid_map == format!("0 {gid} 65536"),
+            "gid_map {}",
+            self.gid_map
+        );
+        Ok(())
+    }
 }
 
 pub struct Harness {
@@ -208,13 +163,9 @@ pub struct Harness {
 impl Harness {
     /// Prepares the copies and the namespace; dockerd is not started yet.
     pub fn new() -> Result<Harness> {
-        ensure!(
-            rustix::process::geteuid().is_root(),
-            "the end-to-end tests start a real dockerd in a private mount namespace and must \
-             run as root (uid 0); run them with sudo"
-        );
+        require_root();
         let docker_client = find_tools()?;
-        let engine = engine()?;
+        let engine = engine::chosen()?;
         let dir = tempfile::Builder::new()
             .prefix("docker-userns-e2e.")
             .tempdir()
@@ -430,16 +381,11 @@ impl Harness {
             .with_context(|| format!("writing {}", self.paths.daemon_json.display()))
     }
 
-    /// Runs docker-userns (`bin`) in the namespace against this daemon, with
-    /// its data root, restart and stop commands and `--format json`; returns
-    /// the exit code and the one JSON object it printed.
-    pub fn tool_json(
-        &self,
-        bin: &str,
-        args: &[&str],
-        timeout: Duration,
-    ) -> Result<(i32, serde_json::Value)> {
-        let mut command = self.ns_command(bin);
+    /// Runs docker-userns in the namespace against this daemon, with its
+    /// data root, restart and stop commands and `--format json`; returns the
+    /// exit code and the one JSON object it printed.
+    pub fn tool_json(&self, args: &[&str], timeout: Duration) -> Result<(i32, serde_json::Value)> {
+        let mut command = self.ns_command(BIN);
         command
             .args(["--format", "json", "--timeout", "90", "--host"])
             .arg(self.docker_host())
@@ -514,10 +460,10 @@ impl Harness {
         }
         let script = format!(
             "tar -C {} -c . | {} -H {} import - {}",
-            sh_quote(&rootfs.display().to_string()),
-            sh_quote(&self.docker_client.display().to_string()),
-            sh_quote(&self.docker_host()),
-            sh_quote(tag)
+            shell_quote(&rootfs.display().to_string()),
+            shell_quote(&self.docker_client.display().to_string()),
+            shell_quote(&self.docker_host()),
+            shell_quote(tag)
         );
         self.ns_sh(&script).map(drop)
     }
@@ -543,7 +489,6 @@ impl Harness {
             uid_map: map("/proc/self/uid_map")?,
             gid_map: map("/proc/self/gid_map")?,
             id,
-            pid,
         })
     }
 
@@ -560,7 +505,7 @@ impl Harness {
 
     fn write_restart_script(&self) -> Result<()> {
         let p = &self.paths;
-        let q = |path: &Path| sh_quote(&path.display().to_string());
+        let q = |path: &Path| shell_quote(&path.display().to_string());
         let flags = [
             format!("--data-root={}", q(&p.data_root)),
             format!("--exec-root={}", q(&p.exec_root)),
@@ -617,7 +562,10 @@ impl Harness {
         let script = fs::read_to_string(&self.paths.restart_script)?;
         let from = format!("setsid --wait {DOCKERD} ");
         ensure!(script.contains(&from), "restart script layout");
-        let to = format!("setsid --wait {} ", sh_quote(&copy.display().to_string()));
+        let to = format!(
+            "setsid --wait {} ",
+            shell_quote(&copy.display().to_string())
+        );
         fs::write(&self.paths.restart_script, script.replace(&from, &to))?;
         Ok(copy)
     }
@@ -625,7 +573,7 @@ impl Harness {
     /// `PATH` entries of the engine, to go before the system's.
     fn engine_path(&self) -> String {
         self.engine.as_ref().map_or_else(String::new, |dir| {
-            let bin = |d: &str| sh_quote(&dir.join(d).display().to_string());
+            let bin = |d: &str| shell_quote(&dir.join(d).display().to_string());
             format!("{}:{}:", bin("usr/bin"), bin("usr/sbin"))
         })
     }
@@ -860,15 +808,22 @@ fn spawn_helper(paths: &Paths, engine: Option<&Path>) -> Result<(Child, PathBuf)
     let mut script = String::from("set -e\n");
     for (target, name) in BIND_MOUNTS {
         let source = paths.root.join(name).display().to_string();
-        script.push_str(&format!("mount --bind {} {}\n", sh_quote(&source), target));
+        script.push_str(&format!(
+            "mount --bind {} {}\n",
+            shell_quote(&source),
+            target
+        ));
     }
     if let Some(dir) = engine {
         let dockerd = dir.join("usr/sbin/dockerd").display().to_string();
-        script.push_str(&format!("mount --bind {} {DOCKERD}\n", sh_quote(&dockerd)));
+        script.push_str(&format!(
+            "mount --bind {} {DOCKERD}\n",
+            shell_quote(&dockerd)
+        ));
     }
     script.push_str(&format!(
         "touch {}\nexec sleep infinity\n",
-        sh_quote(&ready.display().to_string())
+        shell_quote(&ready.display().to_string())
     ));
     let log = paths.root.join("helper.log");
     let out = File::create(&log)?;
@@ -983,10 +938,6 @@ fn status_id(status: &str, key: &str) -> Result<u32> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|id| id.parse().ok())
         .with_context(|| format!("no {key} line in /proc/PID/status"))
-}
-
-fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// First subordinate id at or above 100000 past every range in the copy's

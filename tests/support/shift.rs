@@ -1,8 +1,7 @@
-//! Trees built with the real tools, the binary under test, and snapshots of
-//! every entry's owner, mode, times, ACLs and capability to compare before
-//! and after a shift.
-
-#![allow(dead_code)]
+//! Trees for `shift` built with the real tools, runs of `shift`, and
+//! snapshots of every entry's owner, mode, times (atime and ctime too, read
+//! without changing them), ACLs and capability to compare before and after
+//! a shift.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, OsStr};
@@ -16,7 +15,8 @@ use docker_userns::shift::caps::FileCaps;
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags};
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_docker-userns");
+use super::BIN;
+
 /// The map every test shifts with, for uids and gids alike.
 pub const MAP: &str = "0:100000:65536";
 pub const MARKER: &str = ".docker-userns-shift.json";
@@ -24,15 +24,6 @@ pub const MARKER: &str = ".docker-userns-shift.json";
 /// What [`MAP`] does to one id.
 pub fn mapped(id: u32) -> u32 {
     if id < 65536 { id + 100_000 } else { id }
-}
-
-/// These tests chown, mount and set capabilities: they need root and say so
-/// instead of passing vacuously.
-pub fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the shift tests must run as root (they chown files, set capabilities and mount)"
-    );
 }
 
 /// A temp dir on the filesystem of the build (a real disk filesystem, with
@@ -88,6 +79,11 @@ pub struct Run {
 
 /// `docker-userns shift DIR --uid-map MAP --gid-map MAP --format json EXTRA`.
 pub fn shift(dir: &Path, extra: &[&str]) -> Run {
+    run(&shift_args(dir, extra))
+}
+
+/// The arguments of [`shift`].
+pub fn shift_args<'a>(dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let dir = dir.to_str().unwrap();
     let mut args = vec![
         "shift",
@@ -100,7 +96,7 @@ pub fn shift(dir: &Path, extra: &[&str]) -> Run {
         "json",
     ];
     args.extend_from_slice(extra);
-    run(&args)
+    args
 }
 
 pub fn run(args: &[&str]) -> Run {
