@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::daemon::api::{ApiError, ContainerSummary, DaemonInfo, DockerApi};
+use crate::daemon::control::{ControlError, DaemonControl, SystemDaemon};
 use crate::daemon::flags::{self, FlagSource};
-use crate::daemon::service::{self, Action as ServiceAction, ServiceError, ServiceManager};
+use crate::daemon::service::ServiceError;
 use crate::files::atomic;
 use crate::host::{Host, HostError, Snapshot};
 use crate::phases::Phases;
-
-/// Log lines quoted from dockerd when it fails.
-const LOG_LINES: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
@@ -29,14 +27,14 @@ pub enum ActivateError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error(
         "{count} running container{s} would stop and be hidden by the restart: {names}; \
          stop them first or pass --yes (nothing was changed)",
         s = if *.count == 1 { "" } else { "s" }
     )]
     Running { count: usize, names: String },
-    #[error("running {command}: {message}")]
-    Restart { command: String, message: String },
     #[error("{0}")]
     Verify(String),
     #[error(transparent)]
@@ -65,7 +63,7 @@ impl ActivateError {
             ActivateError::Service(_)
             | ActivateError::Api(_)
             | ActivateError::Running { .. }
-            | ActivateError::Restart { .. }
+            | ActivateError::Control(_)
             | ActivateError::Verify(_)
             | ActivateError::Host(_)
             | ActivateError::RolledBack { .. } => None,
@@ -136,30 +134,15 @@ impl Expect {
     }
 }
 
-/// How to reach and restart the daemon.
+/// The daemon to restart and verify, and how long it may take.
 pub struct Daemon {
-    pub manager: ServiceManager,
-    pub api: DockerApi,
+    control: Box<dyn DaemonControl>,
     pub timeout: Duration,
-    root: PathBuf,
-    /// `--stop-command`, for a custom manager that can only restart.
-    stop_command: Option<String>,
 }
 
 impl Daemon {
-    pub fn new(
-        host: &Host,
-        restart_command: Option<&str>,
-        socket: PathBuf,
-        timeout: Duration,
-    ) -> Result<Self, ActivateError> {
-        Ok(Daemon {
-            manager: service::detect(host.root(), restart_command)?,
-            api: DockerApi::new(socket, Duration::from_secs(5).min(timeout)),
-            timeout,
-            root: host.root().to_owned(),
-            stop_command: None,
-        })
+    pub fn new(control: Box<dyn DaemonControl>, timeout: Duration) -> Self {
+        Daemon { control, timeout }
     }
 
     /// The daemon to restart and verify, unless `--no-restart` or `--root`
@@ -174,55 +157,38 @@ impl Daemon {
         }
         let env = std::env::var("DOCKER_HOST").ok();
         let socket = crate::daemon::api::resolve_socket(global.socket.as_deref(), env.as_deref())?;
-        let mut daemon = Daemon::new(
-            host,
+        let control = SystemDaemon::new(
+            host.root(),
             global.restart_command.as_deref(),
+            global.stop_command.clone(),
             socket,
-            global.timeout,
+            Duration::from_secs(5).min(global.timeout),
         )?;
-        daemon.stop_command = global.stop_command.clone();
-        Ok(Some(daemon))
+        Ok(Some(Daemon::new(Box::new(control), global.timeout)))
+    }
+
+    /// The API for carrying images and containers; none from a fake.
+    pub fn api(&self) -> Option<&DockerApi> {
+        self.control.api()
     }
 
     /// Stops dockerd and waits until its socket no longer answers.
     pub fn stop(&self) -> Result<(), ActivateError> {
-        let invocation = match (&self.manager, &self.stop_command) {
-            (_, Some(command)) => ServiceManager::Custom {
-                argv: service::split_words(command)?,
-            }
-            .command(&self.root, ServiceAction::Restart)?,
-            (ServiceManager::Custom { .. }, None) => {
-                return Err(ActivateError::Verify(
-                    "--migrate must stop dockerd: with --restart-command, also give --stop-command"
-                        .into(),
-                ));
-            }
-            (manager, None) => manager.command(&self.root, ServiceAction::Stop)?,
-        };
-        run(&invocation)?;
-        let deadline = Instant::now() + self.timeout;
-        while self.api.ping().is_ok() {
-            if Instant::now() >= deadline {
-                return Err(ActivateError::Verify(format!(
-                    "dockerd still answers on {} after `{invocation}`",
-                    self.api.socket().display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
+        Ok(self.control.stop(self.timeout)?)
     }
 
     /// What the daemon says now, or `None` when it does not answer.
     pub fn observe(&self) -> Option<DaemonInfo> {
-        self.api.info().ok()
+        self.control.info().ok()
+    }
+
+    /// The containers running now.
+    pub fn running_containers(&self) -> Result<Vec<ContainerSummary>, ActivateError> {
+        Ok(self.control.running_containers()?)
     }
 
     pub fn restart_command(&self) -> Result<String, ActivateError> {
-        Ok(self
-            .manager
-            .command(&self.root, ServiceAction::Restart)?
-            .to_string())
+        Ok(self.control.restart_command()?)
     }
 
     /// Restarts dockerd and waits until it shows `expect`.
@@ -237,13 +203,9 @@ impl Daemon {
         expect: &Expect,
         phases: &mut Phases,
     ) -> Result<DaemonInfo, ActivateError> {
-        phases.time("start", || self.restart())?;
+        phases.time("start", || self.control.restart())?;
         crate::failpoint::hit("daemon.after_restart");
         phases.time("verify", || self.wait_for(expect))
-    }
-
-    fn restart(&self) -> Result<(), ActivateError> {
-        run(&self.manager.command(&self.root, ServiceAction::Restart)?)
     }
 
     /// Polls until the daemon answers and shows `expect`: a restart command
@@ -253,8 +215,8 @@ impl Daemon {
         let deadline = Instant::now() + self.timeout;
         let mut last = None;
         loop {
-            if self.api.wait_ready(deadline).is_ok() {
-                if let Ok(info) = self.api.info() {
+            if self.control.wait_ready(deadline).is_ok() {
+                if let Ok(info) = self.control.info() {
                     if expect.met_by(&info) {
                         return Ok(info);
                     }
@@ -263,7 +225,10 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 let seen = match last {
-                    None => format!("dockerd did not answer on {}", self.api.socket().display()),
+                    None => format!(
+                        "dockerd did not answer on {}",
+                        self.control.socket().display()
+                    ),
                     Some(info) => format!(
                         "dockerd answers with SecurityOptions {:?}, DockerRootDir {:?} and containerd namespace {:?}",
                         info.security_options,
@@ -281,32 +246,18 @@ impl Daemon {
         }
     }
 
-    pub fn last_logs(&self) -> Option<String> {
-        service::last_log_lines(&self.root, &self.manager, LOG_LINES)
+    /// Restarts the daemon on the configuration put back and waits until
+    /// it answers, whatever it shows.
+    fn restart_restored(&self) -> Result<(), ActivateError> {
+        self.control.restart()?;
+        self.control
+            .wait_ready(Instant::now() + self.timeout)
+            .map_err(Into::into)
     }
-}
 
-/// Runs a service command and fails with its stderr when it fails.
-fn run(invocation: &service::Invocation) -> Result<(), ActivateError> {
-    let output = invocation
-        .command()
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| ActivateError::Restart {
-            command: invocation.to_string(),
-            message: e.to_string(),
-        })?;
-    if output.status.success() {
-        return Ok(());
+    pub fn last_logs(&self) -> Option<String> {
+        self.control.last_logs()
     }
-    Err(ActivateError::Restart {
-        command: invocation.to_string(),
-        message: format!(
-            "{}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-    })
 }
 
 /// Refuses when a key about to be set in daemon.json is also a flag.
@@ -358,12 +309,7 @@ pub fn roll_back(
             "roll-back FAILED: could not restore {}: {e:#}",
             host.display(config_path).display()
         ),
-        Ok(()) => match daemon.restart().and_then(|()| {
-            daemon
-                .api
-                .wait_ready(Instant::now() + daemon.timeout)
-                .map_err(Into::into)
-        }) {
+        Ok(()) => match daemon.restart_restored() {
             Ok(()) => format!(
                 "rolled back: {} restored byte for byte and dockerd answers again",
                 host.display(config_path).display()
@@ -541,6 +487,176 @@ mod tests {
         assert!(expect.met_by(&info(real_root.to_str().unwrap(), None)));
         let via_link = link.join("100000.100000");
         assert!(!expect.met_by(&info(via_link.to_str().unwrap(), None)));
+    }
+
+    mod rollback {
+        use super::*;
+        use crate::daemon::api::ContainerSummary;
+        use crate::daemon::control::fake::{FakeDaemon, Restart, State};
+
+        const CONFIG: &str = "/etc/docker/daemon.json";
+        const BEFORE: &[u8] = b"{\n  \"debug\": true\n}\n";
+        const AFTER: &[u8] = b"{\n  \"debug\": true,\n  \"userns-remap\": \"default\"\n}\n";
+
+        fn plain() -> State {
+            State::Up(
+                Box::new(DaemonInfo {
+                    docker_root_dir: "/var/lib/docker".into(),
+                    ..DaemonInfo::default()
+                }),
+                Vec::new(),
+            )
+        }
+
+        /// An image root whose daemon.json `enable` has just rewritten,
+        /// and the snapshot of it taken before.
+        fn written(before: Option<&[u8]>) -> (tempfile::TempDir, Host, Option<Snapshot>) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("etc/docker")).unwrap();
+            let file = dir.path().join("etc/docker/daemon.json");
+            if let Some(bytes) = before {
+                std::fs::write(&file, bytes).unwrap();
+            }
+            let host = Host::open(dir.path(), Box::new(crate::host::SystemRunner)).unwrap();
+            let original = host.read(Path::new(CONFIG)).unwrap();
+            std::fs::write(&file, AFTER).unwrap();
+            (dir, host, original)
+        }
+
+        fn daemon(fake: &FakeDaemon) -> Daemon {
+            Daemon::new(Box::new(fake.clone()), Duration::ZERO)
+        }
+
+        /// Restarts and verifies as `enable` does, rolling back on failure.
+        fn activate(host: &Host, fake: &FakeDaemon, original: Option<&Snapshot>) -> String {
+            let daemon = daemon(fake);
+            let cause = daemon
+                .restart_and_verify(&remapped("/var/lib/docker"))
+                .unwrap_err();
+            format!(
+                "{:#}",
+                roll_back(host, &daemon, Path::new(CONFIG), original, cause)
+            )
+        }
+
+        fn config(dir: &tempfile::TempDir) -> Option<Vec<u8>> {
+            std::fs::read(dir.path().join("etc/docker/daemon.json")).ok()
+        }
+
+        #[test]
+        fn a_failed_restart_restores_daemon_json_byte_for_byte_and_restarts_the_old_daemon() {
+            let (dir, host, original) = written(Some(BEFORE));
+            let fake = FakeDaemon::new(plain())
+                .then(Restart::Fails(
+                    "exit status: 1: Job for docker.service failed".into(),
+                ))
+                .then(Restart::To(plain()));
+            let message = activate(&host, &fake, original.as_ref());
+            assert_eq!(config(&dir).as_deref(), Some(BEFORE));
+            assert_eq!(fake.restarts(), 2, "the restart, then the old config's");
+            assert!(
+                message.starts_with(
+                    "running /bin/systemctl restart docker: exit status: 1: Job for docker.service failed\n"
+                ),
+                "{message}"
+            );
+            assert!(
+                message.contains("restored byte for byte and dockerd answers again"),
+                "{message}"
+            );
+            assert!(message.contains("dockerd's last log lines:\n"), "{message}");
+        }
+
+        #[test]
+        fn a_daemon_that_comes_back_not_remapped_is_rolled_back() {
+            let (dir, host, original) = written(Some(BEFORE));
+            let fake = FakeDaemon::new(plain()).then(Restart::To(plain()));
+            let message = activate(&host, &fake, original.as_ref());
+            assert_eq!(config(&dir).as_deref(), Some(BEFORE));
+            assert_eq!(fake.restarts(), 2);
+            assert!(
+                message.starts_with("after 0ns, expected name=userns in SecurityOptions"),
+                "{message}"
+            );
+            assert!(
+                message.contains("dockerd answers with SecurityOptions []"),
+                "{message}"
+            );
+            assert!(message.contains("dockerd answers again"), "{message}");
+        }
+
+        #[test]
+        fn a_daemon_json_that_did_not_exist_is_removed_again() {
+            let (dir, host, original) = written(None);
+            let fake = FakeDaemon::new(State::Down).then(Restart::To(State::Down));
+            let message = activate(&host, &fake, original.as_ref());
+            assert_eq!(config(&dir), None);
+            assert!(
+                message.contains("dockerd did not answer on /run/docker.sock"),
+                "{message}"
+            );
+        }
+
+        #[test]
+        fn a_daemon_that_stays_down_after_the_roll_back_is_said_so() {
+            let (dir, host, original) = written(Some(BEFORE));
+            let fake = FakeDaemon::new(plain())
+                .then(Restart::Fails("exit status: 1".into()))
+                .then(Restart::To(State::Down));
+            let message = activate(&host, &fake, original.as_ref());
+            assert_eq!(config(&dir).as_deref(), Some(BEFORE));
+            assert!(
+                message.contains("byte for byte, but dockerd does not answer after the restart"),
+                "{message}"
+            );
+        }
+
+        #[test]
+        fn a_daemon_json_that_cannot_be_restored_fails_the_roll_back_loudly() {
+            let (dir, host, original) = written(Some(BEFORE));
+            // The directory is gone: there is nowhere to put the file back.
+            std::fs::remove_dir_all(dir.path().join("etc/docker")).unwrap();
+            let fake = FakeDaemon::new(plain()).then(Restart::Fails("exit status: 1".into()));
+            let message = activate(&host, &fake, original.as_ref());
+            assert!(
+                message.contains("roll-back FAILED: could not restore"),
+                "{message}"
+            );
+            assert_eq!(fake.restarts(), 1, "no restart on a config not put back");
+        }
+
+        #[test]
+        fn a_failed_stop_is_reported_with_the_command() {
+            let fake = FakeDaemon::new(plain()).stop_fails("exit status: 5");
+            let message = format!("{:#}", daemon(&fake).stop().unwrap_err());
+            assert_eq!(
+                message,
+                "running /bin/systemctl stop docker: exit status: 5"
+            );
+        }
+
+        #[test]
+        fn running_containers_refuse_the_restart_unless_allowed() {
+            let running = ContainerSummary {
+                id: "0123456789abcdef".into(),
+                names: vec!["/web".into()],
+                state: "running".into(),
+                ..ContainerSummary::default()
+            };
+            let unnamed = ContainerSummary {
+                names: Vec::new(),
+                ..running.clone()
+            };
+            let fake = FakeDaemon::new(State::Up(Box::default(), vec![running, unnamed]));
+            let containers = daemon(&fake).running_containers().unwrap();
+            let refusal = refuse_running(&containers, false).unwrap_err().to_string();
+            assert_eq!(
+                refusal,
+                "2 running containers would stop and be hidden by the restart: web, 0123456789ab; \
+                 stop them first or pass --yes (nothing was changed)"
+            );
+            assert!(refuse_running(&containers, true).is_ok());
+        }
     }
 
     #[test]

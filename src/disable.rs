@@ -237,7 +237,7 @@ pub fn run(
         let active = info.as_ref().is_some_and(|i| i.userns_active());
         if current.is_some() || restores || active || migration.is_some() {
             if info.is_some() {
-                let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
+                let containers = daemon.running_containers()?;
                 activate::refuse_running(&containers, request.yes)?;
             }
             outcome.actions.push(DisableAction::RestartDaemon {
@@ -259,9 +259,10 @@ pub fn run(
     }
     let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
     let mut phases = Phases::default();
-    let spool = match (&carry, &daemon) {
-        (Some(inventory), Some(d)) => Some(phases.time("save", || {
-            Spool::save(host, &data_root, &d.api, inventory, global.timeout)
+    let api = daemon.as_ref().and_then(Daemon::api);
+    let spool = match (&carry, api) {
+        (Some(inventory), Some(api)) => Some(phases.time("save", || {
+            Spool::save(host, &data_root, api, inventory, global.timeout)
         })?),
         _ => None,
     };
@@ -326,8 +327,8 @@ pub fn run(
     if restores {
         image_store::remove_record(host, &observed.config_path)?;
     }
-    if let (Some((spool, bytes)), Some(inventory), Some(d)) = (spool, &carry, &daemon) {
-        let mut report = spool.load(&d.api, inventory, global.timeout)?;
+    if let (Some((spool, bytes)), Some(inventory), Some(api)) = (spool, &carry, api) {
+        let mut report = spool.load(api, inventory, global.timeout)?;
         report.images_bytes = bytes;
         phases.extend(&report.phases);
         outcome.carried = Some(report);
@@ -351,10 +352,13 @@ fn plan_carry_back(
     data_root: &Path,
     outcome: &mut DisableOutcome,
 ) -> Result<Option<Inventory>, DisableError> {
+    let Some(api) = daemon.api() else {
+        return Ok(None);
+    };
     if !daemon.observe().is_some_and(|i| i.userns_active()) {
         return Ok(None);
     }
-    let mut inventory = Inventory::read(&daemon.api).map_err(ActivateError::from)?;
+    let mut inventory = Inventory::read(api).map_err(ActivateError::from)?;
     for container in &mut inventory.containers {
         container.keep_existing = true;
     }

@@ -99,7 +99,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     // None under --root: no program of the image is run.
     let pidfile = observed.config.value("pidfile");
     let pidfile = pidfile.as_ref().and_then(|v| v.as_str()).map(Path::new);
-    let api = daemon.as_ref().map(|d| &d.api);
+    let api = daemon.as_ref().and_then(Daemon::api);
     let validator = activate::dockerd_validates(host, api, pidfile);
     let info = daemon.as_ref().and_then(Daemon::observe);
     let store = detect_store(host, &observed, &plan, info.as_ref(), validator.as_ref());
@@ -119,7 +119,9 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     leftover_spool_warning(host, &mut plan);
     let expect = expected(host, &plan);
     if let Some(daemon) = &daemon {
-        let refused = crate::check::containers::refused_under_remapping(&daemon.api);
+        let refused = api
+            .map(crate::check::containers::refused_under_remapping)
+            .unwrap_or_default();
         if !refused.is_empty() {
             plan.warnings.push(Warning {
                 file: plan.config_path.clone(),
@@ -183,9 +185,9 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         .is_none();
     let mut phases = Phases::default();
     // Images leave the containerd store while it still serves them.
-    let spool = match (&carry, &daemon) {
-        (Some(c), Some(d)) => Some(phases.time("save", || {
-            Spool::save(host, &plan.data_root, &d.api, &c.inventory, global.timeout)
+    let spool = match (&carry, api) {
+        (Some(c), Some(api)) => Some(phases.time("save", || {
+            Spool::save(host, &plan.data_root, api, &c.inventory, global.timeout)
         })?),
         _ => None,
     };
@@ -251,9 +253,9 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
             info: d.observe().unwrap_or_default(),
         },
     };
-    let carried = match (spool, &carry, &daemon) {
-        (Some((spool, bytes)), Some(c), Some(d)) => {
-            let mut report = spool.load(&d.api, &c.inventory, global.timeout)?;
+    let carried = match (spool, &carry, api) {
+        (Some((spool, bytes)), Some(c), Some(api)) => {
+            let mut report = spool.load(api, &c.inventory, global.timeout)?;
             report.images_bytes = bytes;
             phases.extend(&report.phases);
             Some(report)
@@ -328,13 +330,13 @@ fn leftover_spool_warning(host: &Host, plan: &mut Plan) {
 /// ": images a; containers b; volumes c", when the daemon that answers
 /// is the one whose root stays behind (the plain one).
 fn hidden_names(found: &Found<'_>, migration: &Migration) -> String {
-    let (Some(daemon), Some(info)) = (found.daemon, found.info) else {
+    let (Some(api), Some(info)) = (found.daemon.and_then(Daemon::api), found.info) else {
         return String::new();
     };
     if info.userns_active() || migration.direction != Direction::IntoRemapped {
         return String::new();
     }
-    Inventory::read(&daemon.api).map_or_else(|_| String::new(), |i| format!(": {}", i.describe()))
+    Inventory::read(api).map_or_else(|_| String::new(), |i| format!(": {}", i.describe()))
 }
 
 /// The running daemon, as found before planning.
@@ -360,8 +362,8 @@ fn plan_containerd(
         return Ok((None, None));
     };
     let data_root = host.display(&plan.data_root);
-    let inventory = match (found.daemon, found.info) {
-        (Some(d), Some(_)) => Some(Inventory::read(&d.api).map_err(ActivateError::from)?),
+    let inventory = match (found.daemon.and_then(Daemon::api), found.info) {
+        (Some(api), Some(_)) => Some(Inventory::read(api).map_err(ActivateError::from)?),
         _ => None,
     };
     // A remapped daemon on the containerd store keeps its volumes in
@@ -799,7 +801,7 @@ fn preflight(
         return Ok(());
     }
     if info.is_some() {
-        let containers = daemon.api.containers(false).map_err(ActivateError::from)?;
+        let containers = daemon.running_containers()?;
         match activate::refuse_running(&containers, yes) {
             // A dry run shows the whole plan; the refusal becomes a warning.
             Err(refusal) if dry_run => plan.warnings.push(Warning {

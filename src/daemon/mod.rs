@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod control;
 pub mod envfile;
 pub mod flags;
 pub mod http;
