@@ -13,6 +13,7 @@ use std::path::{Component as Part, Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 
+use crate::accounts::Mapping;
 use crate::host::Host;
 use crate::ids::IdRange;
 use crate::shift::acl::{Acl, GROUP, USER};
@@ -43,6 +44,20 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// Container user `uid:gid` under `mapping`; `None` until the mapping
+    /// has both a uid and a gid range.
+    pub fn under(mapping: &Mapping, uid: u32, gid: u32) -> Option<Subject> {
+        if mapping.uid_ranges.is_empty() || mapping.gid_ranges.is_empty() {
+            return None;
+        }
+        Some(Subject {
+            inside_uid: uid,
+            inside_gid: gid,
+            uid_ranges: mapping.uid_ranges.clone(),
+            gid_ranges: mapping.gid_ranges.clone(),
+        })
+    }
+
     /// The host uid the container user has (the stacked ranges in order).
     pub fn host_uid(&self) -> Option<u32> {
         map_id(&self.uid_ranges, self.inside_uid)

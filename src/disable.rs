@@ -19,6 +19,7 @@ use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::observe::{Observed, observe};
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
 use crate::plan::{self, FileChange, PlanError, Warning};
@@ -172,7 +173,9 @@ pub fn run(
     global: &Global,
     request: &DisableRequest,
 ) -> Result<DisableOutcome, DisableError> {
-    let observed = plan::observe(host, global)?;
+    let observed = observe(host, global)
+        .complete(host)
+        .map_err(PlanError::from)?;
     let config_path = host.display(&observed.config_path);
     let current = observed
         .config
@@ -216,7 +219,6 @@ pub fn run(
         let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
         plan_migration(
             host,
-            global,
             &observed,
             current.as_deref(),
             containerd,
@@ -257,7 +259,7 @@ pub fn run(
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
-    let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let data_root = observed.data_root.clone().map_err(PlanError::from)?;
     let mut phases = Phases::default();
     let api = daemon.as_ref().and_then(Daemon::api);
     let spool = match (&carry, api) {
@@ -380,7 +382,7 @@ fn plan_carry_back(
 /// `disable` writes, when it is still exactly what `enable` pinned; true
 /// when it does.
 fn plan_store_restore(
-    observed: &plan::Observed,
+    observed: &Observed,
     record: &Record,
     outcome: &mut DisableOutcome,
 ) -> Result<bool, DisableError> {
@@ -428,13 +430,12 @@ fn plan_store_restore(
 /// cannot use a graph driver's.
 fn plan_migration(
     host: &Host,
-    global: &Global,
-    observed: &plan::Observed,
+    observed: &Observed,
     current: Option<&str>,
     containerd: bool,
     outcome: &mut DisableOutcome,
 ) -> Result<Option<Migration>, DisableError> {
-    let data_root = plan::data_root(global, observed.config.text(), &observed.config_path)?;
+    let data_root = observed.data_root.clone().map_err(PlanError::from)?;
     let host_root = host.display(&data_root);
     let migration = match migrate::pending(host, &data_root) {
         Some(m) if m.direction == Direction::OutOfRemapped => Some(m),
@@ -477,7 +478,7 @@ fn plan_migration(
 /// The migration out of the root the current `userns-remap` value uses.
 fn remapped(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     value: &str,
     data_root: &Path,
     daemon_data_root: &Path,
@@ -509,7 +510,7 @@ fn remapped(
 /// ranges may serve other tools (rootless podman, LXD).
 fn plan_purge(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     current: Option<&str>,
     outcome: &mut DisableOutcome,
 ) {
@@ -591,7 +592,7 @@ fn read_uid(host: &Host, user: &str) -> Result<Option<String>, DisableError> {
 
 fn write_config(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     outcome: &DisableOutcome,
 ) -> Result<(), DisableError> {
     let change = &outcome.changes[0];

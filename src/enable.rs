@@ -20,6 +20,7 @@ use crate::ids::{self, RemapSpec};
 use crate::image_store::{self, Store};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
+use crate::observe::{Observed, observe};
 use crate::phases::Phases;
 use crate::plan::{self, Action, FileChange, Plan, PlanError, Warning};
 use crate::request::{EnableRequest, Global};
@@ -90,8 +91,10 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     if request.count < ids::MIN_COUNT {
         return Err(PlanError::CountTooSmall(request.count).into());
     }
-    let observed = plan::observe(host, global)?;
-    let mut plan = plan::plan(host, &observed, global, &spec, request)?;
+    let observed = observe(host, global)
+        .complete(host)
+        .map_err(PlanError::from)?;
+    let mut plan = plan::plan(host, &observed, &spec, request)?;
     let daemon = match Daemon::managed(host, global, request.restart) {
         Err(e) if provisioning(host, global, &e) => None,
         result => result?,
@@ -282,7 +285,10 @@ fn converge(
     spec: &RemapSpec,
     request: &EnableRequest,
 ) -> Result<Plan, EnableError> {
-    let after = plan::plan(host, &plan::observe(host, global)?, global, spec, request)?;
+    let observed = observe(host, global)
+        .complete(host)
+        .map_err(PlanError::from)?;
+    let after = plan::plan(host, &observed, spec, request)?;
     if let Some(pending) = after.actions.first() {
         return Err(PlanError::NotConverged(pending.describe()).into());
     }
@@ -292,7 +298,7 @@ fn converge(
 /// Which image store the daemon uses now (or will at its first start).
 fn detect_store(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     plan: &Plan,
     info: Option<&DaemonInfo>,
     validator: Option<&activate::Validator>,
@@ -351,7 +357,7 @@ struct Found<'a> {
 /// images and containers through the API, volumes by the file migration.
 fn plan_containerd(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     plan: &mut Plan,
     why: &str,
     found: Found<'_>,
@@ -476,7 +482,7 @@ fn plan_volume_move(
 
 /// Adds `"containerd-snapshotter": false` to the daemon.json the plan
 /// writes, every other byte kept.
-fn pin_store(observed: &plan::Observed, plan: &mut Plan, why: &str) -> Result<(), EnableError> {
+fn pin_store(observed: &Observed, plan: &mut Plan, why: &str) -> Result<(), EnableError> {
     let path = plan.config_path.clone();
     let Some(features) =
         image_store::pinned_features(&observed.config, &path).map_err(PlanError::from)?
@@ -526,7 +532,7 @@ fn base_migration(host: &Host, plan: &Plan) -> Option<Migration> {
     })
 }
 
-fn refuse_live_restore(observed: &plan::Observed) -> Result<(), EnableError> {
+fn refuse_live_restore(observed: &Observed) -> Result<(), EnableError> {
     if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
         return Err(ActivateError::Verify(
             "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
@@ -542,7 +548,7 @@ fn refuse_live_restore(observed: &plan::Observed) -> Result<(), EnableError> {
 /// what stays hidden.
 fn plan_migration(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     plan: &mut Plan,
     found: Found<'_>,
     wanted: bool,
@@ -631,7 +637,7 @@ fn migrate(
     host: &Host,
     daemon: Option<&Daemon>,
     migration: &Migration,
-    observed: &plan::Observed,
+    observed: &Observed,
     global: &Global,
     phases: &mut Phases,
 ) -> Result<MigrateReport, EnableError> {
@@ -711,7 +717,7 @@ const PLUGINS_DIR: &str = "plugins";
 fn engine_warnings(
     host: &Host,
     plan: &mut Plan,
-    observed: &plan::Observed,
+    observed: &Observed,
     daemon: Option<&Daemon>,
     validator: Option<&Validator>,
 ) {
@@ -866,7 +872,7 @@ fn validate_before_writes(
 /// ranges first, then daemon.json only once dockerd accepts it whole.
 fn apply(
     host: &Host,
-    observed: &plan::Observed,
+    observed: &Observed,
     plan: &Plan,
     count: u64,
     validator: Option<&Validator>,

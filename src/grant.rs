@@ -449,9 +449,11 @@ pub fn run(
     global: &crate::request::Global,
     request: &crate::request::GrantRequest,
 ) -> Result<GrantOutcome, GrantRunError> {
-    let facts = crate::check::Facts::gather(host, global);
-    let subject = crate::check::paths::subject(&facts, request.as_ids.uid, request.as_ids.gid)
-        .ok_or_else(|| GrantRunError::NotConfigured(facts.config_path.clone()))?;
+    let observed = crate::observe::observe(host, global);
+    let subject = observed
+        .configured_mapping(host)
+        .and_then(|m| Subject::under(&m, request.as_ids.uid, request.as_ids.gid))
+        .ok_or_else(|| GrantRunError::NotConfigured(host.display(&observed.config_path)))?;
     let walk = access::open_components(host, &request.path).map_err(GrantError::from)?;
     refuse_unsafe(host, &walk)?;
     let components = access::assess(&walk, &subject);

@@ -1,11 +1,12 @@
 //! docker-userns: converge a Docker host to user-namespace remapping.
 //!
 //! Data flows one way: `cli` turns arguments into a [`request::Request`],
-//! [`plan`] observes the [`host::Host`] and computes a plan of actions from
-//! pure parsers in [`config`] and the allocator in [`ids`], each command
-//! renders its own outcome (with what [`report`] shares), and `plan::apply`
-//! carries it out through the few modules with side effects ([`files`],
-//! [`accounts`]). Every failure ends as one [`error::Error`].
+//! [`observe`] reads the [`host::Host`] once, [`plan`] computes a plan of
+//! actions from that snapshot with the pure parsers in [`config`] and the
+//! allocator in [`accounts`], each command renders its own outcome (with
+//! what [`report`] shares), and `plan::apply` carries it out through the few
+//! modules with side effects ([`files`], [`accounts`]). Every failure ends
+//! as one [`error::Error`].
 
 pub mod access;
 pub mod accounts;
@@ -25,6 +26,7 @@ pub mod host;
 pub mod ids;
 pub mod image_store;
 pub mod migrate;
+pub mod observe;
 pub mod paths;
 pub mod phases;
 pub mod plan;

@@ -7,26 +7,25 @@ use crate::accounts::Mapping;
 use crate::accounts::allocate::{
     AllocateError, IdSources, SubIdKind, collisions, owned_ranges, range_need, range_to_add,
 };
-use crate::accounts::create::{self as account, AccountError, AccountTool};
+use crate::accounts::create::{self as account, AccountError};
 use crate::accounts::resolve::{Accounts, ResolveError, resolve_accounts, same_accounts};
-use crate::config::daemon_json::{DATA_ROOT, DaemonConfig, USERNS_REMAP};
-use crate::config::login_defs::LoginDefs;
+use crate::config::daemon_json::USERNS_REMAP;
 use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
 use crate::config::{Malformed, ParseError};
 use crate::files::{atomic, lock};
 use crate::host::{Host, HostError, Snapshot};
 use crate::ids::{self, IdRange, RemapSpec, SpecError};
-use crate::paths::{
-    DEFAULT_CONFIG, DEFAULT_DATA_ROOT, GROUP, GSHADOW, NSSWITCH, PASSWD, SHADOW, SNAP_CONFIG,
-    SUBGID, SUBUID,
-};
-use crate::request::{EnableRequest, Global};
+use crate::observe::{LoadError, Observed, read_parsed};
+use crate::paths::{GROUP, GSHADOW, NSSWITCH, PASSWD, SHADOW, SUBGID, SUBUID};
+use crate::request::EnableRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error(transparent)]
     Host(#[from] HostError),
     #[error(transparent)]
@@ -56,6 +55,7 @@ impl PlanError {
     pub fn location(&self) -> Option<crate::error::Location> {
         match self {
             PlanError::Parse(e) => e.location(),
+            PlanError::Load(e) => e.location(),
             PlanError::Account(e) => e.location(),
             PlanError::Allocate(e) => e.location(),
             PlanError::Store(e) => e.location(),
@@ -67,25 +67,6 @@ impl PlanError {
             | PlanError::NotConverged(_) => None,
         }
     }
-}
-
-/// Everything `enable` reads, read once.
-pub struct Observed {
-    pub config_path: PathBuf,
-    pub config_file: Option<Snapshot>,
-    pub config: DaemonConfig,
-    pub passwd: Passwd,
-    pub groups: Groups,
-    pub subuid_file: Option<Snapshot>,
-    pub subuid: SubIdFile,
-    pub subgid_file: Option<Snapshot>,
-    pub subgid: SubIdFile,
-    pub login_defs: LoginDefs,
-    pub nsswitch_subid_line: Option<usize>,
-    pub tool: AccountTool,
-    /// Names in /etc/shadow and /etc/gshadow (`None` when a file is absent).
-    pub shadow_names: Option<Vec<String>>,
-    pub gshadow_names: Option<Vec<String>>,
 }
 
 /// One change `enable` makes.
@@ -276,78 +257,9 @@ pub struct Plan {
     pub data_root: PathBuf,
 }
 
-/// Where daemon.json is: `--config`, else the snap's when docker is a snap
-/// and /etc/docker/daemon.json does not exist, else /etc/docker/daemon.json.
-pub fn config_path(host: &Host, global: &Global) -> PathBuf {
-    if let Some(path) = &global.config {
-        return path.clone();
-    }
-    let snap_dir = Path::new(SNAP_CONFIG).parent().expect("has a parent");
-    if !host.exists(Path::new(DEFAULT_CONFIG)) && host.exists(snap_dir) {
-        return SNAP_CONFIG.into();
-    }
-    DEFAULT_CONFIG.into()
-}
-
-pub fn observe(host: &Host, global: &Global) -> Result<Observed, PlanError> {
-    let config_path = config_path(host, global);
-    let config_file = host.read(&config_path)?;
-    let config = match &config_file {
-        Some(s) => DaemonConfig::parse(&host.display(&config_path), &s.bytes)?,
-        None => DaemonConfig::empty(&host.display(&config_path)),
-    };
-    let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
-    let groups = read_parsed(host, GROUP, Groups::parse)?.1;
-    let (subuid_file, subuid) = read_parsed(host, SUBUID, SubIdFile::parse)?;
-    let (subgid_file, subgid) = read_parsed(host, SUBGID, SubIdFile::parse)?;
-    let login_defs = account::read_login_defs(host)?;
-    Ok(Observed {
-        config_path,
-        config_file,
-        config,
-        passwd,
-        groups,
-        subuid_file,
-        subuid,
-        subgid_file,
-        subgid,
-        login_defs,
-        nsswitch_subid_line: nsswitch_subid_line(host)?,
-        tool: account::detect_tool(host),
-        shadow_names: account::names_in(host, SHADOW)?,
-        gshadow_names: account::names_in(host, GSHADOW)?,
-    })
-}
-
-fn read_parsed<T: Default>(
-    host: &Host,
-    path: &str,
-    parse: fn(&Path, &[u8]) -> Result<T, ParseError>,
-) -> Result<(Option<Snapshot>, T), PlanError> {
-    let path = Path::new(path);
-    let snapshot = host.read(path)?;
-    let value = match &snapshot {
-        Some(s) => parse(&host.display(path), &s.bytes)?,
-        None => T::default(),
-    };
-    Ok((snapshot, value))
-}
-
-pub fn nsswitch_subid_line(host: &Host) -> Result<Option<usize>, PlanError> {
-    let Some(file) = host.read(Path::new(NSSWITCH))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&file.bytes);
-    Ok(text
-        .lines()
-        .position(|l| l.trim_start().starts_with("subid:"))
-        .map(|i| i + 1))
-}
-
 pub fn plan(
     host: &Host,
     observed: &Observed,
-    global: &Global,
     spec: &RemapSpec,
     request: &EnableRequest,
 ) -> Result<Plan, PlanError> {
@@ -427,9 +339,7 @@ pub fn plan(
     let equivalent = current.as_deref().is_some_and(|value| {
         same_accounts(host, &observed.passwd, &observed.groups, value, &accounts)
     });
-    let new_config_text = if equivalent {
-        observed.config.text().to_owned()
-    } else {
+    if !equivalent {
         let text = observed.config.with_string(USERNS_REMAP, &request.user);
         actions.push(Action::SetRemap {
             path: config_display.clone(),
@@ -439,11 +349,10 @@ pub fn plan(
         changes.push(FileChange {
             path: config_display.clone(),
             old: observed.config.text().to_owned(),
-            new: text.clone(),
+            new: text,
         });
-        text
-    };
-    let data_root = data_root(global, &new_config_text, &config_display)?;
+    }
+    let data_root = observed.data_root.clone()?;
     Ok(Plan {
         warnings: warnings(host, observed, &mapping),
         mapping,
@@ -476,21 +385,6 @@ fn completion(observed: &Observed, accounts: &Accounts) -> Option<Action> {
         shadow,
         gshadow,
     })
-}
-
-/// dockerd's data root: `--data-root`, else daemon.json's, else the default.
-pub fn data_root(
-    global: &Global,
-    config_text: &str,
-    config_path: &Path,
-) -> Result<PathBuf, PlanError> {
-    if let Some(path) = &global.data_root {
-        return Ok(path.clone());
-    }
-    let config = DaemonConfig::parse(config_path, config_text.as_bytes())?;
-    Ok(config
-        .string(DATA_ROOT)?
-        .map_or_else(|| DEFAULT_DATA_ROOT.into(), PathBuf::from))
 }
 
 fn snapshot_text(snapshot: &Option<Snapshot>) -> String {

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use super::{Check, Facts, Loaded, Remap, Status};
+use super::{Check, Facts, Remap, Status};
 use crate::config::subid::SubIdFile;
 use crate::ids::{IdRange, MIN_COUNT, RemapSpec};
+use crate::observe::Loaded;
 use crate::paths::{GROUP, NSSWITCH, PASSWD, SUBGID, SUBUID};
 
 pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
@@ -44,9 +45,13 @@ enum Kind {
 fn unresolved(facts: &Facts<'_>, spec: &str) -> Check {
     const ID: &str = "accounts.remap_user";
     const TITLE: &str = "remap user and group exist";
-    let reason = match (RemapSpec::parse(spec), &facts.passwd, &facts.groups) {
+    let reason = match (
+        RemapSpec::parse(spec),
+        &facts.observed.passwd,
+        &facts.observed.groups,
+    ) {
         (Err(e), _, _) => format!("\"userns-remap\": {spec:?} is invalid: {e}"),
-        (_, Err(e), _) | (_, _, Err(e)) => e.message.clone(),
+        (_, Err(e), _) | (_, _, Err(e)) => e.message(),
         (Ok(parsed), Ok(passwd), Ok(groups)) => {
             match crate::accounts::resolve::resolve_accounts(
                 facts.host, passwd, groups, &parsed, spec,
@@ -106,20 +111,20 @@ fn ranges(facts: &Facts<'_>, remap: &Remap, kind: Kind) -> Check {
             "ranges.subuid",
             "subuid ranges",
             SUBUID,
-            &facts.subuid,
+            &facts.observed.subuid,
             &remap.uid_ranges,
         ),
         Kind::Gid => (
             "ranges.subgid",
             "subgid ranges",
             SUBGID,
-            &facts.subgid,
+            &facts.observed.subgid,
             &remap.gid_ranges,
         ),
     };
     let shown = facts.host.display(Path::new(path));
     if let Err(e) = file {
-        return Check::fail(id, title, e.message.clone()).at(&shown, e.line);
+        return Check::fail(id, title, e.message()).at(&shown, e.line());
     }
     let total: u64 = ranges.iter().map(|r| r.count).sum();
     if ranges.is_empty() {
@@ -173,7 +178,10 @@ fn overlaps(facts: &Facts<'_>, remap: &Remap) -> Check {
     let uid = remap.uid.map(|u| u.to_string());
     let ours = |owner: &str| owner == remap.user || Some(owner) == uid.as_deref();
     let mut clashes = Vec::new();
-    for (path, file) in [(SUBUID, &facts.subuid), (SUBGID, &facts.subgid)] {
+    for (path, file) in [
+        (SUBUID, &facts.observed.subuid),
+        (SUBGID, &facts.observed.subgid),
+    ] {
         let Ok(file) = file else { continue };
         clashes.extend(
             clashes_in(file, &ours)
@@ -227,7 +235,7 @@ fn account_ids(facts: &Facts<'_>, remap: &Remap) -> Check {
     const ID: &str = "ranges.account_ids";
     const TITLE: &str = "no range covers an account's id";
     let mut hits = Vec::new();
-    if let Ok(passwd) = &facts.passwd {
+    if let Ok(passwd) = &facts.observed.passwd {
         for e in &passwd.entries {
             if remap
                 .uid_ranges
@@ -238,7 +246,7 @@ fn account_ids(facts: &Facts<'_>, remap: &Remap) -> Check {
             }
         }
     }
-    if let Ok(groups) = &facts.groups {
+    if let Ok(groups) = &facts.observed.groups {
         for e in &groups.entries {
             if remap
                 .gid_ranges
@@ -260,13 +268,13 @@ fn account_ids(facts: &Facts<'_>, remap: &Remap) -> Check {
 fn file_warnings(facts: &Facts<'_>) -> Vec<Check> {
     let mut out = Vec::new();
     for (id, path, file) in [
-        ("ranges.subuid_syntax", SUBUID, &facts.subuid),
-        ("ranges.subgid_syntax", SUBGID, &facts.subgid),
+        ("ranges.subuid_syntax", SUBUID, &facts.observed.subuid),
+        ("ranges.subgid_syntax", SUBGID, &facts.observed.subgid),
     ] {
         out.push(syntax(facts, id, path, file));
     }
     let nss = facts.host.display(Path::new(NSSWITCH));
-    out.push(match facts.nsswitch_subid_line {
+    out.push(match facts.observed.nsswitch_subid_line.as_ref().ok().copied().flatten() {
         Some(line) => Check::warn(
             "ranges.nss_source",
             "subordinate ids come from the files",
@@ -283,7 +291,7 @@ fn syntax(facts: &Facts<'_>, id: &'static str, path: &str, file: &Loaded<SubIdFi
     const TITLE: &str = "every line parses";
     let shown = facts.host.display(Path::new(path));
     match file {
-        Err(e) => Check::fail(id, TITLE, e.message.clone()).at(&shown, e.line),
+        Err(e) => Check::fail(id, TITLE, e.message()).at(&shown, e.line()),
         Ok(f) if f.malformed.is_empty() => {
             Check::ok(id, TITLE, format!("{} entries", f.entries.len()))
         }

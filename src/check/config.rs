@@ -13,15 +13,15 @@ const SNAPSHOTTER: &str = "config.containerd_snapshotter";
 pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
     let path = &facts.config_path;
     let shown = path.display();
-    let config = match &facts.config {
+    let config = match facts.observed.config_if_present() {
         Err(error) => {
             return vec![
                 Check::ok(PRESENT, "daemon.json present", format!("{shown}")),
-                Check::fail(VALID, "daemon.json valid", error.message.clone())
+                Check::fail(VALID, "daemon.json valid", error.message())
                     .remedy(format!(
                         "fix {shown} at the position given; dockerd refuses to start with it"
                     ))
-                    .at(path, error.line),
+                    .at(path, error.line()),
             ];
         }
         Ok(None) => {

@@ -15,14 +15,9 @@ pub use outcome::CheckView;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::daemon_json::{DATA_ROOT, DaemonConfig, USERNS_REMAP};
-use crate::config::login_defs::LoginDefs;
-use crate::config::passwd::{Groups, Passwd};
-use crate::config::subid::SubIdFile;
 use crate::host::{FileMeta, Host};
-use crate::ids::RemapSpec;
-use crate::paths::{DEFAULT_DATA_ROOT, GROUP, LOGIN_DEFS, PASSWD, SUBGID, SUBUID};
-use crate::plan;
+use crate::observe::{Snapshot, observe};
+use crate::paths::DEFAULT_DATA_ROOT;
 use crate::request::Global;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,46 +98,15 @@ impl Check {
     }
 }
 
-/// Why a file could not be read or parsed, and where.
-#[derive(Debug, Clone)]
-pub struct LoadError {
-    pub message: String,
-    pub line: Option<usize>,
-}
-
-impl LoadError {
-    fn parse(e: crate::config::ParseError) -> Self {
-        LoadError {
-            message: e.to_string(),
-            line: Some(e.line),
-        }
-    }
-
-    fn host(e: crate::host::HostError) -> Self {
-        LoadError {
-            message: format!("{e:#}"),
-            line: None,
-        }
-    }
-}
-
-/// A file's parsed content, or why it could not be read.
-pub type Loaded<T> = Result<T, LoadError>;
-
 /// The remap user's resolved accounts and ranges, as `enable` computes them.
 pub use crate::accounts::Mapping as Remap;
-/// Everything the checks read, read once.
+/// What the checks look at: the host's snapshot and what follows from it.
 pub struct Facts<'a> {
     pub host: &'a Host,
+    pub observed: Snapshot,
+    /// daemon.json's path as shown.
     pub config_path: PathBuf,
     pub config_meta: Option<FileMeta>,
-    pub config: Loaded<Option<DaemonConfig>>,
-    pub passwd: Loaded<Passwd>,
-    pub groups: Loaded<Groups>,
-    pub subuid: Loaded<SubIdFile>,
-    pub subgid: Loaded<SubIdFile>,
-    pub login_defs: Loaded<LoginDefs>,
-    pub nsswitch_subid_line: Option<usize>,
     pub data_root: PathBuf,
     /// The configured `userns-remap` value, when daemon.json sets one.
     pub remap_spec: Option<String>,
@@ -152,85 +116,20 @@ pub struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     pub fn gather(host: &'a Host, global: &Global) -> Self {
-        let config_path = plan::config_path(host, global);
-        let shown = host.display(&config_path);
-        let (config_meta, config) = match host.read(&config_path) {
-            Ok(Some(s)) => (
-                Some(s.meta),
-                DaemonConfig::parse(&shown, &s.bytes)
-                    .map(Some)
-                    .map_err(LoadError::parse),
-            ),
-            Ok(None) => (None, Ok(None)),
-            Err(e) => (None, Err(LoadError::host(e))),
-        };
-        let remap_spec = config
-            .as_ref()
-            .ok()
-            .and_then(|c| c.as_ref()?.string(USERNS_REMAP).ok().flatten());
-        let data_root = global.data_root.clone().unwrap_or_else(|| {
-            let configured = config
-                .as_ref()
-                .ok()
-                .and_then(|c| c.as_ref()?.string(DATA_ROOT).ok().flatten());
-            configured.map_or_else(|| DEFAULT_DATA_ROOT.into(), PathBuf::from)
-        });
-        let mut facts = Facts {
+        let observed = observe(host, global);
+        Facts {
             host,
-            config_path: shown,
-            config_meta,
-            config,
-            passwd: load(host, PASSWD, Passwd::parse, Passwd::default),
-            groups: load(host, GROUP, Groups::parse, Groups::default),
-            subuid: load(host, SUBUID, SubIdFile::parse, SubIdFile::default),
-            subgid: load(host, SUBGID, SubIdFile::parse, SubIdFile::default),
-            login_defs: load(host, LOGIN_DEFS, LoginDefs::parse, || {
-                LoginDefs::absent(Path::new(LOGIN_DEFS))
-            }),
-            nsswitch_subid_line: plan::nsswitch_subid_line(host).ok().flatten(),
-            data_root,
-            remap_spec,
-            remap: None,
-        };
-        facts.remap = facts.resolve_remap();
-        facts
-    }
-
-    fn resolve_remap(&self) -> Option<Remap> {
-        let text = self.remap_spec.as_deref()?;
-        let spec = RemapSpec::parse(text).ok()?;
-        let (passwd, groups) = (self.passwd.as_ref().ok()?, self.groups.as_ref().ok()?);
-        let accounts =
-            crate::accounts::resolve::resolve_accounts(self.host, passwd, groups, &spec, text)
-                .ok()?;
-        let ranges = |file: &Loaded<SubIdFile>| {
-            file.as_ref()
-                .map(|f| f.ranges_of(&accounts.user, accounts.uid.unwrap_or(u32::MAX)))
-                .unwrap_or_default()
-        };
-        Some(Remap {
-            spec: text.to_owned(),
-            uid_ranges: ranges(&self.subuid),
-            gid_ranges: ranges(&self.subgid),
-            user: accounts.user,
-            uid: accounts.uid,
-            group: accounts.group,
-            gid: accounts.gid,
-        })
-    }
-}
-
-fn load<T>(
-    host: &Host,
-    path: &str,
-    parse: fn(&Path, &[u8]) -> Result<T, crate::config::ParseError>,
-    missing: impl FnOnce() -> T,
-) -> Loaded<T> {
-    let path = Path::new(path);
-    match host.read(path) {
-        Ok(Some(s)) => parse(&host.display(path), &s.bytes).map_err(LoadError::parse),
-        Ok(None) => Ok(missing()),
-        Err(e) => Err(LoadError::host(e)),
+            config_path: host.display(&observed.config_path),
+            config_meta: observed.config_file.as_ref().map(|f| f.meta),
+            // A data-root that is not a string is reported by its own check.
+            data_root: observed
+                .data_root
+                .clone()
+                .unwrap_or_else(|_| DEFAULT_DATA_ROOT.into()),
+            remap_spec: observed.remap_spec(),
+            remap: observed.configured_mapping(host),
+            observed,
+        }
     }
 }
 

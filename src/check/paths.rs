@@ -19,23 +19,13 @@ pub fn checks(facts: &Facts<'_>, request: &CheckRequest) -> Vec<Check> {
         .collect()
 }
 
-/// The container user as the host sees it, from the configured mapping.
-pub fn subject(facts: &Facts<'_>, uid: u32, gid: u32) -> Option<Subject> {
-    let remap = facts
-        .remap
-        .as_ref()
-        .filter(|r| !r.uid_ranges.is_empty() && !r.gid_ranges.is_empty())?;
-    Some(Subject {
-        inside_uid: uid,
-        inside_gid: gid,
-        uid_ranges: remap.uid_ranges.clone(),
-        gid_ranges: remap.gid_ranges.clone(),
-    })
-}
-
 fn check_path(facts: &Facts<'_>, request: &CheckRequest, path: &Path) -> Check {
     let shown = facts.host.display(path);
-    let Some(subject) = subject(facts, request.as_ids.uid, request.as_ids.gid) else {
+    let subject = facts
+        .remap
+        .as_ref()
+        .and_then(|m| Subject::under(m, request.as_ids.uid, request.as_ids.gid));
+    let Some(subject) = subject else {
         return Check::skip(
             ID,
             TITLE,
