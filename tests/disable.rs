@@ -47,12 +47,7 @@ fn dry_run_disable_changes_nothing() {
             .unwrap()
             .contains("-  \"userns-remap\": \"default\"")
     );
-    let kinds: Vec<_> = out["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap().to_owned())
-        .collect();
+    let kinds = action_kinds(&out);
     assert_eq!(
         kinds,
         ["remove_userns_remap", "remove_ranges", "remove_account"]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::harness::Harness;
-use crate::support::{BIN, engine};
+use crate::support::{BIN, action_kinds, engine};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
@@ -18,25 +18,9 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(240);
 /// Runs docker-userns inside the harness namespace, pointed at its daemon,
 /// and parses the one JSON object it prints.
 fn tool(h: &Harness, restart_command: &str, args: &[&str]) -> Result<(i32, Value)> {
-    let mut command = h.ns_command(BIN);
-    command
-        .args(["--format", "json", "--timeout", "90"])
-        .arg("--host")
-        .arg(h.docker_host())
-        .arg("--data-root")
-        .arg(&h.paths().data_root)
-        .arg("--restart-command")
-        .arg(restart_command)
-        .args(args);
-    let out = h.run(command, TOOL_TIMEOUT)?;
-    let value: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "docker-userns {args:?} printed no JSON: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok((out.status.code().unwrap_or(-1), value))
+    let mut command = h.tool_command(restart_command);
+    command.args(args);
+    h.run_json(command, TOOL_TIMEOUT)
 }
 
 /// Runs `check` inside the namespace; returns the JSON and how long it took.
@@ -111,12 +95,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     // enable then only has the restart left to do.
     let (code, out) = tool(&h, &h.restart_command(), &["enable"])?;
     ensure!(code == 0, "enable failed: {out}");
-    let kinds: Vec<&str> = out["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let kinds = action_kinds(&out);
     ensure!(kinds == ["restart_daemon"], "{kinds:?}");
     ensure!(
         out["changed"] == true && out["daemon"]["restarted"] == true,
@@ -431,12 +410,7 @@ fn enable_with_a_named_user_uses_its_existing_ranges() -> Result<()> {
         &["enable", "--user", "appuser", "--yes"],
     )?;
     ensure!(code == 0, "{out}");
-    let kinds: Vec<&str> = out["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let kinds = action_kinds(&out);
     ensure!(
         kinds == ["set_userns_remap", "restart_daemon"],
         "only the config and the restart: {kinds:?}"

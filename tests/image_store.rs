@@ -6,15 +6,6 @@ use crate::support::*;
 
 const CONTAINERD_ON: &str = "{\n  \"features\": {\"buildkit\": true, \"containerd-snapshotter\": true},\n  \"log-level\": \"warn\"\n}\n";
 
-fn actions(out: &serde_json::Value) -> Vec<String> {
-    out["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn enable_pins_the_graph_driver_and_disable_restores_the_exact_value() {
     require_root();
@@ -24,7 +15,7 @@ fn enable_pins_the_graph_driver_and_disable_restores_the_exact_value() {
     let (code, dry) = root.run_json(&["enable", "--dry-run"]);
     assert_eq!(code, 1, "{dry}");
     assert!(
-        actions(&dry).contains(&"pin_image_store".to_owned()),
+        action_kinds(&dry).contains(&"pin_image_store".to_owned()),
         "{dry}"
     );
     assert_eq!(root.read("etc/docker/daemon.json"), CONTAINERD_ON);
@@ -43,7 +34,7 @@ fn enable_pins_the_graph_driver_and_disable_restores_the_exact_value() {
     let (code, out) = root.run_json(&["disable"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        actions(&out).contains(&"restore_image_store".to_owned()),
+        action_kinds(&out).contains(&"restore_image_store".to_owned()),
         "{out}"
     );
     assert_eq!(root.read("etc/docker/daemon.json"), CONTAINERD_ON);

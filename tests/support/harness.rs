@@ -381,10 +381,10 @@ impl Harness {
             .with_context(|| format!("writing {}", self.paths.daemon_json.display()))
     }
 
-    /// Runs docker-userns in the namespace against this daemon, with its
-    /// data root, restart and stop commands and `--format json`; returns the
-    /// exit code and the one JSON object it printed.
-    pub fn tool_json(&self, args: &[&str], timeout: Duration) -> Result<(i32, serde_json::Value)> {
+    /// docker-userns in the namespace against this daemon, with its data
+    /// root, `restart_command` and `--format json`; the caller adds the
+    /// command and its arguments.
+    pub fn tool_command(&self, restart_command: &str) -> Command {
         let mut command = self.ns_command(BIN);
         command
             .args(["--format", "json", "--timeout", "90", "--host"])
@@ -392,19 +392,36 @@ impl Harness {
             .arg("--data-root")
             .arg(&self.paths().data_root)
             .arg("--restart-command")
-            .arg(self.restart_command())
-            .arg("--stop-command")
-            .arg(self.stop_command())
-            .args(args);
+            .arg(restart_command);
+        command
+    }
+
+    /// Runs a [`Harness::tool_command`]; returns the exit code and the one
+    /// JSON object it printed.
+    pub fn run_json(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(i32, serde_json::Value)> {
         let out = self.run(command, timeout)?;
         let value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
-                "no JSON: {}\n{}",
+                "docker-userns printed no JSON: {}\nstderr: {}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
         Ok((out.status.code().unwrap_or(-1), value))
+    }
+
+    /// Runs docker-userns with the harness's restart and stop commands.
+    pub fn tool_json(&self, args: &[&str], timeout: Duration) -> Result<(i32, serde_json::Value)> {
+        let mut command = self.tool_command(&self.restart_command());
+        command
+            .arg("--stop-command")
+            .arg(self.stop_command())
+            .args(args);
+        self.run_json(command, timeout)
     }
 
     /// A volume `data` with a file of uid 0 and one of uid 1000, a stopped

@@ -36,6 +36,16 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The `action` of each entry of a report's `actions`, in order.
+pub fn action_kinds(out: &serde_json::Value) -> Vec<String> {
+    out["actions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no actions: {out}"))
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// `text` as one single-quoted shell word.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
