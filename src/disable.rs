@@ -2,9 +2,9 @@
 //! verify remapping is gone; with `--purge`, then remove the `dockremap`
 //! account and its ranges.
 
-mod outcome;
+mod render;
 
-pub use outcome::DisableView;
+pub use render::DisableView;
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,6 @@ use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::enable::DaemonState;
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
@@ -20,6 +19,7 @@ use crate::image_store::{self, Record};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
 use crate::migrate::{self, Direction, MigrateReport, Migration};
 use crate::observe::{Observed, observe};
+use crate::outcome::DaemonState;
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
 use crate::plan::{self, FileChange, PlanError, Warning};

@@ -2,10 +2,10 @@
 //! writing anything, apply, restart dockerd, verify from the daemon itself,
 //! and roll daemon.json back when the daemon does not prove it.
 
-mod outcome;
+mod render;
 
-pub(crate) use outcome::moved_human;
-pub use outcome::{DaemonView, EnableView};
+pub use crate::outcome::DaemonState;
+pub use render::EnableView;
 
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 
@@ -46,17 +46,6 @@ impl EnableError {
             EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
-}
-
-/// What the daemon showed after `enable`, or why it was not asked.
-#[derive(Debug, Clone)]
-pub enum DaemonState {
-    /// `--no-restart`, or `--root` (an image has no running daemon).
-    NotManaged { reason: String },
-    /// Restarted (or already running as wanted) and verified.
-    Verified { restarted: bool, info: DaemonInfo },
-    /// `--dry-run`: what would happen.
-    Planned { restart: bool },
 }
 
 /// The result of `enable`, for the report.

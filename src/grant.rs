@@ -8,9 +8,9 @@
 //! made through the handles the walk opened, never by looking a path up
 //! again, so a container or a user swapping names meanwhile changes nothing.
 
-mod outcome;
+mod render;
 
-pub use outcome::GrantView;
+pub use render::GrantView;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod image_store;
 pub mod migrate;
 pub mod observe;
+pub mod outcome;
 pub mod paths;
 pub mod phases;
 pub mod plan;

@@ -8,10 +8,10 @@ pub mod containers;
 pub mod daemon;
 pub mod data_root;
 pub mod kernel;
-mod outcome;
 pub mod paths;
+mod render;
 
-pub use outcome::CheckView;
+pub use render::CheckView;
 
 use std::path::{Path, PathBuf};
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{DisableAction, DisableOutcome};
-use crate::enable::DaemonView;
 use crate::migrate::MigrateReport;
 use crate::migrate::containerd::CarryReport;
+use crate::outcome::{DaemonView, moved_human};
 use crate::phases::Phases;
 use crate::plan::Warning;
 use crate::report::{self, Paint, Status};
@@ -90,7 +90,7 @@ impl DisableOutcome {
             ));
         }
         out.push_str(&report::warning_lines(&paint, &self.warnings));
-        out.push_str(&crate::enable::moved_human(
+        out.push_str(&moved_human(
             &paint,
             self.migrated.as_ref(),
             &self.daemon,
