@@ -382,6 +382,53 @@ pub fn proc_fd(fd: &impl std::os::fd::AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Why a non-root id could rename entries of a directory, if one can.
+/// Sticky directories are fine: others may add names there, but not
+/// rename or remove root's.
+pub fn swappable(uid: u32, gid: u32, mode: u32, acl: Option<&Acl>) -> Option<String> {
+    if uid != 0 {
+        return Some(format!("is owned by uid {uid}"));
+    }
+    if mode & 0o1000 != 0 {
+        return None;
+    }
+    if let Some(acl) = acl {
+        return acl_writer(acl, gid);
+    }
+    if mode & 0o002 != 0 {
+        return Some(format!(
+            "is writable by everyone (mode {mode:04o}) without the sticky bit"
+        ));
+    }
+    (mode & 0o020 != 0)
+        .then(|| format!("is writable by group {gid} (mode {mode:04o}) without the sticky bit"))
+}
+
+/// The first ACL entry that lets someone other than root write.
+fn acl_writer(acl: &Acl, gid: u32) -> Option<String> {
+    let mask = acl
+        .entries
+        .iter()
+        .find(|e| e.tag == MASK)
+        .map_or(READ | WRITE | EXEC, |e| e.perm);
+    acl.entries.iter().find_map(|e| {
+        let writes = |limit: u16| e.perm & limit & WRITE != 0;
+        match e.tag {
+            OTHER if writes(7) => {
+                Some("is writable by everyone (ACL other) without the sticky bit".to_owned())
+            }
+            USER if e.id != 0 && writes(mask) => {
+                Some(format!("has an ACL entry letting uid {} write", e.id))
+            }
+            GROUP_OBJ if writes(mask) => Some(format!(
+                "is writable by group {gid} (ACL) without the sticky bit"
+            )),
+            GROUP if writes(mask) => Some(format!("has an ACL entry letting group {} write", e.id)),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
-use crate::check::data_root::Content;
 use crate::config::daemon_json::USERNS_REMAP;
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
 use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
+use crate::migrate::content::Content;
 use crate::migrate::{self, Direction, MigrateReport, Migration};
 use crate::observe::{Observed, observe};
 use crate::outcome::DaemonState;

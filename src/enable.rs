@@ -9,7 +9,7 @@ pub use render::EnableView;
 
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 
-use crate::check::data_root::Content;
+use crate::migrate::content::Content;
 use std::path::Path;
 
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
@@ -112,7 +112,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
     let expect = expected(host, &plan);
     if let Some(daemon) = &daemon {
         let refused = api
-            .map(crate::check::containers::refused_under_remapping)
+            .map(crate::daemon::containers::refused_under_remapping)
             .unwrap_or_default();
         if !refused.is_empty() {
             plan.warnings.push(Warning {

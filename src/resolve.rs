@@ -99,7 +99,7 @@ fn untrusted(dir: &Opened, link: &Opened) -> Option<String> {
     }
     let acl = access::read_acl(&dir.fd, ACCESS_ACL);
     let st = &dir.stat;
-    crate::grant::swappable(st.st_uid, st.st_gid, st.st_mode & 0o7777, acl.as_ref())
+    access::swappable(st.st_uid, st.st_gid, st.st_mode & 0o7777, acl.as_ref())
         .map(|why| format!("its directory {why}"))
 }
 

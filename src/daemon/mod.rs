@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod containers;
 pub mod control;
 pub mod envfile;
 pub mod flags;

@@ -18,6 +18,7 @@
 
 mod at;
 pub mod containerd;
+pub mod content;
 mod journal;
 mod progress;
 
