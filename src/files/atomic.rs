@@ -1,10 +1,18 @@
-//! Atomic replacement: temp file in the same directory with the original's
-//! owner, mode and SELinux label, fsync, rename, fsync of the directory.
+//! The one atomic writer: a temp file created `O_EXCL|O_NOFOLLOW` in the
+//! target's own directory, held by descriptor; written, given its owner,
+//! mode and SELinux label on that descriptor, fsynced, renamed over the
+//! target within the same held directory, and the directory fsynced. The
+//! temp file is removed on every error path.
+//!
+//! [`replace`] serves files found through the [`Host`] (with a backup and a
+//! check that the file did not change since it was read); callers that
+//! already hold the directory (a migration, a shift's marker) use
+//! [`replace_at`].
 
-use std::ffi::OsString;
-use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -32,31 +40,139 @@ pub struct Replace<'a> {
 /// either is renamed, so a full disk fails before anything is replaced and
 /// leaves neither a temp file nor a new backup behind.
 pub fn replace(host: &Host, job: &Replace<'_>) -> Result<(), HostError> {
-    let (parent, _) = split(job.path);
+    let (parent, name) = split(job.path);
     let dir = host.open_dir(parent)?;
     ensure_unchanged(host, &dir, job)?;
-    let owner = job
+    let (uid, gid, mode) = job
         .previous
         .map_or(NEW_FILE, |p| (p.meta.uid, p.meta.gid, p.meta.mode));
-    let label = job.previous.and_then(|p| p.selinux_label.as_deref());
+    let perms = Perms {
+        owner: Some((uid, gid)),
+        mode,
+        label: job.previous.and_then(|p| p.selinux_label.as_deref()),
+    };
+    let shown = |e: AtomicError| {
+        let name = e.name().unwrap_or(name);
+        HostError::io(&host.display(&job.path.with_file_name(name)), e.errno())
+    };
     let backup = match (&job.backup, job.previous) {
-        (Some(backup), Some(previous)) => Some(Staged::write(
-            host,
-            &dir,
-            job.path.with_file_name(backup),
-            &previous.bytes,
-            owner,
-            label,
-        )?),
+        (Some(backup), Some(previous)) => Some(
+            stage_replacing_stale(dir.as_fd(), backup, &previous.bytes, perms).map_err(shown)?,
+        ),
         _ => None,
     };
-    let new = Staged::write(host, &dir, job.path.to_owned(), job.bytes, owner, label)?;
+    let new = stage_replacing_stale(dir.as_fd(), name, job.bytes, perms).map_err(shown)?;
     if let Some(backup) = backup {
-        backup.commit()?;
+        commit_at_failpoints(backup).map_err(shown)?;
         crate::failpoint::hit("write.after_backup");
     }
-    new.commit()?;
+    commit_at_failpoints(new).map_err(shown)?;
     rfs::fsync(&dir).map_err(|e| HostError::io(&host.display(job.path), e))
+}
+
+/// A dead writer's temp files go first, so a rerun leaves the directory as
+/// a clean run does; whatever else waits at our temp name is replaced.
+fn stage_replacing_stale<'d>(
+    dir: BorrowedFd<'d>,
+    name: &OsStr,
+    bytes: &[u8],
+    perms: Perms<'_>,
+) -> Result<Staged<'d>, AtomicError> {
+    remove_stale_temps(dir, name);
+    Staged::write(dir, name, temp_name(name), Leftover::Replace, bytes, perms)
+}
+
+fn commit_at_failpoints(staged: Staged<'_>) -> Result<(), AtomicError> {
+    crate::failpoint::hit("write.before_rename");
+    staged.commit()?;
+    crate::failpoint::hit("write.after_rename");
+    Ok(())
+}
+
+/// Owner, mode and SELinux label for a new file.
+#[derive(Debug, Clone, Copy)]
+pub struct Perms<'a> {
+    /// `None` leaves the file to its creator, root.
+    pub owner: Option<(u32, u32)>,
+    pub mode: u32,
+    pub label: Option<&'a [u8]>,
+}
+
+/// What becomes of anything already at the temp name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// It goes: it can only be a dead writer's or something planted, and
+    /// the `O_EXCL|O_NOFOLLOW` create never follows one put back meanwhile.
+    Replace,
+    /// The write fails: the caller checked that nothing is there, and
+    /// something appearing since is not to be touched.
+    Refuse,
+}
+
+/// A step of an atomic write that failed, with the name it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum AtomicError {
+    /// Creating, writing, setting up or syncing the temp file.
+    #[error("{}: {source}", .temp.to_string_lossy())]
+    Temp { temp: OsString, source: Errno },
+    #[error("renaming over {}: {source}", .name.to_string_lossy())]
+    Rename { name: OsString, source: Errno },
+    #[error("syncing the directory: {source}")]
+    SyncDir { source: Errno },
+}
+
+impl AtomicError {
+    /// The file name in the directory that the failed step was acting on.
+    pub fn name(&self) -> Option<&OsStr> {
+        match self {
+            AtomicError::Temp { temp, .. } => Some(temp),
+            AtomicError::Rename { name, .. } => Some(name),
+            AtomicError::SyncDir { .. } => None,
+        }
+    }
+
+    pub fn errno(&self) -> Errno {
+        match self {
+            AtomicError::Temp { source, .. }
+            | AtomicError::Rename { source, .. }
+            | AtomicError::SyncDir { source } => *source,
+        }
+    }
+}
+
+/// The name of the temp file that replaces `name`: hidden (one leading
+/// dot), and the pid keeps two runs apart.
+pub fn temp_name(name: &OsStr) -> OsString {
+    let mut temp = temp_prefix(name);
+    temp.push(format!("{}.tmp", std::process::id()));
+    temp
+}
+
+/// What every writer's temp name for `name` starts with, whatever its pid.
+fn temp_prefix(name: &OsStr) -> OsString {
+    let mut prefix = OsString::from(if name.as_bytes().starts_with(b".") {
+        ""
+    } else {
+        "."
+    });
+    prefix.push(name);
+    prefix.push(".");
+    prefix
+}
+
+/// Replaces `name` in the held directory `dir` with `bytes` through the
+/// temp file `temp`: readers see the old content or the new, and after a
+/// crash the file is one or the other.
+pub fn replace_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    temp: OsString,
+    leftover: Leftover,
+    bytes: &[u8],
+    perms: Perms<'_>,
+) -> Result<(), AtomicError> {
+    Staged::write(dir, name, temp, leftover, bytes, perms)?.commit()?;
+    rfs::fsync(dir).map_err(|source| AtomicError::SyncDir { source })
 }
 
 /// Creates a directory (mode 0755 root:root) if it is missing.
@@ -101,53 +217,58 @@ fn ensure_unchanged(host: &Host, dir: &OwnedFd, job: &Replace<'_>) -> Result<(),
 /// A complete temp file next to its target, renamed over it by
 /// [`Staged::commit`]; removed when dropped uncommitted, so no error path
 /// leaves it behind.
-struct Staged<'a> {
-    host: &'a Host,
-    dir: &'a OwnedFd,
-    target: PathBuf,
+struct Staged<'d> {
+    dir: BorrowedFd<'d>,
+    name: OsString,
     temp: OsString,
     committed: bool,
 }
 
-impl<'a> Staged<'a> {
+impl<'d> Staged<'d> {
     fn write(
-        host: &'a Host,
-        dir: &'a OwnedFd,
-        target: PathBuf,
+        dir: BorrowedFd<'d>,
+        name: &OsStr,
+        temp: OsString,
+        leftover: Leftover,
         bytes: &[u8],
-        owner: (u32, u32, u32),
-        label: Option<&[u8]>,
-    ) -> Result<Self, HostError> {
-        let (_, name) = split(&target);
-        remove_stale_temps(dir, name);
-        let temp = temp_name(name);
-        let shown = host.display(&target.with_file_name(&temp));
-        // Our own temp name can only be a dead writer's that had our PID,
-        // or something planted; it goes, and O_EXCL|O_NOFOLLOW never
-        // follows one put back meanwhile.
-        let _ = rfs::unlinkat(dir, &temp, AtFlags::empty());
+        perms: Perms<'_>,
+    ) -> Result<Self, AtomicError> {
+        if leftover == Leftover::Replace {
+            match rfs::unlinkat(dir, &temp, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                // A directory there: say so rather than "exists".
+                Err(source) => return Err(AtomicError::Temp { temp, source }),
+            }
+        }
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rfs::openat(dir, &temp, flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| HostError::io(&shown, e))?;
+        let fd = match rfs::openat(dir, &temp, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => fd,
+            Err(source) => return Err(AtomicError::Temp { temp, source }),
+        };
         let staged = Staged {
-            host,
             dir,
-            target,
+            name: name.to_owned(),
             temp,
             committed: false,
         };
-        fill(fd, bytes, owner, label).map_err(|e| HostError::io(&shown, e))?;
-        Ok(staged)
+        match fill(fd, bytes, perms) {
+            Ok(()) => Ok(staged),
+            Err(source) => Err(AtomicError::Temp {
+                temp: staged.temp.clone(),
+                source,
+            }),
+        }
     }
 
-    fn commit(mut self) -> Result<(), HostError> {
-        crate::failpoint::hit("write.before_rename");
-        let (_, name) = split(&self.target);
-        rfs::renameat(self.dir, &self.temp, self.dir, name)
-            .map_err(|e| HostError::io(&self.host.display(&self.target), e))?;
+    fn commit(mut self) -> Result<(), AtomicError> {
+        rfs::renameat(self.dir, &self.temp, self.dir, &self.name).map_err(|source| {
+            AtomicError::Rename {
+                name: self.name.clone(),
+                source,
+            }
+        })?;
         self.committed = true;
-        crate::failpoint::hit("write.after_rename");
         Ok(())
     }
 }
@@ -162,11 +283,11 @@ impl Drop for Staged<'_> {
 
 /// Temp files of ours whose writer died (a crash between write and
 /// rename) are removed, so a rerun leaves the directory as a clean run does.
-fn remove_stale_temps(dir: &OwnedFd, name: &std::ffi::OsStr) {
+fn remove_stale_temps(dir: BorrowedFd<'_>, name: &OsStr) {
     let Ok(listing) = rfs::Dir::read_from(dir) else {
         return;
     };
-    let prefix = format!(".{}.", name.to_string_lossy());
+    let prefix = temp_prefix(name).to_string_lossy().into_owned();
     for entry in listing.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
         let pid = file
@@ -181,36 +302,37 @@ fn remove_stale_temps(dir: &OwnedFd, name: &std::ffi::OsStr) {
     }
 }
 
-fn fill(
-    fd: OwnedFd,
-    bytes: &[u8],
-    (uid, gid, mode): (u32, u32, u32),
-    label: Option<&[u8]>,
-) -> Result<(), Errno> {
-    let mut file = std::fs::File::from(fd);
-    file.write_all(bytes)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-    rfs::fchown(
-        &file,
-        Some(rfs::Uid::from_raw(uid)),
-        Some(rfs::Gid::from_raw(gid)),
-    )?;
-    // fchown clears set-id bits, so the mode goes on after it.
-    rfs::fchmod(&file, Mode::from_raw_mode(mode))?;
-    if let Some(label) = label {
-        match rfs::fsetxattr(&file, "security.selinux", label, rfs::XattrFlags::empty()) {
+/// The content, then owner, mode and label on the descriptor (fchown
+/// clears set-id bits, so the mode goes on after it), then fsync.
+fn fill(fd: OwnedFd, bytes: &[u8], perms: Perms<'_>) -> Result<(), Errno> {
+    write_all(&fd, bytes)?;
+    if let Some((uid, gid)) = perms.owner {
+        rfs::fchown(
+            &fd,
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
+        )?;
+    }
+    rfs::fchmod(&fd, Mode::from_raw_mode(perms.mode))?;
+    if let Some(label) = perms.label {
+        match rfs::fsetxattr(&fd, "security.selinux", label, rfs::XattrFlags::empty()) {
             Ok(()) | Err(Errno::NOTSUP) => {}
             Err(e) => return Err(e),
         }
     }
-    rfs::fsync(&file)
+    rfs::fsync(&fd)
 }
 
-fn temp_name(name: &std::ffi::OsStr) -> OsString {
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(format!(".{}.tmp", std::process::id()));
-    temp
+fn write_all(fd: &OwnedFd, mut rest: &[u8]) -> Result<(), Errno> {
+    while !rest.is_empty() {
+        match rustix::io::write(fd, rest) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Removes a file and makes the removal durable.
@@ -258,5 +380,114 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["subuid", "subuid-"]);
+    }
+
+    fn open_dir(path: &Path) -> OwnedFd {
+        rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    const ROOT_ONLY: Perms<'static> = Perms {
+        owner: Some((0, 0)),
+        mode: 0o640,
+        label: None,
+    };
+
+    #[test]
+    fn replace_at_gives_owner_and_mode_and_leaves_only_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), "old").unwrap();
+        let fd = open_dir(dir.path());
+        let temp = temp_name(OsStr::new("f"));
+        replace_at(
+            fd.as_fd(),
+            OsStr::new("f"),
+            temp,
+            Leftover::Refuse,
+            b"new",
+            ROOT_ONLY,
+        )
+        .unwrap();
+        let meta = fs::metadata(dir.path().join("f")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 0, 0o640)
+        );
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("f/inside")).unwrap();
+        let fd = open_dir(dir.path());
+        let temp = temp_name(OsStr::new("f"));
+        let err = replace_at(
+            fd.as_fd(),
+            OsStr::new("f"),
+            temp,
+            Leftover::Replace,
+            b"x",
+            ROOT_ONLY,
+        )
+        .unwrap_err();
+        assert!(matches!(err, AtomicError::Rename { .. }), "{err:?}");
+        assert_eq!(err.name(), Some(OsStr::new("f")));
+        assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn what_waits_at_the_temp_name_is_refused_or_replaced_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let temp = temp_name(OsStr::new("f"));
+        std::os::unix::fs::symlink(&victim, dir.path().join(&temp)).unwrap();
+        let fd = open_dir(dir.path());
+        let refused = replace_at(
+            fd.as_fd(),
+            OsStr::new("f"),
+            temp.clone(),
+            Leftover::Refuse,
+            b"new",
+            ROOT_ONLY,
+        )
+        .unwrap_err();
+        assert_eq!(refused.errno(), Errno::EXIST);
+        assert!(fs::symlink_metadata(dir.path().join(&temp)).is_ok());
+        replace_at(
+            fd.as_fd(),
+            OsStr::new("f"),
+            temp,
+            Leftover::Replace,
+            b"new",
+            ROOT_ONLY,
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(names(dir.path()), ["f", "victim"]);
+    }
+
+    #[test]
+    fn temp_names_are_hidden_by_one_dot() {
+        let pid = std::process::id();
+        assert_eq!(
+            temp_name(OsStr::new("subuid")),
+            format!(".subuid.{pid}.tmp").as_str()
+        );
+        assert_eq!(
+            temp_name(OsStr::new(".j")),
+            format!(".j.{pid}.tmp").as_str()
+        );
     }
 }

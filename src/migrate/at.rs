@@ -5,7 +5,7 @@
 //! acting on the descriptor it checked.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
 use rustix::io::Errno;
 
 use super::MigrateError;
+use crate::files::atomic::{self, Leftover, Perms};
 use crate::host::MAX_FILE_SIZE;
 
 /// An open directory below (or at) the data root, with the path to show.
@@ -64,11 +65,12 @@ impl Owner {
     }
 }
 
-/// The name of the temp file that replaces `name`; the pid keeps two runs
-/// apart, O_EXCL keeps anything already there from being written through.
+/// The name of the temp file that replaces `name` (see
+/// [`atomic::temp_name`]).
 pub(super) fn temp_name(name: &str) -> String {
-    let dot = if name.starts_with('.') { "" } else { "." };
-    format!("{dot}{name}.{}.tmp", std::process::id())
+    atomic::temp_name(OsStr::new(name))
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl At {
@@ -310,24 +312,28 @@ impl At {
     }
 
     /// Replaces `name` with `bytes` through a temp file and a rename,
-    /// giving it `owner`; the temp file never outlives a failure.
+    /// giving it `owner`; the temp file never outlives a failure, and
+    /// anything already at its name is refused, never written through.
     pub fn replace(&self, name: &str, bytes: &[u8], owner: Owner) -> Result<(), MigrateError> {
-        let temp = temp_name(name);
-        let temp_path = self.join(&temp);
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rfs::openat(&self.fd, temp.as_str(), flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| io_err(temp_path.clone(), e))?;
-        let written = write_file(fd, &temp_path, bytes, owner).and_then(|()| {
-            rfs::renameat(&self.fd, temp.as_str(), &self.fd, name)
-                .map_err(|e| io_err(self.join(name), e))
-        });
-        if written.is_err() {
-            let _ = rfs::unlinkat(&self.fd, temp.as_str(), AtFlags::empty());
-            return written;
-        }
-        // The rename is durable once the directory is.
-        rfs::fsync(&self.fd).map_err(|e| io_err(self.path.clone(), e))
+        let perms = Perms {
+            owner: Some((owner.uid, owner.gid)),
+            mode: owner.mode,
+            label: None,
+        };
+        let temp = OsString::from(temp_name(name));
+        atomic::replace_at(
+            self.fd.as_fd(),
+            OsStr::new(name),
+            temp,
+            Leftover::Refuse,
+            bytes,
+            perms,
+        )
+        .map_err(|e| match e.name() {
+            Some(at) => io_err(self.join(at), e.errno()),
+            // The rename is durable once the directory is.
+            None => io_err(self.path.clone(), e.errno()),
+        })
     }
 
     fn same_filesystem(&self, path: &Path, st: &Stat) -> Result<(), MigrateError> {
@@ -422,20 +428,6 @@ fn set_owner_mode(
     rfs::fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
         .and_then(|()| rfs::fchmod(fd, Mode::from_raw_mode(mode)))
         .map_err(|e| io_err(path.to_owned(), e))
-}
-
-fn write_file(fd: OwnedFd, path: &Path, bytes: &[u8], owner: Owner) -> Result<(), MigrateError> {
-    set_owner_mode(
-        fd.as_fd(),
-        path,
-        Some(owner.uid),
-        Some(owner.gid),
-        owner.mode,
-    )?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(std_io(path))
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@
 //!   creating a new file with `O_EXCL`.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,7 @@ use rustix::io::Errno;
 use serde_json::{Value, json};
 
 use super::IdMap;
+use crate::files::atomic::{self, Leftover, Perms};
 
 /// Its name in the root of the shifted tree; the walk never shifts it.
 pub const NAME: &str = ".docker-userns-shift.json";
@@ -284,12 +286,21 @@ pub(crate) fn read(root: BorrowedFd<'_>) -> Result<Found, Errno> {
 /// either name is replaced, never followed or written through.
 pub(crate) fn write(root: BorrowedFd<'_>, marker: &Marker) -> Result<(), Errno> {
     let bytes = serde_json::to_vec_pretty(&marker.to_json()).expect("JSON of plain values");
-    let fd = create_exclusive(root, TEMP_C)?;
-    write_all(&fd, &bytes)?;
-    rfs::fsync(&fd)?;
-    drop(fd);
-    rfs::renameat(root, TEMP_C, root, NAME_C)?;
-    rfs::fsync(root)
+    let perms = Perms {
+        owner: None,
+        mode: 0o600,
+        label: None,
+    };
+    let temp = OsStr::from_bytes(TEMP_C.to_bytes()).to_owned();
+    atomic::replace_at(
+        root,
+        OsStr::new(NAME),
+        temp,
+        Leftover::Replace,
+        &bytes,
+        perms,
+    )
+    .map_err(|e| e.errno())
 }
 
 /// Creates `name` afresh, 0600, after unlinking whatever was there.
