@@ -15,9 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::http::{self, DeadlineStream, HttpError, Response};
-
-/// Where the Docker CLI and dockerd put the API socket by default.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+use crate::paths::DEFAULT_SOCKET;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 

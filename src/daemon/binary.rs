@@ -13,9 +13,8 @@ use rustix::io::Errno;
 
 use crate::daemon::api::DockerApi;
 use crate::host::Host;
+use crate::paths::DEFAULT_PIDFILES;
 
-/// Where dockerd writes its PID unless `pidfile` says otherwise.
-const DEFAULT_PIDFILES: &[&str] = &["/run/docker.pid", "/var/run/docker.pid"];
 /// Searched after `PATH`: packages install to /usr/bin or /usr/sbin,
 /// Docker's static binaries to /usr/local/bin.
 const BIN_DIRS: &[&str] = &["/usr/bin", "/usr/sbin", "/usr/local/bin"];

@@ -7,17 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::words::{self, Arg, Grammar, Lexer, Traced, Word};
 use crate::host::{Host, HostError};
+use crate::paths::INIT_ENV_FILES;
 
 /// Units, drop-ins and environment files are a few lines; anything larger
 /// is refused before it is read.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
-
-/// Files sourced by init scripts, with the variable they pass to dockerd.
-const INIT_ENV_FILES: &[(&str, &str)] = &[
-    ("/etc/default/docker", "DOCKER_OPTS"),
-    ("/etc/sysconfig/docker", "OPTIONS"),
-    ("/etc/conf.d/docker", "DOCKER_OPTS"),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

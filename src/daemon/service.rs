@@ -18,15 +18,13 @@ use rustix::fs as rfs;
 
 use super::{unit, words};
 use crate::host::{Host, HostError, SystemRunner};
+use crate::paths::{INIT_SCRIPT, LOG_FILES, OPENRC_RUN, RUNIT_DIRS, SNAP_DIR, SNAP_DOCKER};
 
 /// Where service tools are looked up, relative to the root.
 pub const PROGRAM_DIRS: &[&str] = &["usr/sbin", "usr/bin", "sbin", "bin"];
 
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
-const LOG_FILES: &[&str] = &["/var/log/docker.log", "/var/log/docker/current"];
-const RUNIT_DIRS: &[&str] = &["/etc/sv/docker", "/var/service/docker"];
-const INIT_SCRIPT: &str = "/etc/init.d/docker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -144,14 +142,12 @@ pub fn detect(root: &Path, restart_command: Option<&str>) -> Result<ServiceManag
     if unit::systemd_runs(&host) && unit::find_unit(&host).is_some() {
         return Ok(ServiceManager::Systemd);
     }
-    if host.exists(Path::new("/snap/bin/docker")) || is_dir(&host, "/var/snap/docker") {
+    if host.exists(Path::new(SNAP_DOCKER)) || is_dir(&host, SNAP_DIR) {
         return Ok(ServiceManager::Snap);
     }
     let script = Path::new(INIT_SCRIPT);
     let has_script = is_file(&host, INIT_SCRIPT);
-    if has_script
-        && (has_openrc_shebang(&host, script) || host.exists(Path::new("/sbin/openrc-run")))
-    {
+    if has_script && (has_openrc_shebang(&host, script) || host.exists(Path::new(OPENRC_RUN))) {
         return Ok(ServiceManager::OpenRc);
     }
     if let Some(dir) = RUNIT_DIRS.iter().find(|d| is_dir(&host, d)) {

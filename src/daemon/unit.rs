@@ -8,22 +8,14 @@ use std::path::{Path, PathBuf};
 use super::envfile::{self, ReadError};
 use super::words::{self, Arg, Traced};
 use crate::host::Host;
-
-/// systemd unit directories under a root, highest precedence first.
-pub const UNIT_DIRS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/lib/systemd/system",
-    "/usr/lib/systemd/system",
-];
+use crate::paths::{SYSTEMD_RUNTIME, UNIT_DIRS};
 
 pub const UNIT_NAME: &str = "docker.service";
 
 /// True when systemd is the init of the machine under the root.
 pub fn systemd_runs(host: &Host) -> bool {
     matches!(
-        host.stat(Path::new("/run/systemd/system")),
+        host.stat(Path::new(SYSTEMD_RUNTIME)),
         Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode)
             == rustix::fs::FileType::Directory
     )
