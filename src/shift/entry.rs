@@ -288,6 +288,39 @@ struct CapsFix {
     changed: bool,
 }
 
+/// What [`Shifter::prepare`] found to do for one entry.
+pub(crate) enum Prepared {
+    /// Nothing to write (or a dry run): the entry is done.
+    Done(Seen),
+    /// Writes to make, with [`Shifter::apply`] once their record, if
+    /// any, is durable.
+    Change(Change),
+}
+
+/// The writes one entry needs, decided from its status and xattrs.
+pub(crate) struct Change {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    acls: Vec<(&'static CStr, Vec<u8>)>,
+    caps: Option<CapsFix>,
+    /// What chown will strip, to record before it.
+    record: Option<(InodeKey, Special)>,
+    seen: Seen,
+}
+
+impl Change {
+    /// Whether chown will strip something that must be recorded first.
+    pub fn needs_record(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// The line recording what chown will strip, when it strips anything.
+    pub fn record_line(&self) -> Option<String> {
+        let (key, special) = self.record.as_ref()?;
+        Some(super::marker::special_line(*key, special))
+    }
+}
+
 impl Shifter {
     /// Shifts one entry described by `meta`. Nothing is written when
     /// nothing changes, or in a dry run.
@@ -297,6 +330,25 @@ impl Shifter {
         meta: &Meta,
         scratch: &mut Scratch,
     ) -> Result<Seen, EntryErrorKind> {
+        match self.prepare(target, meta, scratch)? {
+            Prepared::Done(seen) => Ok(seen),
+            Prepared::Change(change) => {
+                if let Some(line) = change.record_line() {
+                    self.record_specials(line.as_bytes())?;
+                }
+                self.apply(target, meta, change)
+            }
+        }
+    }
+
+    /// Reads what the shift of one entry depends on and decides what to
+    /// write; finishes an interrupted run's restore on the way.
+    pub fn prepare(
+        &self,
+        target: &Target<'_>,
+        meta: &Meta,
+        scratch: &mut Scratch,
+    ) -> Result<Prepared, EntryErrorKind> {
         let uid = self.uid.map(meta.uid);
         let gid = self.gid.map(meta.gid);
         let owner_changes = uid.is_some() || gid.is_some();
@@ -321,21 +373,46 @@ impl Shifter {
             record_ignored,
         };
         if !seen.changed || self.dry_run {
-            return Ok(seen);
+            return Ok(Prepared::Done(seen));
         }
         let strips = !meta.is_symlink()
             && (meta.mode & SETID_BITS != 0 || (caps.is_some() && !meta.is_dir()));
-        if owner_changes && strips {
-            self.record_special(
-                key,
-                &Special {
-                    mode: meta.mode,
-                    uid: uid.unwrap_or(meta.uid),
-                    gid: gid.unwrap_or(meta.gid),
-                    caps: caps.as_ref().map(|c| c.shifted.clone()),
-                },
-            )?;
-        }
+        let record = (owner_changes && strips && self.specials_log.is_some()).then(|| {
+            let special = Special {
+                mode: meta.mode,
+                uid: uid.unwrap_or(meta.uid),
+                gid: gid.unwrap_or(meta.gid),
+                caps: caps.as_ref().map(|c| c.shifted.clone()),
+            };
+            (key, special)
+        });
+        Ok(Prepared::Change(Change {
+            uid,
+            gid,
+            acls,
+            caps,
+            record,
+            seen,
+        }))
+    }
+
+    /// Makes the writes of `change`, whose record (if it has one) must
+    /// already be durable.
+    pub fn apply(
+        &self,
+        target: &Target<'_>,
+        meta: &Meta,
+        change: Change,
+    ) -> Result<Seen, EntryErrorKind> {
+        let Change {
+            uid,
+            gid,
+            acls,
+            caps,
+            seen,
+            ..
+        } = change;
+        let owner_changes = uid.is_some() || gid.is_some();
         crate::failpoint::hit("shift.entry");
         if owner_changes {
             target.chown(uid, gid).map_err(io("chown"))?;
@@ -370,17 +447,16 @@ impl Shifter {
         first_error.map_or(Ok(seen), Err)
     }
 
-    /// Records, durably, what chown is about to strip from an entry.
-    fn record_special(&self, key: InodeKey, special: &Special) -> Result<(), EntryErrorKind> {
+    /// Records, durably, what chown is about to strip from one entry or
+    /// more: `lines` are their [`Change::record_line`]s.
+    pub fn record_specials(&self, lines: &[u8]) -> Result<(), EntryErrorKind> {
         let Some(log) = &self.specials_log else {
             return Ok(());
         };
-        let line = super::marker::special_line(key, special);
-        log.append_durably(line.as_bytes())
-            .map_err(|e| EntryErrorKind::Io {
-                op: "recording set-id bits and capability before chown",
-                errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
-            })
+        log.append_durably(lines).map_err(|e| EntryErrorKind::Io {
+            op: "recording set-id bits and capability before chown",
+            errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        })
     }
 
     /// Puts back what a crash between chown and restore left stripped,
@@ -526,6 +602,45 @@ mod tests {
         gid: 100004,
         caps: None,
     };
+
+    #[test]
+    fn a_chown_that_strips_set_id_bits_is_prepared_with_its_record_and_nothing_written() {
+        use std::os::fd::AsFd;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("su");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let flags = rfs::OFlags::PATH | rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC;
+        let fd = rfs::open(&path, flags, Mode::empty()).unwrap();
+        let meta = Meta::of(fd.as_fd()).unwrap();
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let target = Target::Name {
+            name: &name,
+            fd: fd.as_fd(),
+        };
+        let mut shifter = shifter("0:100000:65536");
+        let Ok(Prepared::Change(change)) = shifter.prepare(&target, &meta, &mut Scratch::default())
+        else {
+            panic!("an owner in the map changes");
+        };
+        // Without a record to keep, nothing waits for a sync.
+        assert!(!change.needs_record());
+        shifter.specials_log = Some(SpecialsLog::new(tempfile::tempfile().unwrap()));
+        let Ok(Prepared::Change(change)) = shifter.prepare(&target, &meta, &mut Scratch::default())
+        else {
+            panic!("an owner in the map changes");
+        };
+        assert!(change.needs_record());
+        let (dev, ino) = (meta.dev, meta.ino);
+        let (uid, gid) = (meta.uid + 100000, meta.gid + 100000);
+        assert_eq!(
+            change.record_line().unwrap(),
+            format!("{} {} {ino} 104755 {uid} {gid} -\n", dev.0, dev.1)
+        );
+        assert_eq!(Meta::of(fd.as_fd()).unwrap(), meta);
+    }
 
     #[test]
     fn a_record_applies_to_the_state_a_crash_after_chown_leaves() {

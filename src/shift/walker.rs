@@ -10,7 +10,8 @@
 //! holds one open directory per level (at most [`MAX_OPEN_DIRS`], and
 //! [`OPEN_DIRS_BUDGET`] for all workers together, re-opening ancestors
 //! through `..` when it climbs back), each with one getdents batch of
-//! under 64 KiB decoded; a worker hands a subdirectory to another only
+//! under 64 KiB decoded, and up to [`DEFERRED_MAX`] entries waiting for
+//! their record to be synced; a worker hands a subdirectory to another only
 //! while that one is idle; and the only set that grows with the tree
 //! holds inodes with several links.
 //!
@@ -30,7 +31,7 @@
 //! reported.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ use rustix::io::Errno;
 use rustix::thread::UnshareFlags;
 
 use super::dirstream::{BATCH_BYTES, DirStream, Position};
-use super::entry::{EntryErrorKind, Meta, Scratch, Shifter, Target};
+use super::entry::{Change, EntryErrorKind, Meta, Prepared, Scratch, Seen, Shifter, Target};
 use super::marker;
 use super::progress::{Estimate, Progress};
 use super::report::EntryError;
@@ -59,9 +60,15 @@ const RESERVED_FDS: u64 = 64;
 pub(crate) const MAX_LISTED: usize = 1000;
 /// Workers: the walk waits on inode and directory reads far more than it
 /// computes, so several per core keep reads in flight on a cold cache.
+/// More than 16 measured no faster: the device's queue then limits, and
+/// once reads are quick the kernel's own work per entry (lookup, inode
+/// read, the chown's journal update) keeps the CPUs busy.
 const WORKERS_PER_CPU: usize = 8;
 const MIN_WORKERS: usize = 8;
 const MAX_WORKERS: usize = 16;
+/// Entries a worker holds, open, until one sync makes all their records
+/// of what chown strips durable (see [`Worker::defer`]).
+const DEFERRED_MAX: usize = 16;
 /// Open directories of all workers together, before the per-worker
 /// [`MAX_OPEN_DIRS`]: each holds a decoded batch, so this bounds memory.
 const OPEN_DIRS_BUDGET: usize = 512;
@@ -229,7 +236,8 @@ fn open_dirs_cap(workers: usize) -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    let per_worker = limit.saturating_sub(RESERVED_FDS) / workers.max(1) as u64;
+    let per_worker = (limit.saturating_sub(RESERVED_FDS) / workers.max(1) as u64)
+        .saturating_sub(DEFERRED_MAX as u64);
     let budget = (OPEN_DIRS_BUDGET / workers.max(1)) as u64;
     (per_worker.min(budget).min(MAX_OPEN_DIRS as u64) as usize).max(2)
 }
@@ -279,6 +287,7 @@ fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
         tally: Tally::default(),
         scratch: Scratch::default(),
         getdents: Vec::with_capacity(BATCH_BYTES),
+        deferred: Vec::with_capacity(DEFERRED_MAX),
         unpublished: 0,
         cwd: 0,
         last_id: 0,
@@ -286,6 +295,7 @@ fn work(shared: &Shared<'_>) -> Result<Tally, Errno> {
     while let Some(task) = shared.queue.take() {
         worker.walk(task);
     }
+    worker.flush_deferred();
     shared.done.fetch_add(worker.unpublished, Ordering::Relaxed);
     Ok(worker.tally)
 }
@@ -340,12 +350,24 @@ struct Worker<'a> {
     scratch: Scratch,
     /// The getdents buffer, lent to whichever directory is being read.
     getdents: Vec<u8>,
+    /// Entries whose chown strips set-id bits or a capability, waiting
+    /// for their record to be durable.
+    deferred: Vec<Deferred>,
     unpublished: u64,
     /// The [`Level::id`] of the directory that is this thread's cwd; the cwd
     /// follows the walk only when an entry needs it, and many directories
     /// hold nothing but subdirectories.
     cwd: u64,
     last_id: u64,
+}
+
+/// An entry held open until its record of what chown strips is durable.
+struct Deferred {
+    fd: OwnedFd,
+    name: CString,
+    meta: Meta,
+    path: PathBuf,
+    change: Change,
 }
 
 fn child_path(path: &Path, name: &CStr) -> PathBuf {
@@ -536,12 +558,82 @@ impl Worker<'_> {
                 return None;
             }
         }
+        let shifter = self.shared.shifter;
         let target = Target::Name {
             name,
             fd: fd.as_fd(),
         };
-        self.shift(&target, &meta, || child_path(path, name));
+        let change = match shifter.prepare(&target, &meta, &mut self.scratch) {
+            Ok(Prepared::Change(change)) => change,
+            Ok(Prepared::Done(seen)) => {
+                self.count_shift(Ok(seen), || child_path(path, name));
+                return None;
+            }
+            Err(kind) => {
+                self.count_shift(Err(kind), || child_path(path, name));
+                return None;
+            }
+        };
+        if change.needs_record() {
+            self.defer(Deferred {
+                fd,
+                name: name.to_owned(),
+                meta,
+                path: child_path(path, name),
+                change,
+            });
+        } else {
+            let applied = shifter.apply(&target, &meta, change);
+            self.count_shift(applied, || child_path(path, name));
+        }
         None
+    }
+
+    /// Holds `entry`, whose chown strips set-id bits or a capability, until
+    /// [`DEFERRED_MAX`] such entries wait: then one sync makes all their
+    /// records durable before their chowns. A sync costs a journal commit,
+    /// and one per entry is what a cold walk waited on most.
+    fn defer(&mut self, entry: Deferred) {
+        self.deferred.push(entry);
+        if self.deferred.len() >= DEFERRED_MAX {
+            self.flush_deferred();
+        }
+    }
+
+    /// Records what the chowns of the held entries strip, durably, then
+    /// shifts them through their fds.
+    fn flush_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let lines: Vec<u8> = deferred
+            .iter()
+            .filter_map(|entry| entry.change.record_line())
+            .flat_map(String::into_bytes)
+            .collect();
+        let recorded = self.shared.shifter.record_specials(&lines);
+        for entry in deferred.drain(..) {
+            let Deferred {
+                fd,
+                name,
+                meta,
+                path,
+                change,
+            } = entry;
+            let result = match &recorded {
+                Ok(()) => {
+                    let target = Target::Name {
+                        name: &name,
+                        fd: fd.as_fd(),
+                    };
+                    self.shared.shifter.apply(&target, &meta, change)
+                }
+                Err(kind) => Err(kind.clone()),
+            };
+            self.count_shift(result, || path);
+        }
+        self.deferred = deferred;
     }
 
     /// Opens the directory whose `O_PATH` fd is `fd` through that fd (as
@@ -566,7 +658,17 @@ impl Worker<'_> {
     }
 
     fn shift(&mut self, target: &Target<'_>, meta: &Meta, path: impl FnOnce() -> PathBuf) {
-        match self.shared.shifter.shift(target, meta, &mut self.scratch) {
+        let result = self.shared.shifter.shift(target, meta, &mut self.scratch);
+        self.count_shift(result, path);
+    }
+
+    /// Counts the outcome of one entry's shift.
+    fn count_shift(
+        &mut self,
+        result: Result<Seen, EntryErrorKind>,
+        path: impl FnOnce() -> PathBuf,
+    ) {
+        match result {
             Ok(seen) => {
                 self.tally.changed += u64::from(seen.changed);
                 self.tally.uids_left_alone += u64::from(seen.uid_alone);
