@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
+use crate::execute::{ExecuteError, Steps};
 use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
@@ -39,6 +40,8 @@ pub enum DisableError {
     Store(#[from] image_store::StoreError),
     #[error(transparent)]
     Carry(#[from] CarryError),
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
 }
 
 impl DisableError {
@@ -49,7 +52,7 @@ impl DisableError {
             DisableError::Activate(e) => e.location(),
             DisableError::Account(e) => e.location(),
             DisableError::Store(e) => e.location(),
-            DisableError::Migrate(_) | DisableError::Carry(_) => None,
+            DisableError::Migrate(_) | DisableError::Carry(_) | DisableError::Execute(_) => None,
         }
     }
 }
@@ -173,6 +176,18 @@ pub fn run(
     global: &Global,
     request: &DisableRequest,
 ) -> Result<DisableOutcome, DisableError> {
+    run_with(host, global, request, || {
+        Daemon::managed(host, global, request.restart)
+    })
+}
+
+/// [`run`] with the daemon `connect` gives: the host's, or a fake.
+pub(crate) fn run_with(
+    host: &Host,
+    global: &Global,
+    request: &DisableRequest,
+    connect: impl FnOnce() -> Result<Option<Daemon>, ActivateError>,
+) -> Result<DisableOutcome, DisableError> {
     let observed = observe(host, global)
         .complete(host)
         .map_err(PlanError::from)?;
@@ -214,7 +229,7 @@ pub fn run(
         Some(record) => plan_store_restore(&observed, record, &mut outcome)?,
         None => false,
     };
-    let daemon = Daemon::managed(host, global, request.restart)?;
+    let daemon = connect()?;
     let migration = if request.migrate {
         let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
         plan_migration(
@@ -284,47 +299,32 @@ pub fn run(
             return Err(e);
         }
     }
-    if let Some(m) = &migration {
-        if let Some(d) = &daemon {
-            phases.time("stop", || d.stop())?;
+    let restart = outcome
+        .actions
+        .iter()
+        .any(|a| matches!(a, DisableAction::RestartDaemon { .. }));
+    let steps = Steps {
+        host,
+        daemon: daemon.as_ref(),
+        config_path: &observed.config_path,
+        original: observed.config_file.as_ref(),
+        migration: migration.as_ref(),
+        expect: restart.then_some(Expect::NotRemapped),
+        stop_rolls_back: false,
+        progress: global.progress(),
+    };
+    let mut spool = spool;
+    let executed = steps.run(&mut phases, &mut || {
+        if let Some((spool, _)) = spool.take() {
+            spool.discard();
         }
-        let report = m.run_stopped(host, global.progress())?;
-        phases.extend(&report.phases);
-        outcome.migrated = Some(report);
-    }
-    if let Some(daemon) = &daemon {
-        if outcome
-            .actions
-            .iter()
-            .any(|a| matches!(a, DisableAction::RestartDaemon { .. }))
-        {
-            match daemon.restart_and_verify_timed(&Expect::NotRemapped, &mut phases) {
-                Ok(info) => {
-                    outcome.daemon = DaemonState::Verified {
-                        restarted: true,
-                        info,
-                    }
-                }
-                Err(cause) => {
-                    let cause = match &migration {
-                        Some(m) => crate::enable::undo_migration(host, m, cause),
-                        None => cause,
-                    };
-                    if let Some((spool, _)) = spool {
-                        spool.discard();
-                    }
-                    let original = observed.config_file.as_ref();
-                    return Err(activate::roll_back(
-                        host,
-                        daemon,
-                        &observed.config_path,
-                        original,
-                        cause,
-                    )
-                    .into());
-                }
-            }
-        }
+    })?;
+    outcome.migrated = executed.migrated;
+    if let Some(info) = executed.verified {
+        outcome.daemon = DaemonState::Verified {
+            restarted: true,
+            info,
+        };
     }
     if restores {
         image_store::remove_record(host, &observed.config_path)?;

@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
 use crate::daemon::binary;
+use crate::execute::{ExecuteError, Steps};
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
 use crate::image_store::{self, Store};
@@ -35,6 +36,8 @@ pub enum EnableError {
     Migrate(#[from] migrate::MigrateError),
     #[error(transparent)]
     Carry(#[from] CarryError),
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
 }
 
 impl EnableError {
@@ -43,7 +46,7 @@ impl EnableError {
         match self {
             EnableError::Plan(e) => e.location(),
             EnableError::Activate(e) => e.location(),
-            EnableError::Migrate(_) | EnableError::Carry(_) => None,
+            EnableError::Migrate(_) | EnableError::Carry(_) | EnableError::Execute(_) => None,
         }
     }
 }
@@ -73,6 +76,18 @@ impl Outcome {
 }
 
 pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outcome, EnableError> {
+    run_with(host, global, request, || {
+        Daemon::managed(host, global, request.restart)
+    })
+}
+
+/// [`run`] with the daemon `connect` gives: the host's, or a fake.
+pub(crate) fn run_with(
+    host: &Host,
+    global: &Global,
+    request: &EnableRequest,
+    connect: impl FnOnce() -> Result<Option<Daemon>, ActivateError>,
+) -> Result<Outcome, EnableError> {
     let spec = RemapSpec::parse(&request.user).map_err(|source| PlanError::Spec {
         value: request.user.clone(),
         source,
@@ -84,7 +99,7 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         .complete(host)
         .map_err(PlanError::from)?;
     let mut plan = plan::plan(host, &observed, &spec, request)?;
-    let daemon = match Daemon::managed(host, global, request.restart) {
+    let daemon = match connect() {
         Err(e) if provisioning(host, global, &e) => None,
         result => result?,
     };
@@ -208,43 +223,40 @@ pub fn run(host: &Host, global: &Global, request: &EnableRequest) -> Result<Outc
         }
     };
     crate::failpoint::hit("enable.before_restart");
-    let migrated = match &migration {
-        Some(m) => match migrate(host, daemon.as_ref(), m, &observed, global, &mut phases) {
-            Ok(report) => Some(report),
-            // Interrupted: daemon.json stays as planned for the rerun that
-            // finishes the move, and the saved images stay for loading.
-            Err(e @ EnableError::Migrate(_)) => return Err(e),
-            Err(e) => {
-                abandon(spool);
-                return Err(e);
-            }
-        },
-        None => None,
+    let steps = Steps {
+        host,
+        daemon: daemon.as_ref(),
+        config_path: &observed.config_path,
+        original: observed.config_file.as_ref(),
+        migration: migration.as_ref(),
+        expect: restart.then(|| expect.clone()),
+        stop_rolls_back: true,
+        progress: global.progress(),
     };
-    let state = match &daemon {
-        None => daemon_state(false),
-        Some(d) if restart => match d.restart_and_verify_timed(&expect, &mut phases) {
-            Ok(info) => DaemonState::Verified {
-                restarted: true,
-                info,
-            },
-            Err(cause) => {
-                let cause = match &migration {
-                    Some(m) => undo_migration(host, m, cause),
-                    None => cause,
-                };
-                abandon(spool);
-                let original = observed.config_file.as_ref();
-                return Err(
-                    activate::roll_back(host, d, &observed.config_path, original, cause).into(),
-                );
-            }
+    let mut spool = spool;
+    let executed = match steps.run(&mut phases, &mut || abandon(spool.take())) {
+        Ok(executed) => executed,
+        // Interrupted: daemon.json stays as planned for the rerun that
+        // finishes the move, and the saved images stay for loading.
+        Err(e @ ExecuteError::Migrate(_)) => return Err(e.into()),
+        Err(e @ ExecuteError::Stop(_)) => {
+            abandon(spool.take());
+            return Err(e.into());
+        }
+        Err(e @ ExecuteError::RolledBack(_)) => return Err(e.into()),
+    };
+    let state = match (&daemon, executed.verified) {
+        (None, _) => daemon_state(false),
+        (Some(_), Some(info)) => DaemonState::Verified {
+            restarted: true,
+            info,
         },
-        Some(d) => DaemonState::Verified {
+        (Some(d), None) => DaemonState::Verified {
             restarted: false,
             info: d.observe().unwrap_or_default(),
         },
     };
+    let migrated = executed.migrated;
     let carried = match (spool, &carry, api) {
         (Some((spool, bytes)), Some(c), Some(api)) => {
             let mut report = spool.load(api, &c.inventory, global.timeout)?;
@@ -619,42 +631,6 @@ fn source_with_content(host: &Host, plan: &Plan, new: &Migration) -> Option<(Mig
         ..new.clone()
     };
     Some((between, content))
-}
-
-/// Stops dockerd (when it is managed), then migrates.
-fn migrate(
-    host: &Host,
-    daemon: Option<&Daemon>,
-    migration: &Migration,
-    observed: &Observed,
-    global: &Global,
-    phases: &mut Phases,
-) -> Result<MigrateReport, EnableError> {
-    if let Some(d) = daemon {
-        if let Err(cause) = phases.time("stop", || d.stop()) {
-            let original = observed.config_file.as_ref();
-            return Err(
-                activate::roll_back(host, d, &observed.config_path, original, cause).into(),
-            );
-        }
-    }
-    let report = migration.run_stopped(host, global.progress())?;
-    phases.extend(&report.phases);
-    Ok(report)
-}
-
-/// Carries the data back before daemon.json is restored.
-pub fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> ActivateError {
-    let back = Migration {
-        direction: Direction::OutOfRemapped,
-        ..migration.clone()
-    };
-    match back.run(host) {
-        Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
-        Err(e) => ActivateError::Verify(format!(
-            "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
-        )),
-    }
 }
 
 /// A host where Docker is not installed yet: no restart method, no

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod disable;
 pub mod enable;
 pub mod error;
+pub mod execute;
 pub mod failpoint;
 pub mod files;
 pub mod grant;

@@ -1,0 +1,393 @@
+//! The daemon side of a plan whose files are written: stop dockerd,
+//! migrate its data, restart it and verify it from its own answer, and,
+//! when that proof does not come, roll back in reverse (the data moved
+//! back, daemon.json put back byte for byte, the old daemon restarted).
+//! `enable` and `disable` run the same steps through [`Steps::run`].
+
+use std::path::Path;
+
+use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::daemon::api::DaemonInfo;
+use crate::host::{Host, Snapshot};
+use crate::migrate::{Direction, MigrateError, MigrateReport, Migration};
+use crate::phases::Phases;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// dockerd did not stop for the migration; daemon.json was put back
+    /// when [`Steps::stop_rolls_back`] says so.
+    #[error(transparent)]
+    Stop(ActivateError),
+    /// The migration stopped part way: daemon.json stays as planned, for
+    /// the rerun that finishes the move.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The restarted daemon did not prove the change: everything was put
+    /// back, and the message says how that went.
+    #[error(transparent)]
+    RolledBack(ActivateError),
+}
+
+/// What to do once the plan's files are written.
+pub struct Steps<'a> {
+    pub host: &'a Host,
+    /// `None` under `--no-restart` or `--root`: nothing runs to stop.
+    pub daemon: Option<&'a Daemon>,
+    pub config_path: &'a Path,
+    /// daemon.json as read before planning; `None` when it did not exist.
+    pub original: Option<&'a Snapshot>,
+    pub migration: Option<&'a Migration>,
+    /// What the restarted daemon must show; `None` when the plan does not
+    /// restart it.
+    pub expect: Option<Expect>,
+    /// Whether a failed stop puts daemon.json back (`enable`: nothing has
+    /// moved yet) or leaves it for the rerun (`disable`).
+    pub stop_rolls_back: bool,
+    /// Whether the migration shows a progress line.
+    pub progress: bool,
+}
+
+/// What the steps did.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub migrated: Option<MigrateReport>,
+    /// What the restarted daemon showed; `None` when it was not restarted.
+    pub verified: Option<DaemonInfo>,
+}
+
+impl Steps<'_> {
+    /// Runs the steps in order, timing each in `phases`. `abandon` drops
+    /// what this run made that a roll-back leaves no use for (images
+    /// saved for carrying); it is called before daemon.json is put back.
+    pub fn run(
+        &self,
+        phases: &mut Phases,
+        abandon: &mut dyn FnMut(),
+    ) -> Result<Executed, ExecuteError> {
+        let migrated = match self.migration {
+            Some(migration) => Some(self.migrate(migration, phases)?),
+            None => None,
+        };
+        let verified = match (self.daemon, &self.expect) {
+            (Some(daemon), Some(expect)) => match daemon.restart_and_verify_timed(expect, phases) {
+                Ok(info) => Some(info),
+                Err(cause) => {
+                    let cause = match self.migration {
+                        Some(m) => undo_migration(self.host, m, cause),
+                        None => cause,
+                    };
+                    abandon();
+                    return Err(ExecuteError::RolledBack(self.roll_back(daemon, cause)));
+                }
+            },
+            _ => None,
+        };
+        Ok(Executed { migrated, verified })
+    }
+
+    /// Stops dockerd (when it is managed), then migrates.
+    fn migrate(
+        &self,
+        migration: &Migration,
+        phases: &mut Phases,
+    ) -> Result<MigrateReport, ExecuteError> {
+        if let Some(daemon) = self.daemon {
+            if let Err(cause) = phases.time("stop", || daemon.stop()) {
+                return Err(ExecuteError::Stop(match self.stop_rolls_back {
+                    true => self.roll_back(daemon, cause),
+                    false => cause,
+                }));
+            }
+        }
+        let report = migration.run_stopped(self.host, self.progress)?;
+        phases.extend(&report.phases);
+        Ok(report)
+    }
+
+    fn roll_back(&self, daemon: &Daemon, cause: ActivateError) -> ActivateError {
+        activate::roll_back(self.host, daemon, self.config_path, self.original, cause)
+    }
+}
+
+/// Carries the data back before daemon.json is restored.
+fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> ActivateError {
+    let back = Migration {
+        direction: Direction::OutOfRemapped,
+        ..migration.clone()
+    };
+    match back.run(host) {
+        Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
+        Err(e) => ActivateError::Verify(format!(
+            "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `enable` and `disable` on an image root with a scripted daemon: the
+    //! refusals, the verify and every roll-back, in milliseconds.
+
+    use std::time::Duration;
+
+    use crate::activate::Daemon;
+    use crate::cli::{Invocation, parse_args};
+    use crate::daemon::api::{ContainerSummary, DaemonInfo};
+    use crate::daemon::control::fake::{FakeDaemon, Restart, State};
+    use crate::error::Error;
+    use crate::host::{Host, SystemRunner};
+    use crate::report::Status;
+    use crate::request::{Command, Request};
+
+    const PLAIN_CONFIG: &str = "{\n  \"debug\": true\n}\n";
+    const REMAPPED_CONFIG: &str = "{\n  \"debug\": true,\n  \"userns-remap\": \"default\"\n}\n";
+    /// Every file a run may touch, relative to the root.
+    const FILES: &[&str] = &[
+        "etc/docker/daemon.json",
+        "etc/passwd",
+        "etc/group",
+        "etc/shadow",
+        "etc/gshadow",
+        "etc/subuid",
+        "etc/subgid",
+    ];
+
+    /// A root where dockremap and its ranges exist, with `config` as
+    /// daemon.json.
+    fn root(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\ndockremap:x:999:999::/nonexistent:/usr/sbin/nologin\n",
+        );
+        write("etc/group", "root:x:0:\ndockremap:x:999:\n");
+        write(
+            "etc/shadow",
+            "root:*:19000:0:99999:7:::\ndockremap:!:19000::::::\n",
+        );
+        write("etc/gshadow", "root:*::\ndockremap:!::\n");
+        write("etc/subuid", "dockremap:100000:65536\n");
+        write("etc/subgid", "dockremap:100000:65536\n");
+        write("etc/docker/daemon.json", config);
+        dir
+    }
+
+    fn contents(dir: &tempfile::TempDir) -> Vec<(&'static str, Option<Vec<u8>>)> {
+        FILES
+            .iter()
+            .map(|rel| (*rel, std::fs::read(dir.path().join(rel)).ok()))
+            .collect()
+    }
+
+    fn info(remapped: bool) -> DaemonInfo {
+        match remapped {
+            true => DaemonInfo {
+                security_options: vec!["name=userns".into()],
+                docker_root_dir: "/var/lib/docker/100000.100000".into(),
+                ..DaemonInfo::default()
+            },
+            false => DaemonInfo {
+                docker_root_dir: "/var/lib/docker".into(),
+                ..DaemonInfo::default()
+            },
+        }
+    }
+
+    fn up(remapped: bool) -> State {
+        State::Up(Box::new(info(remapped)), Vec::new())
+    }
+
+    fn running(name: &str) -> ContainerSummary {
+        ContainerSummary {
+            id: "0123456789abcdef".into(),
+            names: vec![format!("/{name}")],
+            state: "running".into(),
+            ..ContainerSummary::default()
+        }
+    }
+
+    /// Runs `args` on `dir` with `fake` as the daemon.
+    fn run(dir: &tempfile::TempDir, fake: &FakeDaemon, args: &[&str]) -> Result<bool, Error> {
+        let mut full = vec!["docker-userns", "--root", dir.path().to_str().unwrap()];
+        full.extend_from_slice(args);
+        let Invocation::Run(request) = parse_args(full.iter().map(std::ffi::OsString::from)) else {
+            panic!("{args:?} is a command");
+        };
+        let Request { global, command } = *request;
+        let host = Host::open(dir.path(), Box::new(SystemRunner)).unwrap();
+        let connect = || Ok(Some(Daemon::new(Box::new(fake.clone()), Duration::ZERO)));
+        match &command {
+            Command::Enable(r) => crate::enable::run_with(&host, &global, r, connect)
+                .map(|o| o.changed())
+                .map_err(Error::from),
+            Command::Disable(r) => crate::disable::run_with(&host, &global, r, connect)
+                .map(|o| o.changed())
+                .map_err(Error::from),
+            _ => unreachable!(),
+        }
+    }
+
+    fn failure(dir: &tempfile::TempDir, fake: &FakeDaemon, args: &[&str]) -> String {
+        let error = run(dir, fake, args).expect_err("the run fails");
+        assert_eq!(error.exit_status(), Status::Error);
+        error.message()
+    }
+
+    #[test]
+    fn enable_restarts_and_verifies_the_remapped_daemon() {
+        let dir = root(PLAIN_CONFIG);
+        let fake = FakeDaemon::new(up(false)).then(Restart::To(up(true)));
+        assert!(run(&dir, &fake, &["enable"]).unwrap());
+        let config = std::fs::read_to_string(dir.path().join("etc/docker/daemon.json")).unwrap();
+        assert_eq!(config, REMAPPED_CONFIG);
+        assert_eq!(fake.restarts(), 1);
+    }
+
+    #[test]
+    fn enable_whose_restart_fails_puts_every_file_back_and_restarts_the_old_daemon() {
+        let dir = root(PLAIN_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(false))
+            .then(Restart::Fails(
+                "exit status: 1: Job for docker.service failed".into(),
+            ))
+            .then(Restart::To(up(false)));
+        let message = failure(&dir, &fake, &["enable"]);
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 2, "the restart, then the old config's");
+        assert!(
+            message.starts_with("running /bin/systemctl restart docker: exit status: 1"),
+            "{message}"
+        );
+        assert!(
+            message.contains("restored byte for byte and dockerd answers again"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn enable_whose_daemon_comes_back_not_remapped_is_rolled_back() {
+        let dir = root(PLAIN_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(false)).then(Restart::To(up(false)));
+        let message = failure(&dir, &fake, &["enable"]);
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 2);
+        assert!(
+            message.contains("expected name=userns in SecurityOptions"),
+            "{message}"
+        );
+        assert!(message.contains("dockerd answers again"), "{message}");
+    }
+
+    #[test]
+    fn enable_whose_roll_back_leaves_the_daemon_down_says_so() {
+        let dir = root(PLAIN_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(false))
+            .then(Restart::Fails("exit status: 1".into()))
+            .then(Restart::To(State::Down));
+        let message = failure(&dir, &fake, &["enable"]);
+        assert_eq!(contents(&dir), before, "the files are back all the same");
+        assert!(
+            message.contains("byte for byte, but dockerd does not answer after the restart"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn enable_refuses_to_stop_running_containers_without_yes() {
+        let dir = root(PLAIN_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(State::Up(Box::new(info(false)), vec![running("web")]));
+        let message = failure(&dir, &fake, &["enable"]);
+        assert_eq!(
+            message,
+            "1 running container would stop and be hidden by the restart: web; \
+             stop them first or pass --yes (nothing was changed)"
+        );
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 0);
+    }
+
+    #[test]
+    fn enable_with_yes_restarts_over_running_containers() {
+        let dir = root(PLAIN_CONFIG);
+        let fake = FakeDaemon::new(State::Up(Box::new(info(false)), vec![running("web")]))
+            .then(Restart::To(up(true)));
+        assert!(run(&dir, &fake, &["enable", "--yes"]).unwrap());
+        assert_eq!(fake.restarts(), 1);
+    }
+
+    #[test]
+    fn enable_starts_a_daemon_that_does_not_answer_and_verifies_it() {
+        let dir = root(PLAIN_CONFIG);
+        let fake = FakeDaemon::new(State::Down).then(Restart::To(up(true)));
+        assert!(run(&dir, &fake, &["enable"]).unwrap());
+        assert!(!fake.calls().contains(&"containers"), "nothing to ask");
+    }
+
+    #[test]
+    fn enable_on_a_remapped_daemon_changes_nothing_and_restarts_nothing() {
+        let dir = root(REMAPPED_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(true));
+        assert!(!run(&dir, &fake, &["enable"]).unwrap());
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 0);
+    }
+
+    #[test]
+    fn disable_whose_daemon_stays_remapped_is_rolled_back_and_purges_nothing() {
+        let dir = root(REMAPPED_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(true)).then(Restart::To(up(true)));
+        let message = failure(&dir, &fake, &["disable", "--purge"]);
+        assert_eq!(contents(&dir), before, "daemon.json back, dockremap kept");
+        assert_eq!(fake.restarts(), 2);
+        assert!(
+            message.contains("expected no name=userns in SecurityOptions"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn disable_restarts_without_the_mapping_then_purges() {
+        let dir = root(REMAPPED_CONFIG);
+        let fake = FakeDaemon::new(up(true)).then(Restart::To(up(false)));
+        assert!(run(&dir, &fake, &["disable", "--purge"]).unwrap());
+        let read = |rel: &str| std::fs::read_to_string(dir.path().join(rel)).unwrap();
+        assert_eq!(read("etc/docker/daemon.json"), PLAIN_CONFIG);
+        assert!(!read("etc/passwd").contains("dockremap"));
+        assert_eq!(read("etc/subuid"), "");
+    }
+
+    #[test]
+    fn disable_refuses_to_stop_running_containers_without_yes() {
+        let dir = root(REMAPPED_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(State::Up(Box::new(info(true)), vec![running("db")]));
+        let message = failure(&dir, &fake, &["disable"]);
+        assert!(
+            message.starts_with("1 running container would stop"),
+            "{message}"
+        );
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 0);
+    }
+
+    #[test]
+    fn a_dry_run_touches_nothing_and_restarts_nothing() {
+        let dir = root(PLAIN_CONFIG);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(State::Up(Box::new(info(false)), vec![running("web")]));
+        run(&dir, &fake, &["enable", "--dry-run"]).unwrap();
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 0);
+    }
+}
