@@ -20,6 +20,22 @@ fn passwd_entry(root: &TestRoot, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A Debian-like root where dockremap (997) is in passwd and group only.
+fn debian_with_dockremap() -> TestRoot {
+    let root = TestRoot::debian();
+    root.write(
+        "etc/passwd",
+        format!("{DEBIAN_PASSWD}dockremap:x:997:997::/nonexistent:/bin/false\n"),
+        0o644,
+    );
+    root.write(
+        "etc/group",
+        format!("{DEBIAN_GROUP}dockremap:x:997:\n"),
+        0o644,
+    );
+    root
+}
+
 #[test]
 fn fresh_debian_root_gets_dockremap_ranges_and_config() {
     require_root();
@@ -297,17 +313,7 @@ fn busybox_style_root_gets_the_account_by_direct_edits() {
 #[test]
 fn existing_dockremap_without_ranges_is_repaired_not_recreated() {
     require_root();
-    let root = TestRoot::debian();
-    root.write(
-        "etc/passwd",
-        format!("{DEBIAN_PASSWD}dockremap:x:997:997::/nonexistent:/bin/false\n"),
-        0o644,
-    );
-    root.write(
-        "etc/group",
-        format!("{DEBIAN_GROUP}dockremap:x:997:\n"),
-        0o644,
-    );
+    let root = debian_with_dockremap();
     root.write(
         "etc/shadow",
         format!("{DEBIAN_SHADOW}dockremap:!:19700::::::\n"),
@@ -511,17 +517,7 @@ fn human_output_lists_actions_and_the_mapping() {
 #[test]
 fn dockremap_missing_from_shadow_and_gshadow_is_completed() {
     require_root();
-    let root = TestRoot::debian();
-    root.write(
-        "etc/passwd",
-        format!("{DEBIAN_PASSWD}dockremap:x:997:997::/nonexistent:/bin/false\n"),
-        0o644,
-    );
-    root.write(
-        "etc/group",
-        format!("{DEBIAN_GROUP}dockremap:x:997:\n"),
-        0o644,
-    );
+    let root = debian_with_dockremap();
     let (code, out) = root.run_json(&["enable"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["actions"][0]["action"], "complete_account");

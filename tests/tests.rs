@@ -1,7 +1,8 @@
 //! The integration tests, one binary: a module per suite, all sharing
 //! `support`. Run one suite with its module path as the filter, e.g.
-//! `cargo test --test tests enable::`; the crash-point suite exists only in
-//! a build with `--features failpoints`.
+//! `cargo test --test tests hostile::` (a filter matches anywhere in the
+//! path: `enable::` runs `attacks::enable` too). The crash-point suite
+//! exists only in a build with `--features failpoints`.
 
 mod support;
 
