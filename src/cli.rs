@@ -125,13 +125,22 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Invocat
 }
 
 /// The JSON the Docker CLI expects from `docker-cli-plugin-metadata`.
-pub fn plugin_metadata() -> serde_json::Value {
-    serde_json::json!({
-        "SchemaVersion": "0.1.0",
-        "Vendor": "docker-userns",
-        "Version": env!("CARGO_PKG_VERSION"),
-        "ShortDescription": "User-namespace remapping: enable, check, disable",
-    })
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginMetadata {
+    schema_version: &'static str,
+    vendor: &'static str,
+    version: &'static str,
+    short_description: &'static str,
+}
+
+pub fn plugin_metadata() -> PluginMetadata {
+    PluginMetadata {
+        schema_version: "0.1.0",
+        vendor: "docker-userns",
+        version: env!("CARGO_PKG_VERSION"),
+        short_description: "User-namespace remapping: enable, check, disable",
+    }
 }
 
 /// Writes a completion script generated from this very CLI definition.

@@ -175,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn the_message_names_each_cause_after_the_context() {
+        let error = Error::Root {
+            root: "/nope".into(),
+            source: HostError::Io {
+                path: "/nope".into(),
+                source: std::io::Error::from_raw_os_error(2),
+            },
+        };
+        assert_eq!(
+            error.message(),
+            "opening --root /nope: /nope: No such file or directory (os error 2)"
+        );
+        assert_eq!(error.exit_status(), Status::Error);
+        assert_eq!(error.location(), None);
+    }
+
+    #[test]
     fn disable_locates_a_broken_daemon_json_as_enable_does() {
         let root = broken_root("etc/docker/daemon.json", b"{\n  \"debug\": true,\n}\n");
         let file = root.path().join("etc/docker/daemon.json");

@@ -109,3 +109,38 @@ pub fn print(bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_are_the_documented_numbers() {
+        assert_eq!(
+            [Status::Ok, Status::Pending, Status::Error].map(|s| s as u8),
+            [0, 1, 2]
+        );
+        assert_eq!(Status::pending_if(true), Status::Pending);
+        assert_eq!(Status::pending_if(false), Status::Ok);
+    }
+
+    #[test]
+    fn warnings_name_their_line_when_they_have_one() {
+        let warnings = [
+            Warning {
+                file: "/etc/subuid".into(),
+                line: Some(3),
+                message: "overlaps".into(),
+            },
+            Warning {
+                file: "/var/lib/docker".into(),
+                line: None,
+                message: "hidden".into(),
+            },
+        ];
+        assert_eq!(
+            warning_lines(&Paint(false), &warnings),
+            "warning: /etc/subuid:3: overlaps\nwarning: /var/lib/docker: hidden\n"
+        );
+    }
+}
