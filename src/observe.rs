@@ -104,6 +104,8 @@ pub struct Observed {
     pub tool: AccountTool,
     pub shadow_names: Option<Vec<String>>,
     pub gshadow_names: Option<Vec<String>>,
+    /// Kept as a result: planning reports a bad `data-root` only after
+    /// what it checks first (the accounts, the ranges, `userns-remap`).
     pub data_root: Result<PathBuf, ParseError>,
 }
 
