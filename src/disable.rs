@@ -52,7 +52,8 @@ impl DisableError {
             DisableError::Activate(e) => e.location(),
             DisableError::Account(e) => e.location(),
             DisableError::Store(e) => e.location(),
-            DisableError::Migrate(_) | DisableError::Carry(_) | DisableError::Execute(_) => None,
+            DisableError::Execute(e) => e.location(),
+            DisableError::Migrate(_) | DisableError::Carry(_) => None,
         }
     }
 }

@@ -46,7 +46,8 @@ impl EnableError {
         match self {
             EnableError::Plan(e) => e.location(),
             EnableError::Activate(e) => e.location(),
-            EnableError::Migrate(_) | EnableError::Carry(_) | EnableError::Execute(_) => None,
+            EnableError::Execute(e) => e.location(),
+            EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
 }

@@ -192,6 +192,24 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_that_conflicts_with_daemon_json_is_located_in_its_unit_file() {
+        let conflict =
+            crate::activate::ActivateError::FlagConflict(crate::daemon::flags::FlagSource {
+                file: "/etc/systemd/system/docker.service.d/override.conf".into(),
+                line: 3,
+                flag: "--userns-remap".into(),
+                value: Some("default".into()),
+            });
+        let wanted = Location {
+            file: "/etc/systemd/system/docker.service.d/override.conf".into(),
+            line: 3,
+            column: None,
+        };
+        let error = Error::from(DisableError::from(conflict));
+        assert_eq!(error.location(), Some(wanted));
+    }
+
+    #[test]
     fn disable_locates_a_broken_daemon_json_as_enable_does() {
         let root = broken_root("etc/docker/daemon.json", b"{\n  \"debug\": true,\n}\n");
         let file = root.path().join("etc/docker/daemon.json");

@@ -28,6 +28,16 @@ pub enum ExecuteError {
     RolledBack(ActivateError),
 }
 
+impl ExecuteError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            ExecuteError::Stop(e) | ExecuteError::RolledBack(e) => e.location(),
+            ExecuteError::Migrate(_) => None,
+        }
+    }
+}
+
 /// What to do once the plan's files are written.
 pub struct Steps<'a> {
     pub host: &'a Host,
