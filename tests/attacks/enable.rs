@@ -10,8 +10,8 @@ use crate::support::fingerprint::*;
 use crate::support::scene::*;
 use crate::support::*;
 
-/// How many process ids after the current one the attacker plants for.
-const PLANTED_PIDS: u32 = 3000;
+/// How many process ids, from 1, the attacker plants for.
+const PLANTED_PIDS: u32 = 500;
 
 /// The unpacked engine (`20.10`, `26`, `28`), fetched when missing.
 fn engine(version: &str) -> PathBuf {
@@ -77,55 +77,57 @@ fn status_and_pid(stdout: &str) -> (i32, u32) {
     (field("rc=") as i32, field("pid=") as u32)
 }
 
-/// The attacker (uid 1000) plants, for each of the next process ids,
+/// The attacker (uid 1000) plants, for each of the first process ids,
 /// `<dir>/docker-userns-validate.<pid>/daemon.json -> /etc/shadow` in /tmp
-/// and in a TMPDIR of their own, `/tmp/u`. One perl process, so planting
-/// uses up no ids. Returns the first planted id.
+/// and in a TMPDIR of their own, `/tmp/u`. The tool then runs in a new pid
+/// namespace, where it gets one of those ids whatever else the machine is
+/// running: the ids an attacker would guess.
 fn plant_validate_links() -> String {
     let perl = format!(
-        r#"perl -e 'my $last = `cat /proc/sys/kernel/ns_last_pid`; my $max = `cat /proc/sys/kernel/pid_max`;
-mkdir "/tmp/u", 0755 or die;
-for my $i (1 .. {PLANTED_PIDS}) {{
-  my $pid = ($last + $i) % $max;
+        r#"perl -e 'mkdir "/tmp/u", 0755 or die;
+for my $pid (1 .. {PLANTED_PIDS}) {{
   for my $dir ("/tmp", "/tmp/u") {{
     mkdir "$dir/docker-userns-validate.$pid", 0755 or die;
     symlink "/etc/shadow", "$dir/docker-userns-validate.$pid/daemon.json" or die;
   }}
-}}
-print "first=", ($last + 1) % $max, "\n";'"#
+}}'"#
     );
     as_uid(USER, &perl)
 }
 
 /// Whether the tool's pid was one the attacker planted for, so the attack
 /// would have hit the old predictable name.
-fn planted_for(first: u32, pid: u32) -> bool {
-    pid.wrapping_sub(first) < PLANTED_PIDS
+fn planted_for(pid: u32) -> bool {
+    (1..=PLANTED_PIDS).contains(&pid)
 }
 
-fn first_planted(stdout: &str) -> u32 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("first="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the planting printed the first pid")
+/// `script` in a new pid namespace (with its own /proc), so the pids it
+/// hands out start at 1.
+fn in_new_pid_namespace(script: &str) -> String {
+    format!(
+        "unshare --pid --fork --mount-proc -- /bin/sh -ec {}\n",
+        shell_quote(script)
+    )
 }
 
 /// Plants, fingerprints /etc and /tmp, runs `enable ARGS` with an
 /// attacker's TMPDIR; asserts the links were in the tool's way and that
 /// nothing in /etc or /tmp changed. Returns the tool's exit status.
 fn enable_past_planted_links(scene: &Scene, engine: &Path, args: &str) -> (i32, String) {
-    let planted = scene.run_ok(&plant_validate_links());
-    let first = first_planted(&planted);
+    scene.run_ok(&plant_validate_links());
     let shadow = fingerprint_all(&[scene.etc("shadow")]);
     let etc = scene.etc_fingerprint();
     let tmp = fingerprint_tree(&scene.path("tmp"));
-    let out = scene.run(&enable(engine, "TMPDIR=/tmp/u", args));
+    let out = scene.run(&in_new_pid_namespace(&enable(
+        engine,
+        "TMPDIR=/tmp/u",
+        args,
+    )));
     let stdout = stdout(&out);
     let (rc, pid) = status_and_pid(&stdout);
     assert!(
-        planted_for(first, pid),
-        "the tool ran as pid {pid}, outside the planted {first}..+{PLANTED_PIDS}: the attack proves nothing"
+        planted_for(pid),
+        "the tool ran as pid {pid}, outside the planted 1..={PLANTED_PIDS}: the attack proves nothing"
     );
     let shadow_after = fingerprint_all(&[scene.etc("shadow")]);
     assert_unchanged("/etc/shadow", &shadow, &shadow_after);
