@@ -32,7 +32,7 @@ B=$!
 seq 1 {ENABLES} | xargs -P {PARALLEL} -I@ sh -c '"$BIN" enable --no-restart --user u@ --config "$T/dj/u@.json" --format json > "$T/out/u@.json" || echo "u@" >> "$T/failed"'
 wait $A || {{ echo "useradd loop failed"; cat "$T/useradd.log"; exit 1; }}
 wait $B || {{ echo "usermod loop failed"; cat "$T/usermod.log"; exit 1; }}
-test ! -e "$T/failed" || {{ echo "enable failed for: $(cat "$T/failed")"; exit 1; }}
+test ! -e "$T/failed" || {{ for u in $(cat "$T/failed"); do echo "enable failed for $u:"; cat "$T/out/$u.json"; done; exit 1; }}
 for i in $(seq 1 {ENABLES}); do
   "$BIN" enable --no-restart --user u$i --config "$T/dj/u$i.json" --format json | grep -q '"changed": false' || {{ echo "rerun changed u$i"; exit 1; }}
 done
