@@ -23,7 +23,7 @@ use crate::observe::{Observed, observe};
 use crate::outcome::DaemonState;
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
-use crate::plan::{self, FileChange, PlanError, Warning};
+use crate::plan::{self, Action, FileChange, PlanError, Warning};
 use crate::request::{DisableRequest, Global};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,98 +61,9 @@ impl DisableError {
 const CONTAINERD_BACK: &str =
     "the containerd image store comes back with the images and containers it had before enable";
 
-/// One change `disable` makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisableAction {
-    RemoveRemap {
-        path: PathBuf,
-        from: String,
-    },
-    /// Put back the `features` value `enable` pinned (`None`: no key).
-    RestoreImageStore {
-        path: PathBuf,
-        to: Option<String>,
-    },
-    MigrateData {
-        from: PathBuf,
-        to: PathBuf,
-        content: String,
-    },
-    RestartDaemon {
-        command: String,
-    },
-    /// Carry the remapped daemon's images and containers back into the
-    /// containerd store through the API.
-    CarryImages {
-        spool: PathBuf,
-        images: Vec<String>,
-        containers: Vec<String>,
-    },
-    RemoveRanges {
-        owner: String,
-    },
-    RemoveAccount {
-        name: String,
-    },
-}
-
-impl DisableAction {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DisableAction::RemoveRemap { .. } => "remove_userns_remap",
-            DisableAction::RestoreImageStore { .. } => "restore_image_store",
-            DisableAction::MigrateData { .. } => "migrate_data",
-            DisableAction::RestartDaemon { .. } => "restart_daemon",
-            DisableAction::CarryImages { .. } => "carry_images",
-            DisableAction::RemoveRanges { .. } => "remove_ranges",
-            DisableAction::RemoveAccount { .. } => "remove_account",
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            DisableAction::MigrateData { from, to, content } => {
-                format!(
-                    "move {content} from {} back to {} and shift their ids",
-                    from.display(),
-                    to.display()
-                )
-            }
-            DisableAction::RemoveRemap { path, from } => {
-                format!("remove \"userns-remap\": {from:?} from {}", path.display())
-            }
-            DisableAction::RestoreImageStore { path, to: Some(to) } => format!(
-                "put \"features\": {to} back in {} (the image store chosen before enable)",
-                path.display()
-            ),
-            DisableAction::RestoreImageStore { path, to: None } => format!(
-                "remove \"features\" from {} (it was not set before enable)",
-                path.display()
-            ),
-            DisableAction::RestartDaemon { command } => {
-                format!("restart dockerd ({command}) and verify")
-            }
-            DisableAction::CarryImages {
-                spool,
-                images,
-                containers,
-            } => format!(
-                "save images [{}] to {} before the restart, load them into the containerd store after it, and re-create containers [{}] unless one of the same name from before enable is back",
-                images.join(", "),
-                spool.display(),
-                containers.join(", ")
-            ),
-            DisableAction::RemoveRanges { owner } => {
-                format!("remove {owner}'s lines from {SUBUID} and {SUBGID}")
-            }
-            DisableAction::RemoveAccount { name } => format!("remove user and group {name}"),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct DisableOutcome {
-    pub actions: Vec<DisableAction>,
+    pub actions: Vec<Action>,
     pub changes: Vec<FileChange>,
     pub warnings: Vec<Warning>,
     pub config_path: PathBuf,
@@ -215,7 +126,7 @@ pub(crate) fn run_with(
         },
     };
     if let Some(from) = &current {
-        outcome.actions.push(DisableAction::RemoveRemap {
+        outcome.actions.push(Action::RemoveRemap {
             path: config_path.clone(),
             from: from.clone(),
         });
@@ -258,7 +169,7 @@ pub(crate) fn run_with(
                 let containers = daemon.running_containers()?;
                 activate::refuse_running(&containers, request.yes)?;
             }
-            outcome.actions.push(DisableAction::RestartDaemon {
+            outcome.actions.push(Action::RestartDaemon {
                 command: daemon.restart_command()?,
             });
         }
@@ -266,7 +177,7 @@ pub(crate) fn run_with(
             restart: outcome
                 .actions
                 .iter()
-                .any(|a| matches!(a, DisableAction::RestartDaemon { .. })),
+                .any(|a| matches!(a, Action::RestartDaemon { .. })),
         };
     }
     if request.purge {
@@ -303,7 +214,7 @@ pub(crate) fn run_with(
     let restart = outcome
         .actions
         .iter()
-        .any(|a| matches!(a, DisableAction::RestartDaemon { .. }));
+        .any(|a| matches!(a, Action::RestartDaemon { .. }));
     let steps = Steps {
         host,
         daemon: daemon.as_ref(),
@@ -371,10 +282,11 @@ fn plan_carry_back(
     outcome
         .warnings
         .retain(|w| !w.message.contains(CONTAINERD_BACK));
-    outcome.actions.push(DisableAction::CarryImages {
+    outcome.actions.push(Action::CarryImages {
         spool: carry::spool_path(&host.display(data_root)),
         images: inventory.images.clone(),
         containers: inventory.container_names(),
+        back: true,
     });
     Ok(Some(inventory))
 }
@@ -417,7 +329,7 @@ fn plan_store_restore(
             new: restored,
         }),
     }
-    outcome.actions.push(DisableAction::RestoreImageStore {
+    outcome.actions.push(Action::RestoreImageStore {
         path,
         to: record.features.clone(),
     });
@@ -468,10 +380,11 @@ fn plan_migration(
             ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
         })?;
     }
-    outcome.actions.push(DisableAction::MigrateData {
+    outcome.actions.push(Action::MigrateData {
         from: migration.remapped_root(),
         to: host_root,
         content: content.to_string(),
+        back: true,
     });
     Ok(Some(migration))
 }
@@ -543,7 +456,7 @@ fn plan_purge(
         .iter()
         .any(|f| !f.ranges_of(&user, uid.unwrap_or(u32::MAX)).is_empty());
     if has_ranges {
-        outcome.actions.push(DisableAction::RemoveRanges {
+        outcome.actions.push(Action::RemoveRanges {
             owner: user.clone(),
         });
     }
@@ -554,16 +467,14 @@ fn plan_purge(
         || listed(&observed.shadow_names)
         || listed(&observed.gshadow_names)
     {
-        outcome
-            .actions
-            .push(DisableAction::RemoveAccount { name: user });
+        outcome.actions.push(Action::RemoveAccount { name: user });
     }
 }
 
-fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
+fn purge(host: &Host, actions: &[Action]) -> Result<(), DisableError> {
     for action in actions {
         match action {
-            DisableAction::RemoveRanges { owner } => {
+            Action::RemoveRanges { owner } => {
                 let uid = read_uid(host, owner)?;
                 let doomed = |_: &str, line: &str| {
                     let first = line.split(':').next().unwrap_or("");
@@ -571,16 +482,13 @@ fn purge(host: &Host, actions: &[DisableAction]) -> Result<(), DisableError> {
                 };
                 account::remove_lines(host, &[SUBUID, SUBGID], &doomed)?;
             }
-            DisableAction::RemoveAccount { name } => {
+            Action::RemoveAccount { name } => {
                 let prefix = format!("{name}:");
                 let doomed = |_: &str, line: &str| line.starts_with(&prefix);
                 account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
             }
-            DisableAction::RemoveRemap { .. }
-            | DisableAction::RestoreImageStore { .. }
-            | DisableAction::CarryImages { .. }
-            | DisableAction::RestartDaemon { .. }
-            | DisableAction::MigrateData { .. } => {}
+            // Done before the restart, or `enable`'s.
+            _ => {}
         }
     }
     Ok(())

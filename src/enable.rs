@@ -422,6 +422,7 @@ fn plan_containerd(
             .filter(|c| c.refused.is_none())
             .map(|c| c.name.clone())
             .collect(),
+        back: false,
     });
     Ok((migration, Some(Carry { inventory })))
 }
@@ -478,6 +479,7 @@ fn plan_volume_move(
             moved.join(" and "),
             inventory.volumes.join(", ")
         ),
+        back: false,
     });
     Ok(Some(migration))
 }
@@ -599,6 +601,7 @@ fn plan_migration(
         from: migration.source(),
         to: migration.remapped_root(),
         content: content.to_string(),
+        back: false,
     });
     Ok(Some(migration))
 }

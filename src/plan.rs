@@ -69,7 +69,7 @@ impl PlanError {
     }
 }
 
-/// One change `enable` makes.
+/// One change `enable` or `disable` makes, with the data it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     CreateGroup {
@@ -107,6 +107,8 @@ pub enum Action {
         from: PathBuf,
         to: PathBuf,
         content: String,
+        /// Out of the remapped root, back to the plain one (`disable`).
+        back: bool,
     },
     /// Write `"containerd-snapshotter": false` in daemon.json's
     /// `features`, keeping the user's value for `disable`.
@@ -120,11 +122,22 @@ pub enum Action {
     },
     /// Carry the containerd store's images (saved to `spool` before the
     /// restart, loaded after) and re-create its containers.
+    /// With `back` (`disable`), the other way: from the remapped daemon
+    /// into the containerd store.
     CarryImages {
         spool: PathBuf,
         images: Vec<String>,
         containers: Vec<String>,
+        back: bool,
     },
+    /// Take `"userns-remap"` out of daemon.json.
+    RemoveRemap { path: PathBuf, from: String },
+    /// Put back the `features` value `enable` pinned (`None`: no key).
+    RestoreImageStore { path: PathBuf, to: Option<String> },
+    /// Remove the owner's lines from subuid and subgid (`--purge`).
+    RemoveRanges { owner: String },
+    /// Remove the user and group (`--purge`).
+    RemoveAccount { name: String },
 }
 
 impl Action {
@@ -146,6 +159,10 @@ impl Action {
             Action::MigrateData { .. } => "migrate_data",
             Action::PinImageStore { .. } => "pin_image_store",
             Action::CarryImages { .. } => "carry_images",
+            Action::RemoveRemap { .. } => "remove_userns_remap",
+            Action::RestoreImageStore { .. } => "restore_image_store",
+            Action::RemoveRanges { .. } => "remove_ranges",
+            Action::RemoveAccount { .. } => "remove_account",
         }
     }
 
@@ -160,6 +177,11 @@ impl Action {
             Action::MigrateData { from, .. } => Some(from.clone()),
             Action::PinImageStore { path, .. } => Some(path.clone()),
             Action::CarryImages { spool, .. } => Some(spool.clone()),
+            Action::RemoveRemap { path, .. } | Action::RestoreImageStore { path, .. } => {
+                Some(path.clone())
+            }
+            Action::RemoveRanges { .. } => Some(SUBUID.into()),
+            Action::RemoveAccount { .. } => Some(PASSWD.into()),
         }
     }
 
@@ -197,9 +219,15 @@ impl Action {
                 )
             }
             Action::RestartDaemon { command } => format!("restart dockerd ({command}) and verify"),
-            Action::MigrateData { from, to, content } => format!(
-                "move {content} from {} to {} and shift their ids",
+            Action::MigrateData {
+                from,
+                to,
+                content,
+                back,
+            } => format!(
+                "move {content} from {}{} {} and shift their ids",
                 from.display(),
+                if *back { " back to" } else { " to" },
                 to.display()
             ),
             Action::PinImageStore { path, to, why, .. } => format!(
@@ -210,6 +238,18 @@ impl Action {
                 spool,
                 images,
                 containers,
+                back: true,
+            } => format!(
+                "save images [{}] to {} before the restart, load them into the containerd store after it, and re-create containers [{}] unless one of the same name from before enable is back",
+                images.join(", "),
+                spool.display(),
+                containers.join(", ")
+            ),
+            Action::CarryImages {
+                spool,
+                images,
+                containers,
+                back: false,
             } => format!(
                 "save images [{}] to {} before the restart, load them into the remapped daemon after it, and re-create containers [{}]",
                 images.join(", "),
@@ -227,6 +267,21 @@ impl Action {
                     .collect();
                 format!("add {name}'s missing entry to {}", files.join(" and "))
             }
+            Action::RemoveRemap { path, from } => {
+                format!("remove \"userns-remap\": {from:?} from {}", path.display())
+            }
+            Action::RestoreImageStore { path, to: Some(to) } => format!(
+                "put \"features\": {to} back in {} (the image store chosen before enable)",
+                path.display()
+            ),
+            Action::RestoreImageStore { path, to: None } => format!(
+                "remove \"features\" from {} (it was not set before enable)",
+                path.display()
+            ),
+            Action::RemoveRanges { owner } => {
+                format!("remove {owner}'s lines from {SUBUID} and {SUBGID}")
+            }
+            Action::RemoveAccount { name } => format!("remove user and group {name}"),
         }
     }
 }
@@ -484,6 +539,11 @@ pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Resul
             Action::RestartDaemon { .. }
             | Action::MigrateData { .. }
             | Action::CarryImages { .. } => {}
+            // `disable`'s: it writes daemon.json and purges itself.
+            Action::RemoveRemap { .. }
+            | Action::RestoreImageStore { .. }
+            | Action::RemoveRanges { .. }
+            | Action::RemoveAccount { .. } => {}
         }
     }
     Ok(())
@@ -547,4 +607,71 @@ fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), Pla
             .map(|_| config_backup_name(path)),
     };
     Ok(atomic::replace(host, &job)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disable_moves_and_carries_back_and_says_so() {
+        let migrate = |back| Action::MigrateData {
+            from: "/var/lib/docker/100000.100000".into(),
+            to: "/var/lib/docker".into(),
+            content: "2 images".into(),
+            back,
+        };
+        assert_eq!(
+            migrate(true).describe(),
+            "move 2 images from /var/lib/docker/100000.100000 back to /var/lib/docker and shift their ids"
+        );
+        assert_eq!(
+            migrate(false).describe(),
+            "move 2 images from /var/lib/docker/100000.100000 to /var/lib/docker and shift their ids"
+        );
+        let carry = Action::CarryImages {
+            spool: "/var/lib/docker/spool".into(),
+            images: vec!["alpine:3".into()],
+            containers: vec!["web".into()],
+            back: true,
+        };
+        assert!(
+            carry
+                .describe()
+                .contains("into the containerd store after it")
+        );
+        assert_eq!(carry.kind(), "carry_images");
+    }
+
+    #[test]
+    fn disable_actions_keep_their_kinds() {
+        let kinds: Vec<&str> = [
+            Action::RemoveRemap {
+                path: "/etc/docker/daemon.json".into(),
+                from: "default".into(),
+            },
+            Action::RestoreImageStore {
+                path: "/etc/docker/daemon.json".into(),
+                to: None,
+            },
+            Action::RemoveRanges {
+                owner: "dockremap".into(),
+            },
+            Action::RemoveAccount {
+                name: "dockremap".into(),
+            },
+        ]
+        .iter()
+        .map(Action::kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "remove_userns_remap",
+                "restore_image_store",
+                "remove_ranges",
+                "remove_account"
+            ]
+        );
+    }
 }

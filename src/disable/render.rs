@@ -4,12 +4,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{DisableAction, DisableOutcome};
+use super::DisableOutcome;
 use crate::migrate::MigrateReport;
 use crate::migrate::containerd::CarryReport;
 use crate::outcome::{DaemonView, moved_human};
 use crate::phases::Phases;
-use crate::plan::Warning;
+use crate::plan::{Action, Warning};
 use crate::report::{self, Paint, Status};
 
 /// `disable --format json`, field for field.
@@ -38,7 +38,7 @@ struct ActionView {
 }
 
 impl ActionView {
-    fn of(action: &DisableAction) -> Self {
+    fn of(action: &Action) -> Self {
         ActionView {
             action: action.kind(),
             description: action.describe(),

@@ -82,6 +82,7 @@ enum ActionData<'a> {
         images: &'a [String],
         containers: &'a [String],
     },
+    None {},
 }
 
 impl<'a> ActionView<'a> {
@@ -112,11 +113,17 @@ impl<'a> ActionView<'a> {
                 spool,
                 images,
                 containers,
+                ..
             } => ActionData::Carry {
                 spool,
                 images,
                 containers,
             },
+            // `disable`'s, which `enable` never plans.
+            Action::RemoveRemap { .. }
+            | Action::RestoreImageStore { .. }
+            | Action::RemoveRanges { .. }
+            | Action::RemoveAccount { .. } => ActionData::None {},
         };
         ActionView {
             action: action.kind(),
