@@ -192,6 +192,7 @@ impl Daemon {
     }
 
     /// Restarts dockerd and waits until it shows `expect`.
+    #[cfg(test)]
     pub fn restart_and_verify(&self, expect: &Expect) -> Result<DaemonInfo, ActivateError> {
         self.restart_and_verify_timed(expect, &mut Phases::default())
     }

@@ -4,7 +4,6 @@
 
 mod render;
 
-pub use render::DisableView;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,6 @@
 mod render;
 
 pub use crate::outcome::DaemonState;
-pub use render::EnableView;
 
 use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 

@@ -10,7 +10,6 @@
 
 mod render;
 
-pub use render::GrantView;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

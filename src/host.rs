@@ -74,7 +74,6 @@ impl FileMeta {
 /// A regular file as it was read.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub meta: FileMeta,
     pub selinux_label: Option<Vec<u8>>,
@@ -283,7 +282,6 @@ impl Host {
         }
         let (fd, bytes) = self.read_handle(path, &handle, &st, MAX_FILE_SIZE)?;
         Ok(Some(Snapshot {
-            path: path.to_owned(),
             bytes,
             meta: FileMeta::from_stat(&st),
             selinux_label: selinux_label(&fd),

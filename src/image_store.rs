@@ -71,6 +71,7 @@ pub enum Store {
 }
 
 impl Store {
+    #[cfg(test)]
     pub fn is_containerd(&self) -> bool {
         matches!(self, Store::Containerd { .. })
     }

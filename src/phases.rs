@@ -35,6 +35,7 @@ impl Phases {
         self.0.is_empty()
     }
 
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<Duration> {
         self.0.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
     }

@@ -42,6 +42,7 @@ pub struct Response {
 
 impl Response {
     /// The first header with this name, compared case-insensitively.
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }

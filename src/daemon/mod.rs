@@ -1,13 +1,13 @@
 //! Talking to dockerd: its API socket, its service manager and its flags.
 
 pub mod api;
-pub mod binary;
-pub mod containers;
-pub mod control;
-pub mod envfile;
-pub mod flags;
-pub mod http;
-pub mod service;
-pub mod transfer;
-pub mod unit;
-pub mod words;
+pub(crate) mod binary;
+pub(crate) mod containers;
+pub(crate) mod control;
+pub(crate) mod envfile;
+pub(crate) mod flags;
+pub(crate) mod http;
+pub(crate) mod service;
+pub(crate) mod transfer;
+pub(crate) mod unit;
+pub(crate) mod words;

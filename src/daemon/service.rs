@@ -53,6 +53,7 @@ fn display_dirs(dirs: &[PathBuf]) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    #[cfg(test)]
     Start,
     Stop,
     Restart,
@@ -61,6 +62,7 @@ pub enum Action {
 impl Action {
     fn verb(self) -> &'static str {
         match self {
+            #[cfg(test)]
             Action::Start => "start",
             Action::Stop => "stop",
             Action::Restart => "restart",
