@@ -4,7 +4,6 @@
 
 mod render;
 
-
 use std::path::{Path, PathBuf};
 
 use crate::accounts::create as account;

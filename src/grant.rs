@@ -10,7 +10,6 @@
 
 mod render;
 
-
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 

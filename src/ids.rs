@@ -3,9 +3,9 @@
 use std::fmt;
 
 /// One past the highest id: ranges must end at or below 2^32.
-pub const ID_LIMIT: u64 = 1 << 32;
+pub(crate) const ID_LIMIT: u64 = 1 << 32;
 /// dockerd (and every image with a full `nobody`) needs 65536 ids.
-pub const MIN_COUNT: u64 = 65536;
+pub(crate) const MIN_COUNT: u64 = 65536;
 
 /// A half-open range of ids `[start, start + count)`, within 2^32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -19,7 +19,7 @@ impl IdRange {
         (count > 0 && start.checked_add(count)? <= ID_LIMIT).then_some(IdRange { start, count })
     }
 
-    pub fn single(id: u32) -> Self {
+    pub(crate) fn single(id: u32) -> Self {
         IdRange {
             start: u64::from(id),
             count: 1,
@@ -30,7 +30,7 @@ impl IdRange {
         self.start + self.count
     }
 
-    pub fn last(&self) -> u64 {
+    pub(crate) fn last(&self) -> u64 {
         self.end() - 1
     }
 
@@ -47,7 +47,7 @@ impl fmt::Display for IdRange {
 
 /// The lowest range of `count` ids within `[min, max]` (inclusive, as
 /// shadow's SUB_*_MIN/MAX are) that overlaps none of `taken`.
-pub fn first_fit(taken: &[IdRange], min: u64, max: u64, count: u64) -> Option<IdRange> {
+pub(crate) fn first_fit(taken: &[IdRange], min: u64, max: u64, count: u64) -> Option<IdRange> {
     let max = max.min(ID_LIMIT - 1);
     if count == 0 || min > max {
         return None;
@@ -75,7 +75,7 @@ pub fn first_fit(taken: &[IdRange], min: u64, max: u64, count: u64) -> Option<Id
 
 /// Errors in a `userns-remap` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     #[error("the remap user is empty")]
     Empty,
     #[error(
@@ -90,7 +90,7 @@ pub enum SpecError {
 
 /// Who container root becomes, as dockerd's `userns-remap` accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
+pub(crate) enum Principal {
     Name(String),
     Id(u32),
 }
@@ -106,18 +106,18 @@ impl fmt::Display for Principal {
 
 /// A parsed `userns-remap` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemapSpec {
+pub(crate) struct RemapSpec {
     /// `default`: the `dockremap` user, created when missing.
-    pub default: bool,
-    pub user: Principal,
-    pub group: Option<Principal>,
+    pub(crate) default: bool,
+    pub(crate) user: Principal,
+    pub(crate) group: Option<Principal>,
 }
 
-pub const DEFAULT_SPEC: &str = "default";
-pub const DEFAULT_USER: &str = "dockremap";
+pub(crate) const DEFAULT_SPEC: &str = "default";
+pub(crate) const DEFAULT_USER: &str = "dockremap";
 
 impl RemapSpec {
-    pub fn parse(value: &str) -> Result<Self, SpecError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, SpecError> {
         if value.is_empty() {
             return Err(SpecError::Empty);
         }
@@ -155,7 +155,7 @@ fn principal(part: &str) -> Principal {
 
 /// The highest single id in `[min, max]` not in `taken`: shadow hands out
 /// system ids from the top of their range down.
-pub fn first_fit_descending(taken: &[IdRange], min: u64, max: u64) -> Option<u64> {
+pub(crate) fn first_fit_descending(taken: &[IdRange], min: u64, max: u64) -> Option<u64> {
     let mut id = max.min(ID_LIMIT - 1);
     let mut sorted: Vec<&IdRange> = taken.iter().collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));

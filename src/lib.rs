@@ -1,17 +1,21 @@
 //! docker-userns: converge a Docker host to user-namespace remapping.
 //!
-//! Data flows one way: `cli` turns arguments into a [`request::Request`],
-//! [`observe`] reads the [`host::Host`] once, [`plan`] computes a plan of
-//! actions from that snapshot with the pure parsers in [`config`] and the
-//! allocator in [`accounts`], each command renders its own outcome (with
-//! what [`report`] shares), and `plan::apply` carries it out through the few
-//! modules with side effects ([`files`], [`accounts`]). Every failure ends
-//! as one [`error::Error`].
+//! Data flows one way: `cli` turns arguments into a `request::Request`,
+//! `observe` reads the `host::Host` once, `plan` computes a plan of actions
+//! from that snapshot with the pure parsers in [`config`] and the allocator
+//! in `accounts`, `execute` carries it out (stop, migrate, restart, verify,
+//! roll back) through the few modules with side effects, and each command
+//! renders its own outcome. Every failure ends as one `error::Error`.
+//!
+//! The program is [`app::main`]. What else is public is what the
+//! integration tests and fuzz targets drive directly: the file parsers
+//! ([`config`]), id ranges ([`ids`]), the shift engine ([`shift`]) and the
+//! Engine API client ([`daemon::api`]).
 
-pub mod app;
 mod access;
 mod accounts;
 mod activate;
+pub mod app;
 mod binds;
 mod check;
 mod cli;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use super::json::{self, RootObject};
 use super::{ParseError, decode_utf8};
 
-pub const USERNS_REMAP: &str = "userns-remap";
-pub const DATA_ROOT: &str = "data-root";
+pub(crate) const USERNS_REMAP: &str = "userns-remap";
+pub(crate) const DATA_ROOT: &str = "data-root";
 
 /// A parsed daemon.json and its original text.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// A missing file behaves as an empty one, as it does for dockerd.
-    pub fn empty(path: &Path) -> Self {
+    pub(crate) fn empty(path: &Path) -> Self {
         DaemonConfig {
             path: path.to_owned(),
             text: String::new(),
@@ -58,7 +58,7 @@ impl DaemonConfig {
     }
 
     /// The line a top-level key is set on.
-    pub fn line_of(&self, key: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         let member = self.root.as_ref()?.get(key)?;
         Some(json::line_column(&self.text, member.span.start).0)
     }
@@ -84,7 +84,7 @@ impl DaemonConfig {
     }
 
     /// The exact text of a top-level key's value, as written in the file.
-    pub fn raw(&self, key: &str) -> Option<&str> {
+    pub(crate) fn raw(&self, key: &str) -> Option<&str> {
         let member = self.root.as_ref()?.get(key)?;
         Some(&self.text[member.value.clone()])
     }
@@ -96,7 +96,7 @@ impl DaemonConfig {
 
     /// The text with `key` set to `literal` (JSON text, written as given),
     /// everything else kept.
-    pub fn with_raw(&self, key: &str, literal: &str) -> String {
+    pub(crate) fn with_raw(&self, key: &str, literal: &str) -> String {
         let Some(root) = &self.root else {
             let bom = if self.text.starts_with('\u{feff}') {
                 "\u{feff}"

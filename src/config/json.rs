@@ -38,7 +38,7 @@ pub struct RootObject {
 }
 
 impl RootObject {
-    pub fn get(&self, key: &str) -> Option<&Member> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.key == key)
     }
 }
@@ -70,7 +70,7 @@ pub fn parse_root(text: &str) -> Result<Option<RootObject>, JsonError> {
 }
 
 /// Encodes a string as a JSON string literal.
-pub fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     serde_json::Value::String(value.to_owned()).to_string()
 }
 
@@ -410,7 +410,7 @@ fn show_byte(text: &str, pos: usize, byte: u8) -> String {
 }
 
 /// 1-based line and character column of a byte offset; a BOM is not counted.
-pub fn line_column(text: &str, pos: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, pos: usize) -> (usize, usize) {
     let before = &text[..pos.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |p| p + 1);

@@ -50,7 +50,7 @@ impl LoginDefs {
     }
 
     /// A missing login.defs means shadow's compiled-in defaults.
-    pub fn absent(path: &Path) -> Self {
+    pub(crate) fn absent(path: &Path) -> Self {
         LoginDefs {
             path: path.to_owned(),
             values: HashMap::new(),

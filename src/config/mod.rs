@@ -16,14 +16,14 @@ use std::path::PathBuf;
 /// A problem in an input file, located by line (and column where it helps).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ParseError {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub line: usize,
-    pub column: Option<usize>,
-    pub message: String,
+    pub(crate) column: Option<usize>,
+    pub(crate) message: String,
 }
 
 impl ParseError {
-    pub fn new(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
         ParseError {
             path: path.into(),
             line,
@@ -32,7 +32,7 @@ impl ParseError {
         }
     }
 
-    pub fn at(mut self, column: usize) -> Self {
+    pub(crate) fn at(mut self, column: usize) -> Self {
         self.column = Some(column);
         self
     }
@@ -52,7 +52,7 @@ impl fmt::Display for ParseError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed {
     pub line: usize,
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Splits text into lines that keep their terminators, so joining them

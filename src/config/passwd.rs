@@ -7,15 +7,15 @@ use super::{Malformed, ParseError, decode_utf8, split_lines_keep_ends};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswdEntry {
     pub name: String,
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupEntry {
     pub name: String,
-    pub gid: u32,
+    pub(crate) gid: u32,
     pub line: usize,
 }
 
@@ -52,11 +52,11 @@ impl Passwd {
         Ok(db)
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&PasswdEntry> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&PasswdEntry> {
         self.entries.iter().find(|e| e.name == name)
     }
 
-    pub fn by_uid(&self, uid: u32) -> Option<&PasswdEntry> {
+    pub(crate) fn by_uid(&self, uid: u32) -> Option<&PasswdEntry> {
         self.entries.iter().find(|e| e.uid == uid)
     }
 }
@@ -80,11 +80,11 @@ impl Groups {
         Ok(db)
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&GroupEntry> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&GroupEntry> {
         self.entries.iter().find(|e| e.name == name)
     }
 
-    pub fn by_gid(&self, gid: u32) -> Option<&GroupEntry> {
+    pub(crate) fn by_gid(&self, gid: u32) -> Option<&GroupEntry> {
         self.entries.iter().find(|e| e.gid == gid)
     }
 }
@@ -127,7 +127,7 @@ fn id(field: &str) -> Option<u32> {
 
 /// True for a name shadow's useradd would accept for a system account:
 /// it reaches command lines, so nothing that could look like an option.
-pub fn is_valid_account_name(name: &str) -> bool {
+pub(crate) fn is_valid_account_name(name: &str) -> bool {
     let mut chars = name.chars();
     let Some(first) = chars.next() else {
         return false;

@@ -64,7 +64,7 @@ impl SubIdFile {
 
     /// The ranges dockerd stacks for a user, in file order: lines whose
     /// owner is the name or the numeric uid.
-    pub fn ranges_of(&self, name: &str, uid: u32) -> Vec<IdRange> {
+    pub(crate) fn ranges_of(&self, name: &str, uid: u32) -> Vec<IdRange> {
         let uid = uid.to_string();
         self.entries
             .iter()

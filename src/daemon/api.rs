@@ -71,13 +71,13 @@ pub enum ApiError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct DaemonInfo {
     #[serde(rename = "ID", default, deserialize_with = "null_as_default")]
-    pub id: String,
+    pub(crate) id: String,
     #[serde(
         rename = "ServerVersion",
         default,
         deserialize_with = "null_as_default"
     )]
-    pub server_version: String,
+    pub(crate) server_version: String,
     #[serde(
         rename = "SecurityOptions",
         default,
@@ -95,33 +95,33 @@ pub struct DaemonInfo {
         default,
         deserialize_with = "null_as_default"
     )]
-    pub live_restore_enabled: bool,
+    pub(crate) live_restore_enabled: bool,
     #[serde(rename = "Driver", default, deserialize_with = "null_as_default")]
-    pub driver: String,
+    pub(crate) driver: String,
     /// `[name, value]` pairs; the containerd image store shows
     /// `["driver-type", "io.containerd.snapshotter.v1"]`.
     #[serde(rename = "DriverStatus", default, deserialize_with = "null_as_default")]
-    pub driver_status: Vec<Vec<String>>,
+    pub(crate) driver_status: Vec<Vec<String>>,
     /// Engine 27+; `None` before.
     #[serde(rename = "Containerd", default)]
-    pub containerd: Option<ContainerdInfo>,
+    pub(crate) containerd: Option<ContainerdInfo>,
 }
 
 /// `Containerd` in `GET /info` (Engine 27+).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerdInfo {
+pub(crate) struct ContainerdInfo {
     #[serde(rename = "Namespaces", default)]
-    pub namespaces: Option<ContainerdNamespaces>,
+    pub(crate) namespaces: Option<ContainerdNamespaces>,
 }
 
 /// The containerd namespaces the daemon uses; a remapped one appends
 /// `-<uid>.<gid>` to both (Engine 26+).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerdNamespaces {
+pub(crate) struct ContainerdNamespaces {
     #[serde(rename = "Containers", default, deserialize_with = "null_as_default")]
-    pub containers: String,
+    pub(crate) containers: String,
     #[serde(rename = "Plugins", default, deserialize_with = "null_as_default")]
-    pub plugins: String,
+    pub(crate) plugins: String,
 }
 
 impl DaemonInfo {
@@ -167,78 +167,78 @@ fn parse_id(text: &str) -> Option<u32> {
 
 /// One entry of `GET /containers/json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerSummary {
+pub(crate) struct ContainerSummary {
     #[serde(rename = "Id", default, deserialize_with = "null_as_default")]
-    pub id: String,
+    pub(crate) id: String,
     #[serde(rename = "Names", default, deserialize_with = "null_as_default")]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     #[serde(rename = "State", default, deserialize_with = "null_as_default")]
-    pub state: String,
+    pub(crate) state: String,
     #[serde(rename = "Image", default, deserialize_with = "null_as_default")]
-    pub image: String,
+    pub(crate) image: String,
 }
 
 // The Engine sends `null` instead of `[]` or `""` in several fields.
 /// `GET /containers/{id}/json`, reduced to what remapping changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerDetails {
+pub(crate) struct ContainerDetails {
     #[serde(rename = "Id", default, deserialize_with = "null_as_default")]
-    pub id: String,
+    pub(crate) id: String,
     #[serde(rename = "Name", default, deserialize_with = "null_as_default")]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(rename = "State", default, deserialize_with = "null_as_default")]
-    pub state: ContainerState,
+    pub(crate) state: ContainerState,
     #[serde(rename = "Config", default, deserialize_with = "null_as_default")]
-    pub config: ContainerConfig,
+    pub(crate) config: ContainerConfig,
     #[serde(rename = "HostConfig", default, deserialize_with = "null_as_default")]
-    pub host_config: HostConfig,
+    pub(crate) host_config: HostConfig,
     #[serde(rename = "Mounts", default, deserialize_with = "null_as_default")]
-    pub mounts: Vec<MountPoint>,
+    pub(crate) mounts: Vec<MountPoint>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     #[serde(rename = "Running", default)]
-    pub running: bool,
+    pub(crate) running: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ContainerConfig {
+pub(crate) struct ContainerConfig {
     #[serde(rename = "User", default, deserialize_with = "null_as_default")]
-    pub user: String,
+    pub(crate) user: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct HostConfig {
+pub(crate) struct HostConfig {
     #[serde(rename = "Privileged", default)]
-    pub privileged: bool,
+    pub(crate) privileged: bool,
     #[serde(rename = "UsernsMode", default, deserialize_with = "null_as_default")]
-    pub userns_mode: String,
+    pub(crate) userns_mode: String,
     #[serde(rename = "NetworkMode", default, deserialize_with = "null_as_default")]
-    pub network_mode: String,
+    pub(crate) network_mode: String,
     #[serde(rename = "PidMode", default, deserialize_with = "null_as_default")]
-    pub pid_mode: String,
+    pub(crate) pid_mode: String,
     #[serde(rename = "IpcMode", default, deserialize_with = "null_as_default")]
-    pub ipc_mode: String,
+    pub(crate) ipc_mode: String,
     #[serde(rename = "UTSMode", default, deserialize_with = "null_as_default")]
-    pub uts_mode: String,
+    pub(crate) uts_mode: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct MountPoint {
+pub(crate) struct MountPoint {
     #[serde(rename = "Source", default, deserialize_with = "null_as_default")]
-    pub source: String,
+    pub(crate) source: String,
     #[serde(rename = "Destination", default, deserialize_with = "null_as_default")]
-    pub destination: String,
+    pub(crate) destination: String,
     /// `bind`, `volume`, `tmpfs`, ...
     #[serde(rename = "Type", default, deserialize_with = "null_as_default")]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(rename = "RW", default)]
-    pub rw: bool,
+    pub(crate) rw: bool,
 }
 
 impl ContainerDetails {
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         let name = self.name.trim_start_matches('/');
         if name.is_empty() {
             self.id.chars().take(12).collect()
@@ -248,7 +248,7 @@ impl ContainerDetails {
     }
 
     /// Host namespaces shared, by name (`net`, `pid`, `ipc`, `uts`).
-    pub fn host_namespaces(&self) -> Vec<&'static str> {
+    pub(crate) fn host_namespaces(&self) -> Vec<&'static str> {
         let h = &self.host_config;
         [
             ("net", &h.network_mode),
@@ -263,12 +263,12 @@ impl ContainerDetails {
     }
 
     /// True when the process runs as uid 0 inside (no user, or root/0).
-    pub fn runs_as_root(&self) -> bool {
+    pub(crate) fn runs_as_root(&self) -> bool {
         let user = self.config.user.split(':').next().unwrap_or("");
         user.is_empty() || user == "root" || user == "0"
     }
 
-    pub fn mounts_docker_socket(&self) -> bool {
+    pub(crate) fn mounts_docker_socket(&self) -> bool {
         self.mounts
             .iter()
             .any(|m| m.source.ends_with("/docker.sock"))
@@ -286,7 +286,7 @@ where
 /// Turns a `--host`/`DOCKER_HOST` value into a socket path. Only
 /// `unix:///abs/path` is accepted: remapping has to be changed on the
 /// machine that runs dockerd, so remote endpoints are refused.
-pub fn parse_host(value: &str) -> Result<PathBuf, ApiError> {
+pub(crate) fn parse_host(value: &str) -> Result<PathBuf, ApiError> {
     let fail = |reason: &str| ApiError::Host {
         value: value.to_string(),
         reason: reason.to_string(),
@@ -313,7 +313,7 @@ pub fn parse_host(value: &str) -> Result<PathBuf, ApiError> {
 
 /// The socket to use: the `--host` flag wins over `DOCKER_HOST`, and an
 /// empty `DOCKER_HOST` counts as unset, as the Docker CLI treats it.
-pub fn resolve_socket(flag: Option<&str>, env: Option<&str>) -> Result<PathBuf, ApiError> {
+pub(crate) fn resolve_socket(flag: Option<&str>, env: Option<&str>) -> Result<PathBuf, ApiError> {
     match flag.or(env.filter(|v| !v.is_empty())) {
         Some(value) => parse_host(value),
         None => Ok(PathBuf::from(DEFAULT_SOCKET)),
@@ -336,7 +336,7 @@ impl DockerApi {
         }
     }
 
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
@@ -362,7 +362,7 @@ impl DockerApi {
         self.get_json("/info")
     }
 
-    pub fn containers(&self, all: bool) -> Result<Vec<ContainerSummary>, ApiError> {
+    pub(crate) fn containers(&self, all: bool) -> Result<Vec<ContainerSummary>, ApiError> {
         self.get_json(if all {
             "/containers/json?all=1"
         } else {
@@ -372,7 +372,7 @@ impl DockerApi {
 
     /// One container's settings that matter under remapping. The id comes
     /// from the daemon's own list, so it needs no escaping in the path.
-    pub fn inspect(&self, id: &str) -> Result<ContainerDetails, ApiError> {
+    pub(crate) fn inspect(&self, id: &str) -> Result<ContainerDetails, ApiError> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(self.unexpected(
                 "/containers/{id}/json",

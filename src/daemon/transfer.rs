@@ -35,7 +35,7 @@ enum Body<'a> {
 impl DockerApi {
     /// `GET target`, its body written to `out` as it arrives; returns the
     /// byte count. `progress` sees the running total.
-    pub fn get_to(
+    pub(crate) fn get_to(
         &self,
         target: &str,
         out: &mut dyn Write,
@@ -54,7 +54,7 @@ impl DockerApi {
 
     /// `POST target` with `len` bytes of `input` as the body; returns the
     /// response body (bounded).
-    pub fn post_from(
+    pub(crate) fn post_from(
         &self,
         target: &str,
         content_type: &str,
@@ -73,7 +73,11 @@ impl DockerApi {
     }
 
     /// `POST target` with a JSON body (or none); returns the response body.
-    pub fn post_json(&self, target: &str, body: Option<&Value>) -> Result<Vec<u8>, ApiError> {
+    pub(crate) fn post_json(
+        &self,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, ApiError> {
         let body = match body {
             Some(value) => Body::Json(serde_json::to_vec(value).expect("JSON values serialize")),
             None => Body::None,
@@ -82,7 +86,7 @@ impl DockerApi {
     }
 
     /// `GET target` decoded as any JSON value.
-    pub fn get_value(&self, target: &str) -> Result<Value, ApiError> {
+    pub(crate) fn get_value(&self, target: &str) -> Result<Value, ApiError> {
         let body = self.exchange("GET", target, Body::None, self.call_idle())?;
         serde_json::from_slice(&body)
             .map_err(|e| self.transfer_error("GET", target, format!("not JSON: {e}")))

@@ -3,7 +3,7 @@
 //! its named-user and named-group entries.
 
 /// The only version Linux writes and accepts.
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// Named user: the entry's id is a uid.
 pub const USER: u16 = 0x02;
 /// Named group: the entry's id is a gid.

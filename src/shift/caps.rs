@@ -1,9 +1,6 @@
 //! The raw `security.capability` xattr (`struct vfs_ns_cap_data`):
 //! decoding, encoding, and shifting the namespace root id of version 3.
 
-/// The xattr name; chown by root removes it from non-directories.
-pub const XATTR: &str = "security.capability";
-
 const REVISION_MASK: u32 = 0xff00_0000;
 const REVISION_1: u32 = 0x0100_0000;
 const REVISION_2: u32 = 0x0200_0000;
@@ -29,16 +26,17 @@ pub enum CapsError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileCaps {
     /// Revision in the top byte, `VFS_CAP_FLAGS_EFFECTIVE` in bit 0.
-    pub magic_etc: u32,
+    pub(crate) magic_etc: u32,
     /// `[low, high]` words, as stored.
-    pub permitted: [u32; 2],
-    pub inheritable: [u32; 2],
+    pub(crate) permitted: [u32; 2],
+    pub(crate) inheritable: [u32; 2],
     /// Version 3 only.
     pub rootid: Option<u32>,
 }
 
 impl FileCaps {
-    pub fn revision(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn revision(&self) -> u8 {
         (self.magic_etc >> 24) as u8
     }
 

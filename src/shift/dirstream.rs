@@ -58,7 +58,7 @@ pub(crate) struct Position {
 }
 
 impl DirStream {
-    pub fn new(fd: OwnedFd) -> DirStream {
+    pub(crate) fn new(fd: OwnedFd) -> DirStream {
         DirStream {
             fd,
             names: Vec::new(),
@@ -70,12 +70,12 @@ impl DirStream {
         }
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Where the current entry is.
-    pub fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         Position {
             batch_start: self.batch_start,
             next: self.next,
@@ -86,7 +86,7 @@ impl DirStream {
     /// Makes the entry at `at` (of a stream on the same directory) the
     /// current one again, reading its batch with `buf`. `Ok(false)` when
     /// the batch is no longer what it was: the directory changed.
-    pub fn restore(&mut self, at: Position, buf: &mut Vec<u8>) -> Result<bool, Errno> {
+    pub(crate) fn restore(&mut self, at: Position, buf: &mut Vec<u8>) -> Result<bool, Errno> {
         rfs::seek(&self.fd, SeekFrom::Start(at.batch_start))?;
         self.batch_end = at.batch_start;
         self.end = false;
@@ -109,7 +109,7 @@ impl DirStream {
     /// Moves to the next entry, reading a batch into `buf` when needed;
     /// `Ok(false)` at the end. The entry is then [`DirStream::name`] and
     /// [`DirStream::cookie`].
-    pub fn advance(&mut self, buf: &mut Vec<u8>) -> Result<bool, Errno> {
+    pub(crate) fn advance(&mut self, buf: &mut Vec<u8>) -> Result<bool, Errno> {
         self.next += 1;
         if self.next < self.slots.len() {
             return Ok(true);
@@ -159,7 +159,7 @@ impl DirStream {
     }
 
     /// The current entry's name.
-    pub fn name(&self) -> &CStr {
+    pub(crate) fn name(&self) -> &CStr {
         let slot = &self.slots[self.next];
         CStr::from_bytes_with_nul(slot.name(&self.names)).expect("a NUL-terminated name")
     }

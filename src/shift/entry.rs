@@ -29,7 +29,7 @@ const SETID_BITS: u32 = 0o6000;
 
 /// What went wrong with one entry; the walk goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EntryErrorKind {
+pub(crate) enum EntryErrorKind {
     #[error("{op}: {errno}")]
     Io { op: &'static str, errno: Errno },
     #[error("{xattr}: {source}; left alone")]
@@ -39,8 +39,6 @@ pub enum EntryErrorKind {
     },
     #[error("security.capability: {0}; left alone")]
     Caps(#[from] CapsError),
-    #[error("replaced by another file during the walk; left alone")]
-    Replaced,
     #[error(
         "chown removed security.capability and writing it back failed ({errno}); it was {hex} (restore with setfattr -n security.capability -v 0x{hex})"
     )]
@@ -66,14 +64,14 @@ fn io(op: &'static str) -> impl Fn(Errno) -> EntryErrorKind {
 /// The fields of `statx` the shift needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Meta {
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    pub nlink: u32,
-    pub dev: (u32, u32),
-    pub ino: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+    pub(crate) nlink: u32,
+    pub(crate) dev: (u32, u32),
+    pub(crate) ino: u64,
     /// `None` on kernels before 5.8.
-    pub mnt_id: Option<u64>,
+    pub(crate) mnt_id: Option<u64>,
 }
 
 pub(crate) const STATX_MASK: StatxFlags = StatxFlags::TYPE
@@ -85,7 +83,7 @@ pub(crate) const STATX_MASK: StatxFlags = StatxFlags::TYPE
     .union(StatxFlags::MNT_ID);
 
 impl Meta {
-    pub fn from_statx(s: &Statx) -> Meta {
+    pub(crate) fn from_statx(s: &Statx) -> Meta {
         Meta {
             uid: s.stx_uid,
             gid: s.stx_gid,
@@ -97,20 +95,20 @@ impl Meta {
         }
     }
 
-    pub fn of(fd: BorrowedFd<'_>) -> Result<Meta, Errno> {
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> Result<Meta, Errno> {
         rfs::statx(fd, c"", AtFlags::EMPTY_PATH, STATX_MASK).map(|s| Meta::from_statx(&s))
     }
 
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.mode & S_IFMT == S_IFDIR
     }
 
-    pub fn is_symlink(&self) -> bool {
+    pub(crate) fn is_symlink(&self) -> bool {
         self.mode & S_IFMT == S_IFLNK
     }
 
     /// Whether `other` is the same inode on the same mount.
-    pub fn same_file(&self, other: &Meta) -> bool {
+    pub(crate) fn same_file(&self, other: &Meta) -> bool {
         (self.dev, self.ino, self.mnt_id) == (other.dev, other.ino, other.mnt_id)
     }
 }
@@ -215,7 +213,7 @@ pub(crate) struct SpecialsLog {
 }
 
 impl SpecialsLog {
-    pub fn new(file: std::fs::File) -> SpecialsLog {
+    pub(crate) fn new(file: std::fs::File) -> SpecialsLog {
         SpecialsLog {
             file,
             written: std::sync::Mutex::new(0),
@@ -247,23 +245,23 @@ impl SpecialsLog {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Seen {
     /// Something was (or, in a dry run, would be) rewritten.
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// The owner uid (gid) is outside every map.
-    pub uid_alone: bool,
-    pub gid_alone: bool,
+    pub(crate) uid_alone: bool,
+    pub(crate) gid_alone: bool,
     /// A record of what to restore named this entry and did not match it.
-    pub record_ignored: Option<&'static str>,
+    pub(crate) record_ignored: Option<&'static str>,
 }
 
 /// The maps and whether to write anything.
 pub(crate) struct Shifter {
-    pub uid: Mapper,
-    pub gid: Mapper,
-    pub dry_run: bool,
+    pub(crate) uid: Mapper,
+    pub(crate) gid: Mapper,
+    pub(crate) dry_run: bool,
     /// Where entries chown would strip are recorded before the chown.
-    pub specials_log: Option<SpecialsLog>,
+    pub(crate) specials_log: Option<SpecialsLog>,
     /// Entries an interrupted run recorded, to finish on this one.
-    pub specials_pending: std::collections::HashMap<InodeKey, Special>,
+    pub(crate) specials_pending: std::collections::HashMap<InodeKey, Special>,
 }
 
 /// Buffers reused from one entry to the next.
@@ -310,12 +308,12 @@ pub(crate) struct Change {
 
 impl Change {
     /// Whether chown will strip something that must be recorded first.
-    pub fn needs_record(&self) -> bool {
+    pub(crate) fn needs_record(&self) -> bool {
         self.record.is_some()
     }
 
     /// The line recording what chown will strip, when it strips anything.
-    pub fn record_line(&self) -> Option<String> {
+    pub(crate) fn record_line(&self) -> Option<String> {
         let (key, special) = self.record.as_ref()?;
         Some(super::marker::special_line(*key, special))
     }
@@ -324,7 +322,7 @@ impl Change {
 impl Shifter {
     /// Shifts one entry described by `meta`. Nothing is written when
     /// nothing changes, or in a dry run.
-    pub fn shift(
+    pub(crate) fn shift(
         &self,
         target: &Target<'_>,
         meta: &Meta,
@@ -343,7 +341,7 @@ impl Shifter {
 
     /// Reads what the shift of one entry depends on and decides what to
     /// write; finishes an interrupted run's restore on the way.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         target: &Target<'_>,
         meta: &Meta,
@@ -398,7 +396,7 @@ impl Shifter {
 
     /// Makes the writes of `change`, whose record (if it has one) must
     /// already be durable.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         target: &Target<'_>,
         meta: &Meta,
@@ -449,7 +447,7 @@ impl Shifter {
 
     /// Records, durably, what chown is about to strip from one entry or
     /// more: `lines` are their [`Change::record_line`]s.
-    pub fn record_specials(&self, lines: &[u8]) -> Result<(), EntryErrorKind> {
+    pub(crate) fn record_specials(&self, lines: &[u8]) -> Result<(), EntryErrorKind> {
         let Some(log) = &self.specials_log else {
             return Ok(());
         };

@@ -13,9 +13,9 @@ const ID_END: u64 = u32::MAX as u64;
 /// Ids `[from, from + count)` become `[to, to + count)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdMap {
-    pub from: u32,
-    pub to: u32,
-    pub count: u32,
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+    pub(crate) count: u32,
 }
 
 impl IdMap {
@@ -80,7 +80,7 @@ impl IdMap {
     }
 
     /// The id `id` becomes, or `None` when it is outside the source range.
-    pub fn apply(&self, id: u32) -> Option<u32> {
+    pub(crate) fn apply(&self, id: u32) -> Option<u32> {
         let offset = id.wrapping_sub(self.from);
         (offset < self.count).then(|| self.to + offset)
     }
@@ -108,7 +108,7 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 /// safe to rerun. A target that overlaps a source would shift some ids
 /// twice when a run is resumed; overlapping sources are ambiguous; and
 /// overlapping targets would merge distinct ids.
-pub fn validate(kind: &'static str, maps: &[IdMap]) -> Result<(), ShiftError> {
+pub(crate) fn validate(kind: &'static str, maps: &[IdMap]) -> Result<(), ShiftError> {
     let refuse = |first: &IdMap, second: &IdMap, reason: &'static str| ShiftError::Overlap {
         kind,
         first: *first,
@@ -148,24 +148,24 @@ pub fn validate(kind: &'static str, maps: &[IdMap]) -> Result<(), ShiftError> {
 
 /// The maps of one kind, for lookups during the walk.
 #[derive(Debug, Clone, Default)]
-pub struct Mapper {
+pub(crate) struct Mapper {
     maps: Vec<IdMap>,
 }
 
 impl Mapper {
-    pub fn new(maps: &[IdMap]) -> Self {
+    pub(crate) fn new(maps: &[IdMap]) -> Self {
         Mapper {
             maps: maps.to_vec(),
         }
     }
 
     /// The new id, or `None` when `id` is outside every source range.
-    pub fn map(&self, id: u32) -> Option<u32> {
+    pub(crate) fn map(&self, id: u32) -> Option<u32> {
         self.maps.iter().find_map(|m| m.apply(id))
     }
 
     /// Whether `id` is one the maps give: inside a target range.
-    pub fn is_target(&self, id: u32) -> bool {
+    pub(crate) fn is_target(&self, id: u32) -> bool {
         let id = u64::from(id);
         self.maps.iter().any(|m| {
             let (start, end) = m.target();

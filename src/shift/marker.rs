@@ -40,13 +40,13 @@ use super::IdMap;
 use crate::files::atomic::{self, Leftover, Perms};
 
 /// Its name in the root of the shifted tree; the walk never shifts it.
-pub const NAME: &str = ".docker-userns-shift.json";
+pub(crate) const NAME: &str = ".docker-userns-shift.json";
 pub(crate) const NAME_C: &CStr = c".docker-userns-shift.json";
 /// Written first, then renamed over [`NAME`].
 pub(crate) const TEMP_C: &CStr = c".docker-userns-shift.json.tmp";
 /// Entries whose set-id bits or capability chown is about to clear,
 /// recorded before the chown so that a crash in between loses nothing.
-pub const SPECIALS: &str = ".docker-userns-shift.specials";
+pub(crate) const SPECIALS: &str = ".docker-userns-shift.specials";
 pub(crate) const SPECIALS_C: &CStr = c".docker-userns-shift.specials";
 /// The first line of the specials record, followed by the marker's token.
 const SPECIALS_HEADER: &str = "docker-userns-specials 2";
@@ -63,17 +63,17 @@ pub(crate) type InodeKey = (u32, u32, u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Special {
     /// The full `st_mode` before the chown, file type included.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// The owner after the chown: a record applies only to an inode that
     /// has it.
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// The shifted capability to write back.
-    pub caps: Option<Vec<u8>>,
+    pub(crate) caps: Option<Vec<u8>>,
 }
 
 /// A time as (seconds, nanoseconds) since the Unix epoch.
-pub type Time = (i64, i64);
+pub(crate) type Time = (i64, i64);
 
 /// A shift that started and did not finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +81,19 @@ pub struct Marker {
     pub uid_maps: Vec<IdMap>,
     pub gid_maps: Vec<IdMap>,
     /// Seconds since the Unix epoch when the shift first started.
-    pub started: u64,
+    pub(crate) started: u64,
     /// The tree root's atime and mtime before the marker was first
     /// written, put back when it is removed.
-    pub root_times: Option<(Time, Time)>,
+    pub(crate) root_times: Option<(Time, Time)>,
     /// Why the marker could not be read, when it exists but is damaged;
     /// the maps are then empty.
-    pub unreadable: Option<String>,
+    pub(crate) unreadable: Option<String>,
     /// Random, hex; the specials record must start with it.
-    pub token: String,
+    pub(crate) token: String,
 }
 
 impl Marker {
-    pub fn new(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Marker {
+    pub(crate) fn new(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Marker {
         Marker {
             uid_maps: uid_maps.to_vec(),
             gid_maps: gid_maps.to_vec(),
@@ -110,7 +110,7 @@ impl Marker {
         self.unreadable.is_none() && self.uid_maps == uid_maps && self.gid_maps == gid_maps
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let text = |maps: &[IdMap]| maps.iter().map(IdMap::to_string).collect::<Vec<_>>();
         let mut value = json!({
             "version": 1,
@@ -152,7 +152,7 @@ impl Marker {
     }
 
     /// How `check` and error messages show the maps.
-    pub fn describe_maps(&self) -> String {
+    pub(crate) fn describe_maps(&self) -> String {
         let join = |maps: &[IdMap]| {
             maps.iter()
                 .map(IdMap::to_string)
@@ -344,10 +344,10 @@ pub(crate) fn is_marker_name(name: &CStr) -> bool {
 /// The specials record, open for appending, with what an interrupted
 /// shift recorded in it.
 pub(crate) struct Specials {
-    pub file: std::fs::File,
-    pub pending: HashMap<InodeKey, Special>,
+    pub(crate) file: std::fs::File,
+    pub(crate) pending: HashMap<InodeKey, Special>,
     /// Why a record found under the name was not used.
-    pub ignored: Option<String>,
+    pub(crate) ignored: Option<String>,
 }
 
 /// Opens the specials record of the shift whose marker holds `token`. On

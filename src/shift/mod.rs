@@ -18,7 +18,7 @@ pub mod caps;
 mod dirstream;
 mod entry;
 mod idmap;
-pub mod marker;
+pub(crate) mod marker;
 mod progress;
 mod report;
 mod walker;
@@ -30,7 +30,7 @@ use std::time::Instant;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-pub use entry::EntryErrorKind;
+pub(crate) use entry::EntryErrorKind;
 pub use idmap::IdMap;
 use marker::Found;
 pub use marker::{Marker, unfinished_shift};
@@ -117,7 +117,11 @@ pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, Shi
 /// it but never leaving `root`: `..` is refused, and so is a symlink in any
 /// component, even one that would resolve inside. `shown` is how `root` is
 /// shown in messages.
-pub fn open_tree(root: BorrowedFd<'_>, dir: &Path, shown: &Path) -> Result<OwnedFd, ShiftError> {
+pub(crate) fn open_tree(
+    root: BorrowedFd<'_>,
+    dir: &Path,
+    shown: &Path,
+) -> Result<OwnedFd, ShiftError> {
     let path = shown.join(crate::host::relative(dir));
     if dir.components().any(|c| c == Component::ParentDir) {
         return Err(ShiftError::DotDot {
@@ -176,7 +180,7 @@ fn offending_component(root: BorrowedFd<'_>, relative: &Path, path: &Path) -> Sh
 
 /// Shifts the tree whose root directory is open as `root` (readable), shown
 /// as `dir`; as [`shift_tree`].
-pub fn shift_open_tree(
+pub(crate) fn shift_open_tree(
     root: OwnedFd,
     dir: &Path,
     options: &ShiftOptions,
@@ -189,7 +193,7 @@ pub fn shift_open_tree(
 /// ([`Progress::finished`]); [`Progress::line`] renders it. The entry
 /// count starts after the checks and the marker, which take no time worth
 /// showing. `options.progress` still draws the terminal line as well.
-pub fn shift_open_tree_watched(
+pub(crate) fn shift_open_tree_watched(
     root: OwnedFd,
     dir: &Path,
     options: &ShiftOptions,

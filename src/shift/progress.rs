@@ -19,29 +19,29 @@ use super::entry::Meta;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
     /// Entries done so far (each name of a hard-linked inode counts).
-    pub entries: u64,
-    pub elapsed: Duration,
-    pub estimate: Option<Estimate>,
-    pub finished: bool,
+    pub(crate) entries: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) estimate: Option<Estimate>,
+    pub(crate) finished: bool,
 }
 
 /// The expected number of entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
-    pub total: u64,
+    pub(crate) total: u64,
     /// The tree is part of a filesystem: `total` counts all of its inodes.
-    pub upper_bound: bool,
+    pub(crate) upper_bound: bool,
 }
 
 impl Progress {
     /// Entries per second so far.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.entries as f64 / self.elapsed.as_secs_f64().max(1e-3)
     }
 
     /// The time left at the rate so far; `None` without an estimate, before
     /// any entry, or once the estimate is passed.
-    pub fn eta(&self) -> Option<Duration> {
+    pub(crate) fn eta(&self) -> Option<Duration> {
         let total = self.estimate?.total;
         let rate = self.rate();
         if self.entries == 0 || self.entries > total || rate <= 0.0 {
@@ -54,7 +54,7 @@ impl Progress {
 
     /// One line for a terminal, e.g. `12000 of ~150000 entries, 30000
     /// entries/s, 0:04 left`; `at most 0:04 left` for an upper bound.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = match self.estimate {
             Some(Estimate {
                 total,

@@ -14,8 +14,8 @@ use super::entry::EntryErrorKind;
 /// One entry that could not be (fully) shifted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryError {
-    pub path: PathBuf,
-    pub kind: EntryErrorKind,
+    pub(crate) path: PathBuf,
+    pub(crate) kind: EntryErrorKind,
 }
 
 impl fmt::Display for EntryError {
@@ -26,7 +26,7 @@ impl fmt::Display for EntryError {
 
 /// `shift --format json`, field for field.
 #[derive(Debug, Serialize)]
-pub struct ShiftView<'a> {
+pub(crate) struct ShiftView<'a> {
     command: &'static str,
     ok: bool,
     changed: bool,
@@ -115,33 +115,33 @@ impl<'a> WarningView<'a> {
 /// The outcome of [`super::shift_tree`].
 #[derive(Debug, Clone)]
 pub struct ShiftReport {
-    pub dir: PathBuf,
-    pub dry_run: bool,
-    pub uid_maps: Vec<IdMap>,
-    pub gid_maps: Vec<IdMap>,
+    pub(crate) dir: PathBuf,
+    pub(crate) dry_run: bool,
+    pub(crate) uid_maps: Vec<IdMap>,
+    pub(crate) gid_maps: Vec<IdMap>,
     /// A marker of an interrupted shift with the same maps was found.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
     /// Entries visited, the tree's root included; each name of a
     /// hardlinked inode counts.
     pub entries: u64,
     /// Entries rewritten (in a dry run: that would be).
     pub changed: u64,
     /// Entries whose owner uid (gid) is outside every map, left alone.
-    pub uids_left_alone: u64,
-    pub gids_left_alone: u64,
+    pub(crate) uids_left_alone: u64,
+    pub(crate) gids_left_alone: u64,
     /// Further names of inodes with several links, shifted only once.
-    pub hardlinks_skipped: u64,
+    pub(crate) hardlinks_skipped: u64,
     /// Mount points inside the tree, not entered (the first 1000).
-    pub mount_points: Vec<PathBuf>,
-    pub mount_point_count: u64,
+    pub(crate) mount_points: Vec<PathBuf>,
+    pub(crate) mount_point_count: u64,
     /// Entries that failed (the first 1000).
-    pub errors: Vec<EntryError>,
-    pub error_count: u64,
+    pub(crate) errors: Vec<EntryError>,
+    pub(crate) error_count: u64,
     /// Entries left unchanged on purpose, and resume state found and not
     /// trusted (the first 1000); they do not make the shift fail.
-    pub warnings: Vec<EntryError>,
-    pub warning_count: u64,
-    pub elapsed: Duration,
+    pub(crate) warnings: Vec<EntryError>,
+    pub(crate) warning_count: u64,
+    pub(crate) elapsed: Duration,
 }
 
 impl ShiftReport {
@@ -151,7 +151,7 @@ impl ShiftReport {
     }
 
     /// Exit status 2 when an entry failed: the shift is not finished.
-    pub fn status(&self) -> crate::report::Status {
+    pub(crate) fn status(&self) -> crate::report::Status {
         if self.ok() {
             crate::report::Status::Ok
         } else {
@@ -164,7 +164,7 @@ impl ShiftReport {
         serde_json::to_value(self.view()).expect("reports serialize")
     }
 
-    pub fn view(&self) -> ShiftView<'_> {
+    pub(crate) fn view(&self) -> ShiftView<'_> {
         ShiftView {
             command: "shift",
             ok: self.ok(),

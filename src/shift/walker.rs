@@ -85,11 +85,11 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
-    pub entries: u64,
-    pub changed: u64,
-    pub uids_left_alone: u64,
-    pub gids_left_alone: u64,
-    pub hardlinks_skipped: u64,
+    pub(crate) entries: u64,
+    pub(crate) changed: u64,
+    pub(crate) uids_left_alone: u64,
+    pub(crate) gids_left_alone: u64,
+    pub(crate) hardlinks_skipped: u64,
 }
 
 impl Tally {
@@ -106,16 +106,16 @@ impl Tally {
 /// unchanged, and mount points.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
-    pub errors: Vec<EntryError>,
-    pub error_count: u64,
-    pub warnings: Vec<EntryError>,
-    pub warning_count: u64,
-    pub mount_points: Vec<PathBuf>,
-    pub mount_point_count: u64,
+    pub(crate) errors: Vec<EntryError>,
+    pub(crate) error_count: u64,
+    pub(crate) warnings: Vec<EntryError>,
+    pub(crate) warning_count: u64,
+    pub(crate) mount_points: Vec<PathBuf>,
+    pub(crate) mount_point_count: u64,
 }
 
 impl Findings {
-    pub fn error(&mut self, path: PathBuf, kind: EntryErrorKind) {
+    pub(crate) fn error(&mut self, path: PathBuf, kind: EntryErrorKind) {
         self.error_count += 1;
         if self.errors.len() < MAX_LISTED {
             self.errors.push(EntryError { path, kind });
@@ -123,7 +123,7 @@ impl Findings {
     }
 
     /// Something left unchanged on purpose; the shift still finishes.
-    pub fn warning(&mut self, path: PathBuf, kind: EntryErrorKind) {
+    pub(crate) fn warning(&mut self, path: PathBuf, kind: EntryErrorKind) {
         self.warning_count += 1;
         if self.warnings.len() < MAX_LISTED {
             self.warnings.push(EntryError { path, kind });
@@ -249,8 +249,8 @@ fn workers() -> usize {
 
 /// Who is told how far the walk is, and the entries to expect.
 pub(crate) struct Watch<'a> {
-    pub estimate: Option<Estimate>,
-    pub report: &'a (dyn Fn(&Progress) + Sync),
+    pub(crate) estimate: Option<Estimate>,
+    pub(crate) report: &'a (dyn Fn(&Progress) + Sync),
 }
 
 /// Tells `watch` how far the walk is a few times a second until every
