@@ -10,7 +10,6 @@ use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
 use crate::execute::{ExecuteError, Steps};
-use crate::files::atomic;
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
@@ -21,7 +20,7 @@ use crate::observe::{Observed, observe};
 use crate::outcome::DaemonState;
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
-use crate::plan::{self, Action, FileChange, PlanError, Warning};
+use crate::plan::{Action, FileChange, PlanError, Warning};
 use crate::request::{DisableRequest, Global};
 
 #[derive(Debug, thiserror::Error)]
@@ -502,13 +501,8 @@ fn write_config(
     observed: &Observed,
     outcome: &DisableOutcome,
 ) -> Result<(), DisableError> {
-    let change = &outcome.changes[0];
-    let path = &observed.config_path;
-    let job = atomic::Replace {
-        path,
-        bytes: change.new.as_bytes(),
-        previous: observed.config_file.as_ref(),
-        backup: Some(plan::config_backup_name(path)),
-    };
-    atomic::replace(host, &job).map_err(|e| DisableError::Plan(e.into()))
+    let original = observed.config_file.as_ref();
+    let text = &outcome.changes[0].new;
+    crate::execute::write_config(host, &observed.config_path, original, text)
+        .map_err(|e| DisableError::Plan(e.into()))
 }

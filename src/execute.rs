@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::daemon::api::DaemonInfo;
-use crate::host::{Host, Snapshot};
+use crate::files::atomic;
+use crate::host::{Host, HostError, Snapshot};
 use crate::migrate::{Direction, MigrateError, MigrateReport, Migration};
 use crate::phases::Phases;
 
@@ -131,6 +132,33 @@ fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> A
             "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
         )),
     }
+}
+
+/// Writes daemon.json for `enable` and `disable` alike: atomically, with
+/// the previous content kept as `daemon.json.docker-userns.bak` when there
+/// was one, and its directory made when Docker has not made it yet.
+pub fn write_config(
+    host: &Host,
+    path: &Path,
+    original: Option<&Snapshot>,
+    text: &str,
+) -> Result<(), HostError> {
+    if let Some(parent) = path.parent() {
+        atomic::ensure_dir(host, parent)?;
+    }
+    let job = atomic::Replace {
+        path,
+        bytes: text.as_bytes(),
+        previous: original,
+        backup: original.map(|_| config_backup_name(path)),
+    };
+    atomic::replace(host, &job)
+}
+
+fn config_backup_name(path: &Path) -> std::ffi::OsString {
+    let mut name = path.file_name().expect("file path").to_owned();
+    name.push(".docker-userns.bak");
+    name
 }
 
 #[cfg(test)]

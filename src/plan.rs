@@ -581,32 +581,19 @@ fn add_range(
     Ok(atomic::replace(host, &job)?)
 }
 
-pub fn config_backup_name(path: &Path) -> std::ffi::OsString {
-    let mut name = path.file_name().expect("file path").to_owned();
-    name.push(".docker-userns.bak");
-    name
-}
-
 fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), PlanError> {
     let change = plan
         .changes
         .iter()
         .find(|c| c.path == plan.config_path)
         .expect("a daemon.json action has its file change");
-    let path = &observed.config_path;
-    if let Some(parent) = path.parent() {
-        atomic::ensure_dir(host, parent)?;
-    }
-    let job = atomic::Replace {
-        path,
-        bytes: change.new.as_bytes(),
-        previous: observed.config_file.as_ref(),
-        backup: observed
-            .config_file
-            .as_ref()
-            .map(|_| config_backup_name(path)),
-    };
-    Ok(atomic::replace(host, &job)?)
+    let original = observed.config_file.as_ref();
+    Ok(crate::execute::write_config(
+        host,
+        &observed.config_path,
+        original,
+        &change.new,
+    )?)
 }
 
 #[cfg(test)]
