@@ -192,6 +192,8 @@ pub(crate) fn run_with(
         })?),
         _ => None,
     };
+    // A journal already there records a migration begun: it stays.
+    let fresh_intent = migration.is_some() && migrate::pending(host, &data_root).is_none();
     if let Some(m) = &migration {
         if let Err(e) = m.record_intent(host) {
             if let Some((spool, _)) = spool {
@@ -219,13 +221,18 @@ pub(crate) fn run_with(
         original: observed.config_file.as_ref(),
         migration: migration.as_ref(),
         expect: restart.then_some(Expect::NotRemapped),
-        stop_rolls_back: false,
         progress: global.progress(),
     };
     let mut spool = spool;
+    // On a roll-back the images are still in the remapped daemon, and a
+    // migration not begun leaves no journal behind the restored
+    // daemon.json to be finished the wrong way.
     let executed = steps.run(&mut phases, &mut || {
         if let Some((spool, _)) = spool.take() {
             spool.discard();
+        }
+        if let Some(m) = migration.as_ref().filter(|_| fresh_intent) {
+            let _ = m.withdraw_intent(host);
         }
     })?;
     outcome.migrated = executed.migrated;

@@ -230,21 +230,13 @@ pub(crate) fn run_with(
         original: observed.config_file.as_ref(),
         migration: migration.as_ref(),
         expect: restart.then(|| expect.clone()),
-        stop_rolls_back: true,
         progress: global.progress(),
     };
     let mut spool = spool;
-    let executed = match steps.run(&mut phases, &mut || abandon(spool.take())) {
-        Ok(executed) => executed,
-        // Interrupted: daemon.json stays as planned for the rerun that
-        // finishes the move, and the saved images stay for loading.
-        Err(e @ ExecuteError::Migrate(_)) => return Err(e.into()),
-        Err(e @ ExecuteError::Stop(_)) => {
-            abandon(spool.take());
-            return Err(e.into());
-        }
-        Err(e @ ExecuteError::RolledBack(_)) => return Err(e.into()),
-    };
+    // Interrupted (a migration stopped part way): daemon.json stays as
+    // planned for the rerun that finishes the move, and the saved images
+    // stay for loading; a roll-back has abandoned them.
+    let executed = steps.run(&mut phases, &mut || abandon(spool.take()))?;
     let state = match (&daemon, executed.verified) {
         (None, _) => daemon_state(false),
         (Some(_), Some(info)) => DaemonState::Verified {

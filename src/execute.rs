@@ -10,13 +10,13 @@ use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::daemon::api::DaemonInfo;
 use crate::files::atomic;
 use crate::host::{Host, HostError, Snapshot};
-use crate::migrate::{Direction, MigrateError, MigrateReport, Migration};
+use crate::migrate::{MigrateError, MigrateReport, Migration};
 use crate::phases::Phases;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
-    /// dockerd did not stop for the migration; daemon.json was put back
-    /// when [`Steps::stop_rolls_back`] says so.
+    /// dockerd did not stop for the migration: nothing has moved, and
+    /// daemon.json was put back.
     #[error(transparent)]
     Stop(ActivateError),
     /// The migration stopped part way: daemon.json stays as planned, for
@@ -51,9 +51,6 @@ pub struct Steps<'a> {
     /// What the restarted daemon must show; `None` when the plan does not
     /// restart it.
     pub expect: Option<Expect>,
-    /// Whether a failed stop puts daemon.json back (`enable`: nothing has
-    /// moved yet) or leaves it for the rerun (`disable`).
-    pub stop_rolls_back: bool,
     /// Whether the migration shows a progress line.
     pub progress: bool,
 }
@@ -69,14 +66,16 @@ pub struct Executed {
 impl Steps<'_> {
     /// Runs the steps in order, timing each in `phases`. `abandon` drops
     /// what this run made that a roll-back leaves no use for (images
-    /// saved for carrying); it is called before daemon.json is put back.
+    /// saved for carrying, the record of a migration not begun); on every
+    /// roll-back it is called once, after the data is moved back and
+    /// before daemon.json is put back.
     pub fn run(
         &self,
         phases: &mut Phases,
         abandon: &mut dyn FnMut(),
     ) -> Result<Executed, ExecuteError> {
         let migrated = match self.migration {
-            Some(migration) => Some(self.migrate(migration, phases)?),
+            Some(migration) => Some(self.migrate(migration, phases, abandon)?),
             None => None,
         };
         let verified = match (self.daemon, &self.expect) {
@@ -87,8 +86,9 @@ impl Steps<'_> {
                         Some(m) => undo_migration(self.host, m, cause),
                         None => cause,
                     };
-                    abandon();
-                    return Err(ExecuteError::RolledBack(self.roll_back(daemon, cause)));
+                    return Err(ExecuteError::RolledBack(
+                        self.roll_back(daemon, cause, abandon),
+                    ));
                 }
             },
             _ => None,
@@ -96,18 +96,18 @@ impl Steps<'_> {
         Ok(Executed { migrated, verified })
     }
 
-    /// Stops dockerd (when it is managed), then migrates.
+    /// Stops dockerd (when it is managed), then migrates. A daemon that
+    /// does not stop still runs on the old configuration with nothing
+    /// moved: daemon.json is put back for it.
     fn migrate(
         &self,
         migration: &Migration,
         phases: &mut Phases,
+        abandon: &mut dyn FnMut(),
     ) -> Result<MigrateReport, ExecuteError> {
         if let Some(daemon) = self.daemon {
             if let Err(cause) = phases.time("stop", || daemon.stop()) {
-                return Err(ExecuteError::Stop(match self.stop_rolls_back {
-                    true => self.roll_back(daemon, cause),
-                    false => cause,
-                }));
+                return Err(ExecuteError::Stop(self.roll_back(daemon, cause, abandon)));
             }
         }
         let report = migration.run_stopped(self.host, self.progress)?;
@@ -115,18 +115,23 @@ impl Steps<'_> {
         Ok(report)
     }
 
-    fn roll_back(&self, daemon: &Daemon, cause: ActivateError) -> ActivateError {
+    /// Abandons what the run made, then puts daemon.json back and
+    /// restarts the old daemon: the one order of every roll-back.
+    fn roll_back(
+        &self,
+        daemon: &Daemon,
+        cause: ActivateError,
+        abandon: &mut dyn FnMut(),
+    ) -> ActivateError {
+        abandon();
         activate::roll_back(self.host, daemon, self.config_path, self.original, cause)
     }
 }
 
-/// Carries the data back before daemon.json is restored.
+/// Carries the data back before daemon.json is restored: the exact
+/// inverse of the migration done, whichever way it went.
 fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> ActivateError {
-    let back = Migration {
-        direction: Direction::OutOfRemapped,
-        ..migration.clone()
-    };
-    match back.run(host) {
+    match migration.inverse().run(host) {
         Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
         Err(e) => ActivateError::Verify(format!(
             "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
@@ -417,6 +422,175 @@ mod tests {
         );
         assert_eq!(contents(&dir), before);
         assert_eq!(fake.restarts(), 0);
+    }
+
+    /// What a data root holds, file by file: path, owner, mode and the
+    /// bytes of each regular file.
+    type Tree = Vec<(String, u32, u32, u32, Option<Vec<u8>>)>;
+
+    const DATA_ROOT: &str = "var/lib/docker";
+
+    /// A small daemon state in `<data root>/<name>` (the data root itself
+    /// when `name` is empty) whose container-owned files belong to ids
+    /// from `base`, laid out as dockerd lays out a root.
+    fn state(dir: &tempfile::TempDir, name: &str, base: u32) {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let top = dir.path().join(DATA_ROOT).join(name);
+        let make = |rel: &str, bytes: Option<&[u8]>, owner: (u32, u32), mode: u32| {
+            let path = top.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            match bytes {
+                Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                None => std::fs::create_dir_all(&path).unwrap(),
+            }
+            chown(&path, Some(owner.0), Some(owner.1)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        if !name.is_empty() {
+            make("", None, (0, base), 0o710);
+        }
+        let layout_gid = if name.is_empty() { 0 } else { base };
+        make("volumes", None, (0, 0), 0o701);
+        make("volumes/web/_data", None, (base + 1000, base + 1000), 0o755);
+        make(
+            "volumes/web/_data/index.html",
+            Some(b"<h1>hi</h1>\n"),
+            (base + 1000, base + 1000),
+            0o644,
+        );
+        make(
+            "image/overlay2/repositories.json",
+            Some(b"{}"),
+            (0, 0),
+            0o600,
+        );
+        make("overlay2/l", None, (0, 0), 0o700);
+        make("overlay2/abc", None, (0, layout_gid), 0o710);
+        make("overlay2/abc/link", Some(b"ABC"), (0, 0), 0o644);
+        make("overlay2/abc/diff", None, (base, base), 0o755);
+        make("overlay2/abc/diff/bin", None, (base, base), 0o755);
+        make("overlay2/abc/diff/bin/sh", Some(b"#!"), (base, base), 0o755);
+    }
+
+    /// Every entry of the data root.
+    fn tree(dir: &tempfile::TempDir) -> Tree {
+        use std::os::unix::fs::MetadataExt;
+        let top = dir.path().join(DATA_ROOT);
+        let mut found = Vec::new();
+        let mut todo = vec![top.clone()];
+        while let Some(path) = todo.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let bytes = match meta.is_dir() {
+                true => {
+                    for entry in std::fs::read_dir(&path).unwrap() {
+                        todo.push(entry.unwrap().path());
+                    }
+                    None
+                }
+                false => Some(std::fs::read(&path).unwrap()),
+            };
+            let rel = path.strip_prefix(&top).unwrap().display().to_string();
+            found.push((rel, meta.uid(), meta.gid(), meta.mode() & 0o7777, bytes));
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn disable_migrate_whose_daemon_stays_remapped_moves_the_data_back_into_the_remapped_root() {
+        let dir = root(REMAPPED_CONFIG);
+        state(&dir, "100000.100000", 100000);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(true))
+            .then(Restart::To(up(true)))
+            .then(Restart::To(up(true)));
+        let message = failure(&dir, &fake, &["disable", "--migrate"]);
+        assert_eq!(tree(&dir), data, "every file back where it was");
+        assert_eq!(contents(&dir), before, "daemon.json byte for byte");
+        assert_eq!(fake.calls().iter().filter(|c| **c == "stop").count(), 1);
+        assert_eq!(fake.restarts(), 2, "the restart, then the old config's");
+        assert!(
+            message.contains("expected no name=userns in SecurityOptions"),
+            "{message}"
+        );
+        assert!(
+            message.contains("the migrated data was moved back"),
+            "{message}"
+        );
+        assert!(message.contains("dockerd answers again"), "{message}");
+    }
+
+    #[test]
+    fn enable_migrate_whose_restart_fails_moves_the_data_back_to_the_plain_root() {
+        let dir = root(PLAIN_CONFIG);
+        state(&dir, "", 0);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(false))
+            .then(Restart::Fails("exit status: 1".into()))
+            .then(Restart::To(up(false)));
+        let message = failure(&dir, &fake, &["enable", "--migrate"]);
+        assert_eq!(tree(&dir), data, "every file back where it was");
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 2);
+        assert!(
+            message.contains("the migrated data was moved back"),
+            "{message}"
+        );
+        assert!(message.contains("dockerd answers again"), "{message}");
+    }
+
+    #[test]
+    fn enable_migrate_from_another_mapping_whose_restart_fails_moves_the_data_back_to_that_mapping()
+    {
+        let dir = root(PLAIN_CONFIG);
+        state(&dir, "200000.200000", 200000);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(false))
+            .then(Restart::Fails("exit status: 1".into()))
+            .then(Restart::To(up(false)));
+        let message = failure(&dir, &fake, &["enable", "--migrate"]);
+        assert_eq!(tree(&dir), data, "every file back in 200000.200000");
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 2);
+        assert!(
+            message.contains("the migrated data was moved back"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn disable_migrate_whose_stop_fails_restores_daemon_json_and_moves_nothing() {
+        let dir = root(REMAPPED_CONFIG);
+        state(&dir, "100000.100000", 100000);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(true)).stop_fails("exit status: 5");
+        let message = failure(&dir, &fake, &["disable", "--migrate"]);
+        assert_eq!(contents(&dir), before, "daemon.json byte for byte");
+        assert_eq!(tree(&dir), data, "nothing moved, no journal left");
+        assert_eq!(fake.restarts(), 1, "the old config's");
+        assert!(
+            message.starts_with("running /bin/systemctl stop docker: exit status: 5\n"),
+            "{message}"
+        );
+        assert!(
+            message.contains("restored byte for byte and dockerd answers again"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn enable_migrate_whose_stop_fails_restores_daemon_json_and_moves_nothing() {
+        let dir = root(PLAIN_CONFIG);
+        state(&dir, "", 0);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(false)).stop_fails("exit status: 5");
+        let message = failure(&dir, &fake, &["enable", "--migrate"]);
+        assert_eq!(contents(&dir), before);
+        assert_eq!(tree(&dir), data);
+        assert!(
+            message.contains("restored byte for byte and dockerd answers again"),
+            "{message}"
+        );
     }
 
     #[test]

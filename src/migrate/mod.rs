@@ -223,6 +223,29 @@ impl Migration {
         }
     }
 
+    /// The migration that carries back what this one moved: its target
+    /// is this one's source and its id maps are this one's inverted.
+    pub fn inverse(&self) -> Migration {
+        let (direction, uid, gid) = match self.direction {
+            Direction::IntoRemapped => (Direction::OutOfRemapped, self.uid, self.gid),
+            Direction::OutOfRemapped => (Direction::IntoRemapped, self.uid, self.gid),
+            Direction::Between { old_uid, old_gid } => (
+                Direction::Between {
+                    old_uid: self.uid,
+                    old_gid: self.gid,
+                },
+                old_uid,
+                old_gid,
+            ),
+        };
+        Migration {
+            uid,
+            gid,
+            direction,
+            ..self.clone()
+        }
+    }
+
     /// The id maps that carry the source's owners to the target's.
     fn maps(&self) -> (IdMap, IdMap) {
         let count = self.count;
@@ -399,6 +422,17 @@ impl Migration {
         let root = self.open_root(host)?;
         journal::require_no_temp(&root)?;
         journal::write(&root, self)
+    }
+
+    /// Takes back what [`Migration::record_intent`] recorded, once a
+    /// failure before the first move leaves nothing for a rerun to finish:
+    /// only a journal recording exactly this migration goes.
+    pub fn withdraw_intent(&self, host: &Host) -> Result<(), MigrateError> {
+        let root = self.open_root(host)?;
+        if journal::read(&root)?.as_ref() == Some(self) {
+            journal::remove(&root)?;
+        }
+        Ok(())
     }
 
     /// [`Migration::run`] once dockerd is stopped: a failure then says
@@ -836,6 +870,34 @@ mod tests {
                 "/host": {"Source": "/srv/host"}
             }
         })
+    }
+
+    #[test]
+    fn the_inverse_swaps_source_and_target_and_inverts_the_maps() {
+        let migration = |direction| Migration {
+            data_root: "/var/lib/docker".into(),
+            daemon_data_root: "/var/lib/docker".into(),
+            uid: 100000,
+            gid: 100001,
+            count: 65536,
+            direction,
+            scope: Scope::Volumes,
+        };
+        let between = Direction::Between {
+            old_uid: 200000,
+            old_gid: 200001,
+        };
+        for direction in [Direction::IntoRemapped, Direction::OutOfRemapped, between] {
+            let forward = migration(direction);
+            let back = forward.inverse();
+            assert_eq!(back.source(), forward.target(), "{direction:?}");
+            assert_eq!(back.target(), forward.source(), "{direction:?}");
+            let ((fu, fg), (bu, bg)) = (forward.maps(), back.maps());
+            assert_eq!((bu.from, bu.to, bu.count), (fu.to, fu.from, fu.count));
+            assert_eq!((bg.from, bg.to, bg.count), (fg.to, fg.from, fg.count));
+            assert_eq!(back.scope, forward.scope);
+            assert_eq!(back.inverse(), forward);
+        }
     }
 
     #[test]
