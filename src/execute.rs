@@ -83,7 +83,7 @@ impl Steps<'_> {
                 Ok(info) => Some(info),
                 Err(cause) => {
                     let cause = match self.migration {
-                        Some(m) => undo_migration(self.host, m, cause),
+                        Some(m) => undo_migration(self.host, daemon, m, cause),
                         None => cause,
                     };
                     return Err(ExecuteError::RolledBack(
@@ -129,9 +129,23 @@ impl Steps<'_> {
 }
 
 /// Carries the data back before daemon.json is restored: the exact
-/// inverse of the migration done, whichever way it went.
-fn undo_migration(host: &Host, migration: &Migration, cause: ActivateError) -> ActivateError {
-    match migration.inverse().run(host) {
+/// inverse of the migration done, whichever way it went. The daemon that
+/// failed the verify may be running on the moved data: it is stopped
+/// first, and when it does not stop the data stays where it is.
+fn undo_migration(
+    host: &Host,
+    daemon: &Daemon,
+    migration: &Migration,
+    cause: ActivateError,
+) -> ActivateError {
+    let back = migration.inverse();
+    if let Err(e) = daemon.stop() {
+        return ActivateError::Verify(format!(
+            "{cause:#}\nthe migrated data was NOT moved back, dockerd did not stop: {e:#}; it stays in {}",
+            back.source().display()
+        ));
+    }
+    match back.run(host) {
         Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
         Err(e) => ActivateError::Verify(format!(
             "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
@@ -507,7 +521,8 @@ mod tests {
         let message = failure(&dir, &fake, &["disable", "--migrate"]);
         assert_eq!(tree(&dir), data, "every file back where it was");
         assert_eq!(contents(&dir), before, "daemon.json byte for byte");
-        assert_eq!(fake.calls().iter().filter(|c| **c == "stop").count(), 1);
+        let stops = fake.calls().iter().filter(|c| **c == "stop").count();
+        assert_eq!(stops, 2, "before the migration, then before moving it back");
         assert_eq!(fake.restarts(), 2, "the restart, then the old config's");
         assert!(
             message.contains("expected no name=userns in SecurityOptions"),
@@ -518,6 +533,28 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("dockerd answers again"), "{message}");
+    }
+
+    #[test]
+    fn enable_migrate_whose_daemon_does_not_stop_for_the_undo_says_the_data_stayed() {
+        let dir = root(PLAIN_CONFIG);
+        state(&dir, "", 0);
+        let before = contents(&dir);
+        let fake = FakeDaemon::new(up(false))
+            .stops_once("exit status: 5")
+            .then(Restart::To(up(false)))
+            .then(Restart::To(up(false)));
+        let message = failure(&dir, &fake, &["enable", "--migrate"]);
+        assert_eq!(contents(&dir), before, "daemon.json put back all the same");
+        let moved = dir.path().join(DATA_ROOT).join("100000.100000/volumes");
+        assert!(moved.is_dir(), "nothing moved under a running daemon");
+        assert!(
+            message.contains(
+                "the migrated data was NOT moved back, dockerd did not stop: \
+                 running /bin/systemctl stop docker: exit status: 5; it stays in "
+            ),
+            "{message}"
+        );
     }
 
     #[test]

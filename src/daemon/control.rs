@@ -197,6 +197,8 @@ pub mod fake {
         state: Option<State>,
         restarts: VecDeque<Restart>,
         stop_fails: Option<String>,
+        /// Stops that succeed before `stop_fails` applies.
+        stops_before_failing: usize,
         calls: Vec<&'static str>,
     }
 
@@ -221,6 +223,12 @@ pub mod fake {
         pub fn stop_fails(self, message: &str) -> Self {
             self.0.borrow_mut().stop_fails = Some(message.to_owned());
             self
+        }
+
+        /// The first stop succeeds, every later one fails.
+        pub fn stops_once(self, message: &str) -> Self {
+            self.0.borrow_mut().stops_before_failing = 1;
+            self.stop_fails(message)
         }
 
         /// `info`, `containers`, `stop`, `restart`, in the order called.
@@ -297,8 +305,13 @@ pub mod fake {
         }
 
         fn stop(&self, _: Duration) -> Result<(), ControlError> {
+            let stopped = self.calls().iter().filter(|c| **c == "stop").count();
             self.record("stop");
-            let fails = self.0.borrow().stop_fails.clone();
+            let script = self.0.borrow();
+            let fails = (stopped >= script.stops_before_failing)
+                .then(|| script.stop_fails.clone())
+                .flatten();
+            drop(script);
             if let Some(message) = fails {
                 return Err(ControlError::Command {
                     command: "/bin/systemctl stop docker".into(),
