@@ -6,10 +6,9 @@ mod render;
 
 use std::path::{Path, PathBuf};
 
-use crate::accounts::create as account;
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::execute::{ExecuteError, Steps};
+use crate::execute::{ExecuteError, Steps, WriteError, Writes};
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
@@ -18,7 +17,7 @@ use crate::migrate::content::Content;
 use crate::migrate::{self, Direction, MigrateReport, Migration};
 use crate::observe::{Observed, observe};
 use crate::outcome::DaemonState;
-use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
+use crate::paths::PASSWD;
 use crate::phases::Phases;
 use crate::plan::{Action, FileChange, PlanError, Warning};
 use crate::request::{DisableRequest, Global};
@@ -30,8 +29,6 @@ pub enum DisableError {
     #[error(transparent)]
     Activate(#[from] ActivateError),
     #[error(transparent)]
-    Account(#[from] account::AccountError),
-    #[error(transparent)]
     Migrate(#[from] migrate::MigrateError),
     #[error(transparent)]
     Store(#[from] image_store::StoreError),
@@ -39,6 +36,8 @@ pub enum DisableError {
     Carry(#[from] CarryError),
     #[error(transparent)]
     Execute(#[from] ExecuteError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 impl DisableError {
@@ -47,7 +46,7 @@ impl DisableError {
         match self {
             DisableError::Plan(e) => e.location(),
             DisableError::Activate(e) => e.location(),
-            DisableError::Account(e) => e.location(),
+            DisableError::Write(e) => e.location(),
             DisableError::Store(e) => e.location(),
             DisableError::Execute(e) => e.location(),
             DisableError::Migrate(_) | DisableError::Carry(_) => None,
@@ -202,13 +201,19 @@ pub(crate) fn run_with(
             return Err(ActivateError::Verify(format!("{e:#}")).into());
         }
     }
-    if current.is_some() || restores {
-        if let Err(e) = write_config(host, &observed, &outcome) {
-            if let Some((spool, _)) = spool {
-                spool.discard();
-            }
-            return Err(e);
+    let writes = Writes {
+        host,
+        observed: &observed,
+        config: outcome.changes.first().map(|c| c.new.as_str()),
+        count: 0,
+        creating: false,
+        failpoint: None,
+    };
+    if let Err(e) = writes.run(&outcome.actions) {
+        if let Some((spool, _)) = spool {
+            spool.discard();
         }
+        return Err(e.into());
     }
     let restart = outcome
         .actions
@@ -254,7 +259,7 @@ pub(crate) fn run_with(
     crate::failpoint::hit("disable.before_purge");
     // Only once the daemon runs without the mapping: a roll-back must find
     // the account and ranges the restored daemon.json needs.
-    purge(host, &outcome.actions)?;
+    writes.purge(&outcome.actions)?;
     outcome.applied = true;
     outcome.phases = phases;
     Ok(outcome)
@@ -473,43 +478,4 @@ fn plan_purge(
     {
         outcome.actions.push(Action::RemoveAccount { name: user });
     }
-}
-
-fn purge(host: &Host, actions: &[Action]) -> Result<(), DisableError> {
-    for action in actions {
-        match action {
-            Action::RemoveRanges { owner } => {
-                let uid = read_uid(host, owner)?;
-                let doomed = |_: &str, line: &str| {
-                    let first = line.split(':').next().unwrap_or("");
-                    first == owner || Some(first) == uid.as_deref()
-                };
-                account::remove_lines(host, &[SUBUID, SUBGID], &doomed)?;
-            }
-            Action::RemoveAccount { name } => {
-                let prefix = format!("{name}:");
-                let doomed = |_: &str, line: &str| line.starts_with(&prefix);
-                account::remove_lines(host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
-            }
-            // Done before the restart, or `enable`'s.
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn read_uid(host: &Host, user: &str) -> Result<Option<String>, DisableError> {
-    let observed = crate::accounts::resolve::read_passwd(host)?;
-    Ok(observed.by_name(user).map(|e| e.uid.to_string()))
-}
-
-fn write_config(
-    host: &Host,
-    observed: &Observed,
-    outcome: &DisableOutcome,
-) -> Result<(), DisableError> {
-    let original = observed.config_file.as_ref();
-    let text = &outcome.changes[0].new;
-    crate::execute::write_config(host, &observed.config_path, original, text)
-        .map_err(|e| DisableError::Plan(e.into()))
 }

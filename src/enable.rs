@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
 use crate::daemon::binary;
-use crate::execute::{ExecuteError, Steps};
+use crate::execute::{ExecuteError, Steps, WriteError, Writes};
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
 use crate::image_store::{self, Store};
@@ -37,6 +37,8 @@ pub enum EnableError {
     Carry(#[from] CarryError),
     #[error(transparent)]
     Execute(#[from] ExecuteError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 impl EnableError {
@@ -46,6 +48,7 @@ impl EnableError {
             EnableError::Plan(e) => e.location(),
             EnableError::Activate(e) => e.location(),
             EnableError::Execute(e) => e.location(),
+            EnableError::Write(e) => e.location(),
             EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
@@ -842,15 +845,22 @@ fn apply(
         .iter()
         .cloned()
         .partition(|a| matches!(a, Action::SetRemap { .. } | Action::PinImageStore { .. }));
-    let step = |actions| Plan {
-        actions,
-        ..plan.clone()
+    let writes = Writes {
+        host,
+        observed,
+        config: new_config(plan),
+        count,
+        creating: plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. })),
+        failpoint: Some("enable.before_action"),
     };
-    plan::apply(host, observed, &step(accounts), count)?;
+    writes.run(&accounts)?;
     if let Some(validator) = validator {
         validate_after_accounts(host, validator, plan)?;
     }
-    plan::apply(host, observed, &step(config), count)?;
+    writes.run(&config)?;
     Ok(())
 }
 

@@ -1,17 +1,26 @@
-//! The daemon side of a plan whose files are written: stop dockerd,
-//! migrate its data, restart it and verify it from its own answer, and,
-//! when that proof does not come, roll back in reverse (the data moved
-//! back, daemon.json put back byte for byte, the old daemon restarted).
-//! `enable` and `disable` run the same steps through [`Steps::run`].
+//! Runs a plan's actions for `enable` and `disable`: the host's files
+//! ([`Writes`]: accounts, ranges, daemon.json, the purge), then the
+//! daemon's steps ([`Steps`]): stop dockerd, migrate its data, restart it
+//! and verify it from its own answer, and, when that proof does not come,
+//! roll back in reverse (the data moved back, daemon.json put back byte
+//! for byte, the old daemon restarted).
 
 use std::path::Path;
 
+use crate::accounts::allocate::{AllocateError, IdSources, SubIdKind, range_need, range_to_add};
+use crate::accounts::create::{self as account, AccountError};
 use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::config::passwd::{Groups, Passwd};
+use crate::config::subid::SubIdFile;
 use crate::daemon::api::DaemonInfo;
-use crate::files::atomic;
+use crate::files::{atomic, lock};
 use crate::host::{Host, HostError, Snapshot};
+use crate::image_store::{self, StoreError};
 use crate::migrate::{MigrateError, MigrateReport, Migration};
+use crate::observe::{LoadError, Observed, read_parsed};
+use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
+use crate::plan::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -151,6 +160,186 @@ fn undo_migration(
             "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
         )),
     }
+}
+
+/// What a host-side write failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Allocate(#[from] AllocateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WriteError {
+    /// The input file position behind this error, if any.
+    pub fn location(&self) -> Option<crate::error::Location> {
+        match self {
+            WriteError::Load(e) => e.location(),
+            WriteError::Account(e) => e.location(),
+            WriteError::Allocate(e) => e.location(),
+            WriteError::Store(e) => e.location(),
+            WriteError::Host(_) | WriteError::Lock(_) => None,
+        }
+    }
+}
+
+/// The host-side actions of a plan: accounts, ranges and daemon.json.
+/// Every step re-reads what it changes under the lock and re-decides, so
+/// a concurrent useradd cannot make it write stale data.
+pub struct Writes<'a> {
+    pub host: &'a Host,
+    pub observed: &'a Observed,
+    /// daemon.json as the plan writes it, when it changes it.
+    pub config: Option<&'a str>,
+    /// `--count`: how many ids a range to add holds.
+    pub count: u64,
+    /// Whether the plan creates the remap account (its ranges then may
+    /// not reuse ids another owner's lines name).
+    pub creating: bool,
+    /// The failpoint hit before each action.
+    pub failpoint: Option<&'static str>,
+}
+
+impl Writes<'_> {
+    /// Runs the actions in order that change the host before dockerd is
+    /// restarted; the daemon's steps are [`Steps::run`]'s, and the purge
+    /// waits for [`Writes::purge`].
+    pub fn run(&self, actions: &[Action]) -> Result<(), WriteError> {
+        // The user's own store setting is on disk before daemon.json changes.
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::PinImageStore { .. }))
+        {
+            let record = image_store::Record::of(&self.observed.config);
+            image_store::write_record(self.host, &self.observed.config_path, &record)?;
+        }
+        let mut written = false;
+        for action in actions {
+            if let Some(name) = self.failpoint {
+                crate::failpoint::hit(name);
+            }
+            match action {
+                Action::CreateGroup { name, .. } => {
+                    account::create_group(self.host, &self.observed.tool, name)?
+                }
+                Action::CreateUser { name, group, .. } => {
+                    account::create_user(self.host, &self.observed.tool, name, group)?
+                }
+                Action::AddRange { kind, owner, .. } => self.add_range(*kind, owner)?,
+                Action::CompleteAccount {
+                    name,
+                    shadow,
+                    gshadow,
+                } => account::complete(self.host, name, *shadow, *gshadow)?,
+                // One write carries every daemon.json change.
+                Action::SetRemap { .. }
+                | Action::PinImageStore { .. }
+                | Action::RemoveRemap { .. }
+                | Action::RestoreImageStore { .. } => {
+                    if !written {
+                        self.write_config()?;
+                        written = true;
+                    }
+                }
+                // dockerd's, stopped or restarted: [`Steps::run`] does them.
+                Action::RestartDaemon { .. }
+                | Action::MigrateData { .. }
+                | Action::CarryImages { .. } => {}
+                // Only once the daemon runs without the mapping.
+                Action::RemoveRanges { .. } | Action::RemoveAccount { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `--purge`: runs only once the daemon runs without the mapping, so
+    /// that a roll-back finds the account and ranges the restored
+    /// daemon.json needs.
+    pub fn purge(&self, actions: &[Action]) -> Result<(), WriteError> {
+        for action in actions {
+            match action {
+                Action::RemoveRanges { owner } => {
+                    let uid = account_uid(self.host, owner)?;
+                    let doomed = |_: &str, line: &str| {
+                        let first = line.split(':').next().unwrap_or("");
+                        first == owner || Some(first) == uid.as_deref()
+                    };
+                    account::remove_lines(self.host, &[SUBUID, SUBGID], &doomed)?;
+                }
+                Action::RemoveAccount { name } => {
+                    let prefix = format!("{name}:");
+                    let doomed = |_: &str, line: &str| line.starts_with(&prefix);
+                    account::remove_lines(self.host, &[PASSWD, GROUP, SHADOW, GSHADOW], &doomed)?;
+                }
+                // Done before the restart.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn add_range(&self, kind: SubIdKind, owner: &str) -> Result<(), WriteError> {
+        let host = self.host;
+        let _locks = lock::lock(host, &[kind.path()])?;
+        let (snapshot, file) = read_parsed(host, kind.path_str(), SubIdFile::parse)?;
+        let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
+        let groups = read_parsed(host, GROUP, Groups::parse)?.1;
+        let login_defs = account::read_login_defs(host)?;
+        let sources = IdSources {
+            passwd: &passwd,
+            groups: &groups,
+            login_defs: &login_defs,
+        };
+        let owner_uid = passwd.by_name(owner).map(|e| e.uid);
+        let need = range_need(
+            &sources,
+            kind,
+            &file,
+            owner,
+            owner_uid,
+            self.count,
+            self.creating,
+        )?;
+        let Some(range) = range_to_add(&need, &host.display(kind.path()))? else {
+            return Ok(());
+        };
+        let text = file.with_appended(owner, range);
+        let job = atomic::Replace {
+            path: kind.path(),
+            bytes: text.as_bytes(),
+            previous: snapshot.as_ref(),
+            backup: snapshot.as_ref().map(|_| account::backup_name(kind.path())),
+        };
+        Ok(atomic::replace(host, &job)?)
+    }
+
+    fn write_config(&self) -> Result<(), WriteError> {
+        let text = self
+            .config
+            .expect("a daemon.json action has its file change");
+        let original = self.observed.config_file.as_ref();
+        Ok(write_config(
+            self.host,
+            &self.observed.config_path,
+            original,
+            text,
+        )?)
+    }
+}
+
+/// The owner's uid as passwd has it now, to match lines naming it by uid.
+fn account_uid(host: &Host, user: &str) -> Result<Option<String>, AccountError> {
+    let passwd = crate::accounts::resolve::read_passwd(host)?;
+    Ok(passwd.by_name(user).map(|e| e.uid.to_string()))
 }
 
 /// Writes daemon.json for `enable` and `disable` alike: atomically, with

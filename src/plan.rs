@@ -1,5 +1,6 @@
-//! `enable`: observe the host, plan the actions, apply them, and prove the
-//! result by planning again (a converged host plans nothing).
+//! What `enable` changes, decided from the observed host, and the action
+//! model `enable` and `disable` share (each action carries its data).
+//! Nothing here writes: the executor runs the actions.
 
 use std::path::{Path, PathBuf};
 
@@ -10,13 +11,10 @@ use crate::accounts::allocate::{
 use crate::accounts::create::{self as account, AccountError};
 use crate::accounts::resolve::{Accounts, ResolveError, resolve_accounts, same_accounts};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::config::passwd::{Groups, Passwd};
-use crate::config::subid::SubIdFile;
 use crate::config::{Malformed, ParseError};
-use crate::files::{atomic, lock};
-use crate::host::{Host, HostError, Snapshot};
+use crate::host::{Host, Snapshot};
 use crate::ids::{self, IdRange, RemapSpec, SpecError};
-use crate::observe::{LoadError, Observed, read_parsed};
+use crate::observe::{LoadError, Observed};
 use crate::paths::{GROUP, GSHADOW, NSSWITCH, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::request::EnableRequest;
 
@@ -27,11 +25,7 @@ pub enum PlanError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
-    Host(#[from] HostError),
-    #[error(transparent)]
     Account(#[from] AccountError),
-    #[error(transparent)]
-    Lock(#[from] lock::LockError),
     #[error("--user {value:?}")]
     Spec {
         value: String,
@@ -59,9 +53,7 @@ impl PlanError {
             PlanError::Account(e) => e.location(),
             PlanError::Allocate(e) => e.location(),
             PlanError::Store(e) => e.location(),
-            PlanError::Host(_)
-            | PlanError::Lock(_)
-            | PlanError::Spec { .. }
+            PlanError::Spec { .. }
             | PlanError::CountTooSmall(_)
             | PlanError::Resolve(_)
             | PlanError::NotConverged(_) => None,
@@ -497,103 +489,6 @@ fn warnings(host: &Host, observed: &Observed, mapping: &Mapping) -> Vec<Warning>
         }));
     }
     out
-}
-
-/// Carries out a plan. Every step re-reads what it changes under the lock
-/// and re-decides, so a concurrent useradd cannot make it write stale data.
-pub fn apply(host: &Host, observed: &Observed, plan: &Plan, count: u64) -> Result<(), PlanError> {
-    let creating = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. }));
-    // The user's own store setting is on disk before daemon.json changes.
-    if plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::PinImageStore { .. }))
-    {
-        let record = crate::image_store::Record::of(&observed.config);
-        crate::image_store::write_record(host, &observed.config_path, &record)?;
-    }
-    let mut written = false;
-    for action in &plan.actions {
-        crate::failpoint::hit("enable.before_action");
-        match action {
-            Action::CreateGroup { name, .. } => account::create_group(host, &observed.tool, name)?,
-            Action::CreateUser { name, group, .. } => {
-                account::create_user(host, &observed.tool, name, group)?
-            }
-            Action::AddRange { kind, owner, .. } => add_range(host, *kind, owner, count, creating)?,
-            Action::SetRemap { .. } | Action::PinImageStore { .. } if !written => {
-                write_config(host, observed, plan)?;
-                written = true;
-            }
-            Action::CompleteAccount {
-                name,
-                shadow,
-                gshadow,
-            } => account::complete(host, name, *shadow, *gshadow)?,
-            // One write carries both daemon.json changes.
-            Action::SetRemap { .. } | Action::PinImageStore { .. } => {}
-            // These need dockerd stopped or restarted: `enable` does them.
-            Action::RestartDaemon { .. }
-            | Action::MigrateData { .. }
-            | Action::CarryImages { .. } => {}
-            // `disable`'s: it writes daemon.json and purges itself.
-            Action::RemoveRemap { .. }
-            | Action::RestoreImageStore { .. }
-            | Action::RemoveRanges { .. }
-            | Action::RemoveAccount { .. } => {}
-        }
-    }
-    Ok(())
-}
-
-fn add_range(
-    host: &Host,
-    kind: SubIdKind,
-    owner: &str,
-    count: u64,
-    created: bool,
-) -> Result<(), PlanError> {
-    let _locks = lock::lock(host, &[kind.path()])?;
-    let (snapshot, file) = read_parsed(host, kind.path_str(), SubIdFile::parse)?;
-    let passwd = read_parsed(host, PASSWD, Passwd::parse)?.1;
-    let groups = read_parsed(host, GROUP, Groups::parse)?.1;
-    let login_defs = account::read_login_defs(host)?;
-    let sources = IdSources {
-        passwd: &passwd,
-        groups: &groups,
-        login_defs: &login_defs,
-    };
-    let owner_uid = passwd.by_name(owner).map(|e| e.uid);
-    let need = range_need(&sources, kind, &file, owner, owner_uid, count, created)?;
-    let Some(range) = range_to_add(&need, &host.display(kind.path()))? else {
-        return Ok(());
-    };
-    let text = file.with_appended(owner, range);
-    let job = atomic::Replace {
-        path: kind.path(),
-        bytes: text.as_bytes(),
-        previous: snapshot.as_ref(),
-        backup: snapshot.as_ref().map(|_| account::backup_name(kind.path())),
-    };
-    Ok(atomic::replace(host, &job)?)
-}
-
-fn write_config(host: &Host, observed: &Observed, plan: &Plan) -> Result<(), PlanError> {
-    let change = plan
-        .changes
-        .iter()
-        .find(|c| c.path == plan.config_path)
-        .expect("a daemon.json action has its file change");
-    let original = observed.config_file.as_ref();
-    Ok(crate::execute::write_config(
-        host,
-        &observed.config_path,
-        original,
-        &change.new,
-    )?)
 }
 
 #[cfg(test)]
