@@ -38,6 +38,9 @@ pub enum DisableError {
     Execute(#[from] ExecuteError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The migration's journal could not be written before daemon.json.
+    #[error("{0:#}")]
+    Intent(migrate::MigrateError),
 }
 
 impl DisableError {
@@ -47,6 +50,7 @@ impl DisableError {
             DisableError::Plan(e) => e.location(),
             DisableError::Activate(e) => e.location(),
             DisableError::Write(e) => e.location(),
+            DisableError::Intent(_) => None,
             DisableError::Store(e) => e.location(),
             DisableError::Execute(e) => e.location(),
             DisableError::Migrate(_) | DisableError::Carry(_) => None,
@@ -198,7 +202,7 @@ pub(crate) fn run_with(
             if let Some((spool, _)) = spool {
                 spool.discard();
             }
-            return Err(ActivateError::Verify(format!("{e:#}")).into());
+            return Err(DisableError::Intent(e));
         }
     }
     let writes = Writes {
@@ -385,9 +389,9 @@ fn plan_migration(
         return Ok(None);
     }
     if migrate::pending(host, &data_root).is_none() {
-        migration.preflight(host).map_err(|e| {
-            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
-        })?;
+        migration
+            .preflight(host)
+            .map_err(PlanError::MigrateRefused)?;
     }
     outcome.actions.push(Action::MigrateData {
         from: migration.remapped_root(),

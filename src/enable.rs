@@ -39,6 +39,20 @@ pub enum EnableError {
     Execute(#[from] ExecuteError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// `dockerd --validate` refused the new daemon.json before any write.
+    #[error("{0} (nothing was changed)")]
+    Rejected(ActivateError),
+    /// `dockerd --validate` refused the whole new daemon.json once the
+    /// account and ranges it names were written; those stay.
+    #[error(
+        "{cause}\n{} was not changed; kept, unused until userns-remap names them: {kept}",
+        config.display()
+    )]
+    RejectedWithAccounts {
+        cause: Box<ActivateError>,
+        config: std::path::PathBuf,
+        kept: String,
+    },
 }
 
 impl EnableError {
@@ -49,6 +63,7 @@ impl EnableError {
             EnableError::Activate(e) => e.location(),
             EnableError::Execute(e) => e.location(),
             EnableError::Write(e) => e.location(),
+            EnableError::Rejected(_) | EnableError::RejectedWithAccounts { .. } => None,
             EnableError::Migrate(_) | EnableError::Carry(_) => None,
         }
     }
@@ -373,9 +388,9 @@ fn plan_containerd(
     let remapped = found.info.is_some_and(DaemonInfo::userns_active);
     let Some(inventory) = inventory else {
         if wanted && !Content::count(host, &plan.data_root).is_empty() {
-            return Err(ActivateError::Verify(format!(
-                "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd first, and let docker-userns restart it (no --no-restart) (nothing was changed)"
-            ))
+            return Err(PlanError::CarryNeedsDaemon {
+                why: why.to_owned(),
+            }
             .into());
         }
         plan.warnings.push(Warning {
@@ -461,7 +476,7 @@ fn plan_volume_move(
     };
     let moved = migration
         .preflight(host)
-        .map_err(|e| ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)")))?;
+        .map_err(PlanError::MigrateRefused)?;
     if moved.is_empty() {
         return Ok(None);
     }
@@ -532,10 +547,7 @@ fn base_migration(host: &Host, plan: &Plan) -> Option<Migration> {
 
 fn refuse_live_restore(observed: &Observed) -> Result<(), EnableError> {
     if observed.config.value("live-restore") == Some(serde_json::Value::Bool(true)) {
-        return Err(ActivateError::Verify(
-            "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate".into(),
-        )
-        .into());
+        return Err(PlanError::LiveRestore.into());
     }
     Ok(())
 }
@@ -587,9 +599,9 @@ fn plan_migration(
     }
     refuse_live_restore(observed)?;
     if migrate::pending(host, &plan.data_root).is_none() {
-        migration.preflight(host).map_err(|e| {
-            ActivateError::Verify(format!("--migrate: {e:#} (nothing was changed)"))
-        })?;
+        migration
+            .preflight(host)
+            .map_err(PlanError::MigrateRefused)?;
     }
     plan.actions.push(Action::MigrateData {
         from: migration.source(),
@@ -828,7 +840,7 @@ fn validate_before_writes(
         text.to_owned()
     };
     activate::validate_with_dockerd(host, validator, &plan.config_path, &text)
-        .map_err(|e| ActivateError::Verify(format!("{e} (nothing was changed)")).into())
+        .map_err(EnableError::Rejected)
 }
 
 /// Carries out the plan with dockerd's check in between: the accounts and
@@ -890,12 +902,11 @@ fn validate_after_accounts(
             .filter(|a| creates(a) || matches!(a, Action::CompleteAccount { .. }))
             .map(Action::describe)
             .collect();
-        ActivateError::Verify(format!(
-            "{e}\n{} was not changed; kept, unused until userns-remap names them: {}",
-            plan.config_path.display(),
-            kept.join("; ")
-        ))
-        .into()
+        EnableError::RejectedWithAccounts {
+            cause: Box::new(e),
+            config: plan.config_path.clone(),
+            kept: kept.join("; "),
+        }
     })
 }
 

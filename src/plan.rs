@@ -42,6 +42,19 @@ pub enum PlanError {
     Store(#[from] crate::image_store::StoreError),
     #[error("the host did not converge: after applying, the plan still wants: {0}")]
     NotConverged(String),
+    /// `--migrate`'s check of the roots found what it cannot move.
+    #[error("--migrate: {0:#} (nothing was changed)")]
+    MigrateRefused(crate::migrate::MigrateError),
+    /// `--migrate` on the containerd store needs dockerd's API.
+    #[error(
+        "--migrate on the containerd image store ({why}) carries images and containers through dockerd's API: start dockerd first, and let docker-userns restart it (no --no-restart) (nothing was changed)"
+    )]
+    CarryNeedsDaemon { why: String },
+    /// Stopping dockerd would not stop the containers `--migrate` moves.
+    #[error(
+        "\"live-restore\": true keeps containers running while dockerd is stopped; stop them (or turn it off) before --migrate"
+    )]
+    LiveRestore,
 }
 
 impl PlanError {
@@ -56,7 +69,10 @@ impl PlanError {
             PlanError::Spec { .. }
             | PlanError::CountTooSmall(_)
             | PlanError::Resolve(_)
-            | PlanError::NotConverged(_) => None,
+            | PlanError::NotConverged(_)
+            | PlanError::MigrateRefused(_)
+            | PlanError::CarryNeedsDaemon { .. }
+            | PlanError::LiveRestore => None,
         }
     }
 }
