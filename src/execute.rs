@@ -820,6 +820,24 @@ mod tests {
     }
 
     #[test]
+    fn enable_migrate_refuses_live_restore_before_any_write_or_stop() {
+        let dir = root("{\n  \"live-restore\": true\n}\n");
+        state(&dir, "", 0);
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(false));
+        let message = failure(&dir, &fake, &["enable", "--migrate"]);
+        assert_eq!(
+            message,
+            "\"live-restore\": true keeps containers running while dockerd is stopped; \
+             stop them (or turn it off) before --migrate"
+        );
+        assert_eq!(contents(&dir), before);
+        assert_eq!(tree(&dir), data);
+        assert!(!fake.calls().contains(&"stop"), "{:?}", fake.calls());
+        assert_eq!(fake.restarts(), 0);
+    }
+
+    #[test]
     fn a_dry_run_touches_nothing_and_restarts_nothing() {
         let dir = root(PLAIN_CONFIG);
         let before = contents(&dir);

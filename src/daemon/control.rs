@@ -331,3 +331,27 @@ pub mod fake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_command_alone_cannot_stop_dockerd() {
+        let root = tempfile::tempdir().unwrap();
+        let daemon = SystemDaemon::new(
+            root.path(),
+            Some("/usr/local/bin/restart-docker"),
+            None,
+            root.path().join("docker.sock"),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let error = daemon.stop(Duration::ZERO).unwrap_err();
+        assert!(matches!(error, ControlError::NoStopCommand), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "--migrate must stop dockerd: with --restart-command, also give --stop-command"
+        );
+    }
+}
