@@ -37,6 +37,25 @@ pub enum ActivateError {
     Running { count: usize, names: String },
     #[error("{0}")]
     Verify(String),
+    /// The restarted daemon did not show what the change promises.
+    #[error("after {timeout:?}, expected {expected}; {seen}")]
+    NotVerified {
+        timeout: Duration,
+        expected: String,
+        seen: String,
+    },
+    #[error("cannot read how dockerd is started: {0}")]
+    StartupUnreadable(crate::daemon::envfile::ReadError),
+    #[error("cannot hand the new {} to dockerd --validate: {cause}", .path.display())]
+    ValidateInput {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("dockerd --validate rejects the new {} (given on its standard input): {cause}", .path.display())]
+    ValidateRejected {
+        path: PathBuf,
+        cause: Box<HostError>,
+    },
     #[error(transparent)]
     Host(#[from] HostError),
     #[error(
@@ -65,6 +84,10 @@ impl ActivateError {
             | ActivateError::Running { .. }
             | ActivateError::Control(_)
             | ActivateError::Verify(_)
+            | ActivateError::NotVerified { .. }
+            | ActivateError::StartupUnreadable(_)
+            | ActivateError::ValidateInput { .. }
+            | ActivateError::ValidateRejected { .. }
             | ActivateError::Host(_)
             | ActivateError::RolledBack { .. } => None,
         }
@@ -237,11 +260,11 @@ impl Daemon {
                         info.containers_namespace().unwrap_or("(not reported)")
                     ),
                 };
-                return Err(ActivateError::Verify(format!(
-                    "after {:?}, expected {}; {seen}",
-                    self.timeout,
-                    expect.describe()
-                )));
+                return Err(ActivateError::NotVerified {
+                    timeout: self.timeout,
+                    expected: expect.describe(),
+                    seen,
+                });
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -263,8 +286,7 @@ impl Daemon {
 
 /// Refuses when a key about to be set in daemon.json is also a flag.
 pub fn refuse_flag_conflicts(host: &Host, keys: &[&str]) -> Result<(), ActivateError> {
-    let found = flags::scan(host)
-        .map_err(|e| ActivateError::Verify(format!("cannot read how dockerd is started: {e}")))?;
+    let found = flags::scan(host).map_err(ActivateError::StartupUnreadable)?;
     match flags::conflicts(&found, keys).into_iter().next() {
         Some(conflict) => Err(ActivateError::FlagConflict(conflict)),
         None => Ok(()),
@@ -393,11 +415,9 @@ pub fn validate_with_dockerd(
     path: &Path,
     text: &str,
 ) -> Result<(), ActivateError> {
-    let input = sealed_memfd(text.as_bytes()).map_err(|e| {
-        ActivateError::Verify(format!(
-            "cannot hand the new {} to dockerd --validate: {e}",
-            path.display()
-        ))
+    let input = sealed_memfd(text.as_bytes()).map_err(|cause| ActivateError::ValidateInput {
+        path: path.to_owned(),
+        cause,
     })?;
     let args = [
         "--validate".into(),
@@ -407,11 +427,9 @@ pub fn validate_with_dockerd(
     host.runner()
         .run_with_input(&validator.dockerd, &args, input)
         .map(drop)
-        .map_err(|e| {
-            ActivateError::Verify(format!(
-                "dockerd --validate rejects the new {} (given on its standard input): {e}",
-                path.display()
-            ))
+        .map_err(|cause| ActivateError::ValidateRejected {
+            path: path.to_owned(),
+            cause: Box::new(cause),
         })
 }
 
