@@ -235,12 +235,19 @@ pub(crate) fn run_with(
     let mut spool = spool;
     // On a roll-back the images are still in the remapped daemon, and a
     // migration not begun leaves no journal behind the restored
-    // daemon.json to be finished the wrong way.
+    // daemon.json to be finished the wrong way; while daemon.json is not
+    // back, the journal is what lets a rerun find the data.
     let executed = steps.run(&mut phases, &mut || {
         if let Some((spool, _)) = spool.take() {
             spool.discard();
         }
-        if let Some(m) = migration.as_ref().filter(|_| fresh_intent) {
+        let restored = host
+            .read(&observed.config_path)
+            .ok()
+            .flatten()
+            .map(|s| s.bytes)
+            == observed.config_file.as_ref().map(|s| s.bytes.clone());
+        if let Some(m) = migration.as_ref().filter(|_| fresh_intent && restored) {
             let _ = m.withdraw_intent(host);
         }
     })?;

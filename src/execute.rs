@@ -77,7 +77,7 @@ impl Steps<'_> {
     /// what this run made that a roll-back leaves no use for (images
     /// saved for carrying, the record of a migration not begun); on every
     /// roll-back it is called once, after the data is moved back and
-    /// before daemon.json is put back.
+    /// daemon.json put back.
     pub fn run(
         &self,
         phases: &mut Phases,
@@ -124,16 +124,18 @@ impl Steps<'_> {
         Ok(report)
     }
 
-    /// Abandons what the run made, then puts daemon.json back and
-    /// restarts the old daemon: the one order of every roll-back.
+    /// Puts daemon.json back and restarts the old daemon, then abandons
+    /// what the run made: the one order of every roll-back, so that what
+    /// is abandoned can depend on whether daemon.json is back.
     fn roll_back(
         &self,
         daemon: &Daemon,
         cause: ActivateError,
         abandon: &mut dyn FnMut(),
     ) -> ActivateError {
+        let error = activate::roll_back(self.host, daemon, self.config_path, self.original, cause);
         abandon();
-        activate::roll_back(self.host, daemon, self.config_path, self.original, cause)
+        error
     }
 }
 
