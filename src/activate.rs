@@ -35,8 +35,12 @@ pub enum ActivateError {
         s = if *.count == 1 { "" } else { "s" }
     )]
     Running { count: usize, names: String },
-    #[error("{0}")]
-    Verify(String),
+    /// A failure after the data was migrated, and what became of that data.
+    #[error("{cause:#}\n{undo}")]
+    MigrationUndo {
+        cause: Box<ActivateError>,
+        undo: MigrationUndo,
+    },
     /// The restarted daemon did not show what the change promises.
     #[error("after {timeout:?}, expected {expected}; {seen}")]
     NotVerified {
@@ -69,6 +73,24 @@ pub enum ActivateError {
     },
 }
 
+/// What a roll-back did with data a failed run had migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationUndo {
+    #[error("the migrated data was moved back")]
+    MovedBack,
+    /// The daemon that failed may be running on the data: it stays put.
+    #[error(
+        "the migrated data was NOT moved back, dockerd did not stop: {error:#}; it stays in {}",
+        stays.display()
+    )]
+    NotStopped {
+        error: Box<ActivateError>,
+        stays: PathBuf,
+    },
+    #[error("moving the migrated data back FAILED: {error:#}")]
+    MoveFailed { error: crate::migrate::MigrateError },
+}
+
 impl ActivateError {
     /// The line of a unit or environment file that passes a conflicting
     /// flag; no other failure here is about a position in a file.
@@ -83,7 +105,7 @@ impl ActivateError {
             | ActivateError::Api(_)
             | ActivateError::Running { .. }
             | ActivateError::Control(_)
-            | ActivateError::Verify(_)
+            | ActivateError::MigrationUndo { .. }
             | ActivateError::NotVerified { .. }
             | ActivateError::StartupUnreadable(_)
             | ActivateError::ValidateInput { .. }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::accounts::allocate::{AllocateError, IdSources, SubIdKind, range_need, range_to_add};
 use crate::accounts::create::{self as account, AccountError};
-use crate::activate::{self, ActivateError, Daemon, Expect};
+use crate::activate::{self, ActivateError, Daemon, Expect, MigrationUndo};
 use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
 use crate::daemon::api::DaemonInfo;
@@ -151,16 +151,24 @@ fn undo_migration(
 ) -> ActivateError {
     let back = migration.inverse();
     if let Err(e) = daemon.stop() {
-        return ActivateError::Verify(format!(
-            "{cause:#}\nthe migrated data was NOT moved back, dockerd did not stop: {e:#}; it stays in {}",
-            back.source().display()
-        ));
+        return undone(
+            cause,
+            MigrationUndo::NotStopped {
+                error: Box::new(e),
+                stays: back.source().to_owned(),
+            },
+        );
     }
     match back.run(host) {
-        Ok(_) => ActivateError::Verify(format!("{cause:#}\nthe migrated data was moved back")),
-        Err(e) => ActivateError::Verify(format!(
-            "{cause:#}\nmoving the migrated data back FAILED: {e:#}"
-        )),
+        Ok(_) => undone(cause, MigrationUndo::MovedBack),
+        Err(error) => undone(cause, MigrationUndo::MoveFailed { error }),
+    }
+}
+
+fn undone(cause: ActivateError, undo: MigrationUndo) -> ActivateError {
+    ActivateError::MigrationUndo {
+        cause: Box::new(cause),
+        undo,
     }
 }
 
