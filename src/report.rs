@@ -71,6 +71,26 @@ pub fn located(file: &Path, line: Option<usize>, message: &str) -> String {
 }
 
 /// "s" unless there is exactly one.
+/// The start of `enable`'s and `disable`'s human report: the diffs when
+/// asked for, then how many changes were (or would be) made, or `nothing`
+/// when there are none.
+pub fn changes_heading(
+    command: &str,
+    changes: &[FileChange],
+    actions: usize,
+    (dry_run, diff): (bool, bool),
+    nothing: &str,
+) -> String {
+    let mut out = if diff { diffs(changes) } else { String::new() };
+    let s = plural(actions);
+    out.push_str(&match (actions, dry_run) {
+        (0, _) => format!("{command}: nothing to change, {nothing}\n"),
+        (n, true) => format!("{command} (dry run): {n} change{s} to make\n"),
+        (n, false) => format!("{command}: {n} change{s} made\n"),
+    });
+    out
+}
+
 pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -71,17 +71,13 @@ impl DisableOutcome {
 
     pub fn render_human(&self, dry_run: bool, diff: bool, verbose: bool) -> String {
         let paint = Paint::for_stdout();
-        let mut out = String::new();
-        if diff {
-            out.push_str(&report::diffs(&self.changes));
-        }
-        let n = self.actions.len();
-        let s = report::plural(n);
-        out.push_str(&match (n, dry_run) {
-            (0, _) => "disable: nothing to change, remapping is already off\n".to_owned(),
-            (_, true) => format!("disable (dry run): {n} change{s} to make\n"),
-            (_, false) => format!("disable: {n} change{s} made\n"),
-        });
+        let mut out = report::changes_heading(
+            "disable",
+            &self.changes,
+            self.actions.len(),
+            (dry_run, diff),
+            "remapping is already off",
+        );
         for action in &self.actions {
             out.push_str(&format!(
                 "  {} {}\n",

@@ -176,17 +176,13 @@ impl Outcome {
         let paint = Paint::for_stdout();
         let plan = &self.plan;
         let m = &plan.mapping;
-        let mut out = String::new();
-        if diff {
-            out.push_str(&report::diffs(&plan.changes));
-        }
-        let n = plan.actions.len();
-        let s = report::plural(n);
-        out.push_str(&match (n, dry_run) {
-            (0, _) => "enable: nothing to change, the files already say so\n".to_owned(),
-            (_, true) => format!("enable (dry run): {n} change{s} to make\n"),
-            (_, false) => format!("enable: {n} change{s} made\n"),
-        });
+        let mut out = report::changes_heading(
+            "enable",
+            &plan.changes,
+            plan.actions.len(),
+            (dry_run, diff),
+            "the files already say so",
+        );
         for action in &plan.actions {
             out.push_str(&action_line(&paint, action, verbose));
         }
