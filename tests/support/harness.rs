@@ -361,11 +361,19 @@ impl Harness {
     /// PIDs still in the namespace (besides the helper) or in the cgroup
     /// parent: after [`Harness::stop`] this must be empty.
     pub fn leftover_processes(&self) -> Vec<u32> {
-        let mut pids = self.namespace_processes();
-        pids.extend(self.cgroup_processes());
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        // A container's shim exits on its own shortly after dockerd: give
+        // the stop a few seconds to finish before anything counts as left.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut pids = self.namespace_processes();
+            pids.extend(self.cgroup_processes());
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.is_empty() || Instant::now() >= deadline {
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The last `lines` lines of dockerd's output, for failure messages.
