@@ -85,7 +85,7 @@ fn map_id(ranges: &[IdRange], inside: u32) -> Option<u32> {
 }
 
 fn covers(ranges: &[IdRange], id: u32) -> bool {
-    ranges.iter().any(|r| r.overlaps(&IdRange::single(id)))
+    ranges.iter().any(|r| r.contains(id))
 }
 
 /// One path component and what the subject lacks on it.

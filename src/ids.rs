@@ -37,6 +37,10 @@ impl IdRange {
     pub fn overlaps(&self, other: &IdRange) -> bool {
         self.start < other.end() && other.start < self.end()
     }
+
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.overlaps(&IdRange::single(id))
+    }
 }
 
 impl fmt::Display for IdRange {

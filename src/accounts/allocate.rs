@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::config::ParseError;
 use crate::config::login_defs::{IdKind, LoginDefs};
 use crate::config::passwd::{Groups, Passwd};
-use crate::config::subid::SubIdFile;
+use crate::config::subid::{SubIdEntry, SubIdFile};
 use crate::ids::{self, IdRange};
 use crate::paths::{SUBGID, SUBUID};
 
@@ -171,6 +171,30 @@ pub struct Collision {
     pub message: String,
 }
 
+/// The remap user's lines in a subid file, each with every other owner's
+/// line whose range overlaps it, in file order; lines that clash with
+/// nobody are left out.
+pub fn overlapping_lines<'f>(
+    file: &'f SubIdFile,
+    mapping: &Mapping,
+) -> Vec<(&'f SubIdEntry, Vec<&'f SubIdEntry>)> {
+    let uid = mapping.uid.map(|u| u.to_string());
+    let is_ours = |owner: &str| owner == mapping.user || Some(owner) == uid.as_deref();
+    file.entries
+        .iter()
+        .filter(|e| is_ours(&e.owner))
+        .map(|entry| {
+            let others = file
+                .entries
+                .iter()
+                .filter(|other| !is_ours(&other.owner) && other.range.overlaps(&entry.range))
+                .collect();
+            (entry, others)
+        })
+        .filter(|(_, others): &(_, Vec<_>)| !others.is_empty())
+        .collect()
+}
+
 /// Ranges already owned by the remap user that collide with someone else's
 /// range or with an account's id.
 pub fn collisions(
@@ -184,24 +208,19 @@ pub fn collisions(
         SubIdKind::Uid => &mapping.uid_ranges,
         SubIdKind::Gid => &mapping.gid_ranges,
     };
-    let uid = mapping.uid.map(|u| u.to_string());
-    let is_ours = |owner: &str| owner == mapping.user || Some(owner) == uid.as_deref();
-    let mut out = Vec::new();
-    for entry in file.entries.iter().filter(|e| is_ours(&e.owner)) {
-        let clash = file
-            .entries
-            .iter()
-            .find(|other| !is_ours(&other.owner) && other.range.overlaps(&entry.range));
-        if let Some(other) = clash {
-            out.push(Collision {
+    let mut out: Vec<Collision> = overlapping_lines(file, mapping)
+        .into_iter()
+        .map(|(entry, others)| {
+            let other = others[0];
+            Collision {
                 line: Some(entry.line),
                 message: format!(
                     "{}'s range {} overlaps {}'s range {} (line {}): files of one can be reached by the other",
                     mapping.user, entry.range, other.owner, other.range, other.line
                 ),
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let accounts: Vec<(String, u32)> = match kind {
         SubIdKind::Uid => passwd
             .entries
@@ -215,10 +234,7 @@ pub fn collisions(
             .collect(),
     };
     for range in ours {
-        if let Some((name, id)) = accounts
-            .iter()
-            .find(|(_, id)| range.overlaps(&IdRange::single(*id)))
-        {
+        if let Some((name, id)) = accounts.iter().find(|(_, id)| range.contains(*id)) {
             out.push(Collision {
                 line: None,
                 message: format!(
@@ -245,6 +261,26 @@ mod tests {
             (0u64..700_000, 1u64..100_000).prop_map(|(s, c)| format!(" y : {s} : {c} ")),
             "[a-z:#0-9 ]{0,20}",
         ]
+    }
+
+    #[test]
+    fn overlapping_lines_pair_each_of_ours_with_every_other_owner_it_overlaps() {
+        let text = "dockremap:100000:65536\nalice:150000:10\nbob:160000:10\n4000:300000:10\ncarol:300005:10\ndave:500000:10\n";
+        let file = SubIdFile::parse(Path::new("/etc/subuid"), text.as_bytes()).unwrap();
+        let mapping = Mapping {
+            spec: "default".into(),
+            user: "dockremap".into(),
+            group: "dockremap".into(),
+            uid: Some(4000),
+            gid: Some(4000),
+            uid_ranges: vec![],
+            gid_ranges: vec![],
+        };
+        let found: Vec<(usize, Vec<&str>)> = overlapping_lines(&file, &mapping)
+            .into_iter()
+            .map(|(ours, others)| (ours.line, others.iter().map(|o| o.owner.as_str()).collect()))
+            .collect();
+        assert_eq!(found, vec![(1, vec!["alice", "bob"]), (4, vec!["carol"])]);
     }
 
     proptest! {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::{Check, Facts, Remap, Status};
+use crate::accounts::allocate::overlapping_lines;
 use crate::config::subid::SubIdFile;
 use crate::ids::{IdRange, MIN_COUNT, RemapSpec};
 use crate::observe::Loaded;
@@ -175,19 +176,21 @@ fn ranges(facts: &Facts<'_>, remap: &Remap, kind: Kind) -> Check {
 fn overlaps(facts: &Facts<'_>, remap: &Remap) -> Check {
     const ID: &str = "ranges.overlap";
     const TITLE: &str = "no range shared with another owner";
-    let uid = remap.uid.map(|u| u.to_string());
-    let ours = |owner: &str| owner == remap.user || Some(owner) == uid.as_deref();
     let mut clashes = Vec::new();
     for (path, file) in [
         (SUBUID, &facts.observed.subuid),
         (SUBGID, &facts.observed.subgid),
     ] {
         let Ok(file) = file else { continue };
-        clashes.extend(
-            clashes_in(file, &ours)
-                .into_iter()
-                .map(|(line, text)| (path, line, text)),
-        );
+        for (entry, others) in overlapping_lines(file, remap) {
+            clashes.extend(others.into_iter().map(|other| {
+                let text = format!(
+                    "{} overlaps {}'s {} (line {})",
+                    entry.range, other.owner, other.range, other.line
+                );
+                (path, entry.line, text)
+            }));
+        }
     }
     match clashes.first() {
         None => Check::ok(
@@ -210,26 +213,6 @@ fn overlaps(facts: &Facts<'_>, remap: &Remap) -> Check {
     }
 }
 
-fn clashes_in(file: &SubIdFile, ours: &dyn Fn(&str) -> bool) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    for entry in file.entries.iter().filter(|e| ours(&e.owner)) {
-        for other in file
-            .entries
-            .iter()
-            .filter(|o| !ours(&o.owner) && o.range.overlaps(&entry.range))
-        {
-            out.push((
-                entry.line,
-                format!(
-                    "{} overlaps {}'s {} (line {})",
-                    entry.range, other.owner, other.range, other.line
-                ),
-            ));
-        }
-    }
-    out
-}
-
 /// Our ranges against the ids of real accounts.
 fn account_ids(facts: &Facts<'_>, remap: &Remap) -> Check {
     const ID: &str = "ranges.account_ids";
@@ -237,22 +220,14 @@ fn account_ids(facts: &Facts<'_>, remap: &Remap) -> Check {
     let mut hits = Vec::new();
     if let Ok(passwd) = &facts.observed.passwd {
         for e in &passwd.entries {
-            if remap
-                .uid_ranges
-                .iter()
-                .any(|r| r.overlaps(&IdRange::single(e.uid)))
-            {
+            if remap.uid_ranges.iter().any(|r| r.contains(e.uid)) {
                 hits.push(format!("uid {} ({})", e.uid, e.name));
             }
         }
     }
     if let Ok(groups) = &facts.observed.groups {
         for e in &groups.entries {
-            if remap
-                .gid_ranges
-                .iter()
-                .any(|r| r.overlaps(&IdRange::single(e.gid)))
-            {
+            if remap.gid_ranges.iter().any(|r| r.contains(e.gid)) {
                 hits.push(format!("gid {} ({})", e.gid, e.name));
             }
         }
