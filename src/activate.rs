@@ -242,8 +242,8 @@ impl Daemon {
         self.restart_and_verify_timed(expect, &mut Phases::default())
     }
 
-    /// [`Daemon::restart_and_verify`], counting the restart command as
-    /// `start` and the wait until dockerd shows `expect` as `verify`.
+    /// Restarts dockerd and waits until it shows `expect`, counting the
+    /// restart command as `start` and the wait as `verify`.
     pub fn restart_and_verify_timed(
         &self,
         expect: &Expect,

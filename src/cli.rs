@@ -192,8 +192,10 @@ struct CheckArgs {
     /// (a bind-mount source); repeatable.
     #[arg(long = "path", value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// The container user for --path: UID[:GID] inside the container.
-    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0")]
+    // The help is an attribute, not a doc comment: rustdoc would read
+    // `[:GID]` as a link.
+    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0",
+          help = "The container user for --path: UID[:GID] inside the container")]
     as_ids: InsideIds,
 }
 
@@ -201,8 +203,9 @@ struct CheckArgs {
 struct GrantArgs {
     /// The bind-mount source to open up.
     path: PathBuf,
-    /// The container user: UID[:GID] inside the container.
-    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0")]
+    // A help attribute for the reason given at CheckArgs::as_ids.
+    #[arg(long = "as", value_name = "UID[:GID]", value_parser = parse_inside_ids, default_value = "0",
+          help = "The container user: UID[:GID] inside the container")]
     as_ids: InsideIds,
     /// Grant with ACL entries instead of chown and chmod o+x.
     #[arg(long)]

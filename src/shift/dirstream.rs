@@ -107,8 +107,8 @@ impl DirStream {
     }
 
     /// Moves to the next entry, reading a batch into `buf` when needed;
-    /// `Ok(false)` at the end. The entry is then [`DirStream::name`] and
-    /// [`DirStream::cookie`].
+    /// `Ok(false)` at the end. The entry is then [`DirStream::name`], at
+    /// [`DirStream::position`].
     pub(crate) fn advance(&mut self, buf: &mut Vec<u8>) -> Result<bool, Errno> {
         self.next += 1;
         if self.next < self.slots.len() {

@@ -3,14 +3,14 @@
 //! needs its data to be owned.
 //!
 //! [`shift_tree`] walks by directory fd and never follows a symlink or
-//! leaves the tree's mount ([`walker`]); per entry it reads what chown would
-//! lose, chowns, and puts it back ([`entry`], with the xattr codecs in
-//! [`acl`] and [`caps`]). A marker in the tree's root ([`marker`]) records
+//! leaves the tree's mount (`walker`); per entry it reads what chown would
+//! lose, chowns, and puts it back (`entry`, with the xattr codecs in
+//! [`acl`] and [`caps`]). A marker in the tree's root (`marker`) records
 //! a shift until it has finished, so an interrupted one can be resumed;
 //! the container that may own that root can plant anything there, so
-//! nothing found there is trusted unchecked (see [`marker`]).
+//! nothing found there is trusted unchecked (see `marker`).
 //!
-//! [`open_tree`] finds a tree below a root (`--root`) without leaving it:
+//! `open_tree` finds a tree below a root (`--root`) without leaving it:
 //! no `..`, no symlink anywhere in the path.
 
 pub mod acl;
@@ -49,7 +49,7 @@ pub struct ShiftOptions {
     pub dry_run: bool,
     /// Show entries done, the rate and the time left on stderr while
     /// walking (for a terminal). A caller with its own display uses
-    /// [`shift_open_tree_watched`] instead.
+    /// `shift_open_tree_watched` instead.
     pub progress: bool,
 }
 
@@ -102,7 +102,7 @@ pub enum ShiftError {
 /// included. An entry that fails is reported and the walk goes on; the
 /// marker stays until a run finishes without failures. `dir` is trusted
 /// (symlinks in it are followed): for a path given by a user below a
-/// root, use [`open_tree`] and [`shift_open_tree`].
+/// root, use `open_tree` and `shift_open_tree`.
 pub fn shift_tree(dir: &Path, options: &ShiftOptions) -> Result<ShiftReport, ShiftError> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rfs::open(dir, flags, Mode::empty()).map_err(|source| ShiftError::Open {
