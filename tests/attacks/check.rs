@@ -98,6 +98,18 @@ fn assert_finished(text: &str, code: i32) {
     );
 }
 
+/// `check_image`, with what every attack on it must leave true: the
+/// scene's /etc unchanged, a normal exit and nothing of the host's
+/// /etc/shadow in the report. Returns the report and the time taken.
+fn check_image_unharmed(scene: &Scene, format: &str) -> (String, Duration) {
+    let before = scene.etc_fingerprint();
+    let (text, code, took) = check_image(scene, format);
+    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
+    assert_finished(&text, code);
+    assert_no_leak(&text);
+    (text, took)
+}
+
 #[test]
 fn check_unit_symlink_to_etc_shadow_resolves_inside_the_image() {
     let scene = Scene::new();
@@ -111,11 +123,7 @@ fn check_unit_symlink_to_etc_shadow_resolves_inside_the_image() {
         &format!("[Service]\nExecStart=/usr/bin/dockerd --userns-remap={IMAGE_SIDE}\n"),
     );
     link(&img, "etc/systemd/system/docker.service", "/etc/shadow");
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "json");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "json");
     assert!(
         text.contains(IMAGE_SIDE),
         "the link was not followed inside the image:\n{text}"
@@ -138,11 +146,7 @@ fn check_environment_file_symlink_to_etc_shadow_resolves_inside_the_image() {
         "etc/shadow",
         &format!("DOCKER_OPTS=--userns-remap={IMAGE_SIDE}\n"),
     );
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "human");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "human");
     assert!(text.contains(IMAGE_SIDE), "{text}");
 }
 
@@ -165,11 +169,7 @@ fn check_drop_in_dir_symlinked_out_of_the_image_stays_inside() {
         "[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
     );
     link(&img, "etc/systemd/system/docker.service.d", "/etc/leak.d");
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "human");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "human");
     assert!(text.contains("no dockerd flag sets it"), "{text}");
 }
 
@@ -179,11 +179,7 @@ fn check_daemon_json_symlink_to_etc_shadow_does_not_leak() {
     mark_victim(&scene);
     let img = image(&scene, false);
     link(&img, "etc/docker/daemon.json", "/etc/shadow");
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "human");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "human");
     assert!(text.contains("etc/docker/daemon.json"), "{text}");
 }
 
@@ -223,12 +219,8 @@ fn check_huge_sparse_default_docker_is_refused_quickly() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let before = scene.etc_fingerprint();
-    let (text, code, took) = check_image(&scene, "human");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
+    let (text, took) = check_image_unharmed(&scene, "human");
     assert!(took < Duration::from_secs(10), "reading took {took:?}");
-    assert_no_leak(&text);
     assert!(
         text.contains("etc/default/docker") && text.contains("larger than"),
         "the oversized file is not named:\n{text}"
@@ -397,11 +389,7 @@ fn check_follows_unit_links_that_stay_inside_the_image() {
         "etc/default/docker",
         &format!("DOCKER_OPTS=\"--userns-remap={IMAGE_SIDE}\"\n"),
     );
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "json");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "json");
     assert!(
         text.contains(&format!("--userns-remap={IMAGE_SIDE}")),
         "the flag set through linked units was not found:\n{text}"
@@ -423,11 +411,7 @@ fn check_data_root_link_out_of_the_image_is_not_measured() {
         "var/lib/docker/1.1",
         victim.to_str().expect("a UTF-8 scene path"),
     );
-    let before = scene.etc_fingerprint();
-    let (text, code, _) = check_image(&scene, "human");
-    assert_unchanged("the scene's /etc", &before, &scene.etc_fingerprint());
-    assert_finished(&text, code);
-    assert_no_leak(&text);
+    let (text, _) = check_image_unharmed(&scene, "human");
     assert!(
         text.contains("/var/lib/docker/1.1 (0 images, 0 containers, 0 volumes, 0.0 B)"),
         "the walk left the image:\n{text}"

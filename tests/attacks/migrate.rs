@@ -152,6 +152,25 @@ fn assert_refused(out: &Output, path: &str) {
     );
 }
 
+/// Runs `run` and asserts what every refused attack must leave: the
+/// scene's /etc and each of `kept` (a name and a tree) unchanged, and a
+/// refusal naming `path`.
+fn assert_refused_unharmed(
+    scene: &Scene,
+    run: impl FnOnce(&Scene) -> Output,
+    kept: &[(&str, &Path)],
+    path: &str,
+) {
+    let etc = scene.etc_fingerprint();
+    let before: Vec<_> = kept.iter().map(|(_, dir)| fingerprint_tree(dir)).collect();
+    let out = run(scene);
+    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    for ((what, dir), before) in kept.iter().zip(&before) {
+        assert_unchanged(what, before, &fingerprint_tree(dir));
+    }
+    assert_refused(&out, path);
+}
+
 #[test]
 fn migrate_refuses_volume_data_symlink_to_etc_cron_d() {
     let scene = Scene::new();
@@ -160,11 +179,12 @@ fn migrate_refuses_volume_data_symlink_to_etc_cron_d() {
     plant_symlink(&img.join(DATA).join("volumes/v/_data"), "/etc/cron.d");
     fs::create_dir(img.join(DATA).join("volumes/x")).unwrap();
     symlink(&victim, img.join(DATA).join("volumes/x/_data")).unwrap();
-    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
-    assert_refused(&out, "volumes/v/_data");
+    assert_refused_unharmed(
+        &scene,
+        migrate,
+        &[("the victim", &victim)],
+        "volumes/v/_data",
+    );
 }
 
 #[test]
@@ -174,11 +194,7 @@ fn migrate_refuses_volume_dir_symlink_to_outside_dir() {
     let victim = victim(&scene);
     fs::create_dir(victim.join("_data")).unwrap();
     symlink(&victim, img.join(DATA).join("volumes/w")).unwrap();
-    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
-    assert_refused(&out, "volumes/w");
+    assert_refused_unharmed(&scene, migrate, &[("the victim", &victim)], "volumes/w");
 }
 
 #[test]
@@ -189,10 +205,7 @@ fn migrate_refuses_container_hostname_symlink_to_etc_shadow() {
         &img.join(DATA).join("containers/C1/hostname"),
         "/etc/shadow",
     );
-    let etc = scene.etc_fingerprint();
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, "containers/C1/hostname");
+    assert_refused_unharmed(&scene, migrate, &[], "containers/C1/hostname");
 }
 
 #[test]
@@ -203,11 +216,12 @@ fn migrate_refuses_container_hosts_hard_link_to_outside_file() {
     let hosts = img.join(DATA).join("containers/C1/hosts");
     fs::remove_file(&hosts).unwrap();
     fs::hard_link(victim.join("secret"), &hosts).unwrap();
-    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
-    assert_refused(&out, "containers/C1/hosts");
+    assert_refused_unharmed(
+        &scene,
+        migrate,
+        &[("the victim", &victim)],
+        "containers/C1/hosts",
+    );
 }
 
 #[test]
@@ -215,10 +229,7 @@ fn migrate_refuses_layer_dir_symlink_to_etc_ssl() {
     let scene = Scene::new();
     let img = image(&scene);
     symlink("/etc/ssl", img.join(DATA).join("overlay2/L2")).unwrap();
-    let etc = scene.etc_fingerprint();
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, "overlay2/L2");
+    assert_refused_unharmed(&scene, migrate, &[], "overlay2/L2");
 }
 
 #[test]
@@ -231,11 +242,12 @@ fn migrate_refuses_layer_diff_symlink_to_outside_dir() {
         victim.to_str().unwrap(),
     );
     plant_symlink(&img.join(DATA).join("overlay2/L1/work"), "/etc");
-    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
-    assert_refused(&out, "overlay2/L1/diff");
+    assert_refused_unharmed(
+        &scene,
+        migrate,
+        &[("the victim", &victim)],
+        "overlay2/L1/diff",
+    );
 }
 
 #[test]
@@ -244,11 +256,7 @@ fn migrate_refuses_remapped_root_symlink_to_outside_dir() {
     let img = image(&scene);
     let victim = victim(&scene);
     symlink(&victim, img.join(DATA).join("100000.100000")).unwrap();
-    let (etc, outside) = (scene.etc_fingerprint(), fingerprint_tree(&victim));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged("the victim", &outside, &fingerprint_tree(&victim));
-    assert_refused(&out, "100000.100000");
+    assert_refused_unharmed(&scene, migrate, &[("the victim", &victim)], "100000.100000");
 }
 
 #[test]
@@ -260,10 +268,7 @@ fn migrate_refuses_journal_symlink_to_etc_shadow() {
         img.join(DATA).join(".docker-userns-migrate.json"),
     )
     .unwrap();
-    let etc = scene.etc_fingerprint();
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, ".docker-userns-migrate.json");
+    assert_refused_unharmed(&scene, migrate, &[], ".docker-userns-migrate.json");
 }
 
 /// The temp names carry the pid; in a fresh pid namespace the command
@@ -285,10 +290,12 @@ fn migrate_refuses_journal_temp_symlink_into_etc_cron_d() {
     ] {
         symlink("/etc/cron.d/docker-userns", d.join(temp)).unwrap();
     }
-    let etc = scene.etc_fingerprint();
-    let out = migrate_as_pid_1(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, ".docker-userns-migrate.json.1.tmp");
+    assert_refused_unharmed(
+        &scene,
+        migrate_as_pid_1,
+        &[],
+        ".docker-userns-migrate.json.1.tmp",
+    );
 }
 
 #[test]
@@ -300,10 +307,12 @@ fn migrate_refuses_config_temp_symlink_into_etc_cron_d() {
         img.join(DATA).join("containers/C1/.config.v2.json.1.tmp"),
     )
     .unwrap();
-    let etc = scene.etc_fingerprint();
-    let out = migrate_as_pid_1(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_refused(&out, "containers/C1/.config.v2.json.1.tmp");
+    assert_refused_unharmed(
+        &scene,
+        migrate_as_pid_1,
+        &[],
+        "containers/C1/.config.v2.json.1.tmp",
+    );
 }
 
 #[test]
@@ -321,15 +330,12 @@ fn migrate_refuses_data_root_with_dotdot_leaving_the_image() {
         r#"{"data-root": "/d/../../outside"}"#,
         0o644,
     );
-    let (etc, victim) = (scene.etc_fingerprint(), fingerprint_tree(&outside));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged(
-        "the outside data root",
-        &victim,
-        &fingerprint_tree(&outside),
+    assert_refused_unharmed(
+        &scene,
+        migrate,
+        &[("the outside data root", &outside)],
+        "/d/../../outside",
     );
-    assert_refused(&out, "/d/../../outside");
 }
 
 #[test]
@@ -342,15 +348,12 @@ fn migrate_refuses_data_root_symlink_leaving_the_image() {
     // the image's own /outside.
     fs::rename(img.join(DATA), img.join("outside")).unwrap();
     symlink("../../../outside", img.join(DATA)).unwrap();
-    let (etc, victim) = (scene.etc_fingerprint(), fingerprint_tree(&outside));
-    let out = migrate(&scene);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged(
-        "the outside data root",
-        &victim,
-        &fingerprint_tree(&outside),
+    assert_refused_unharmed(
+        &scene,
+        migrate,
+        &[("the outside data root", &outside)],
+        DATA,
     );
-    assert_refused(&out, DATA);
 }
 
 #[test]
@@ -459,14 +462,10 @@ fn pin_refuses_a_store_record_planted_as_link_to_etc_shadow() {
         img.join("etc/docker/daemon.json.docker-userns-features"),
     )
     .unwrap();
-    let etc = scene.etc_fingerprint();
-    let image_etc = fingerprint_tree(&img.join("etc"));
-    let out = scene.run(r#""$BIN" --root "$T/img" enable --yes --format json"#);
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
-    assert_unchanged(
-        "image /etc",
-        &image_etc,
-        &fingerprint_tree(&img.join("etc")),
+    assert_refused_unharmed(
+        &scene,
+        |scene| scene.run(r#""$BIN" --root "$T/img" enable --yes --format json"#),
+        &[("image /etc", &img.join("etc"))],
+        "daemon.json.docker-userns-features",
     );
-    assert_refused(&out, "daemon.json.docker-userns-features");
 }
