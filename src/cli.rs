@@ -158,12 +158,8 @@ struct EnableArgs {
     /// Number of subordinate ids (at least 65536).
     #[arg(long, value_name = "N", default_value_t = MIN_COUNT, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     count: u64,
-    /// Change the files only; do not restart dockerd.
-    #[arg(long)]
-    no_restart: bool,
-    /// Restart even though running containers will stop.
-    #[arg(long)]
-    yes: bool,
+    #[command(flatten)]
+    restart: RestartArgs,
     /// Carry existing images, containers and volumes into the remapped
     /// root (by rename and id shift; dockerd is stopped meanwhile).
     #[arg(long, conflicts_with = "no_restart")]
@@ -175,15 +171,22 @@ struct DisableArgs {
     /// Also remove the dockremap account and its subuid/subgid ranges.
     #[arg(long)]
     purge: bool,
+    #[command(flatten)]
+    restart: RestartArgs,
+    /// Carry images, containers and volumes back to the non-remapped root.
+    #[arg(long, conflicts_with = "no_restart")]
+    migrate: bool,
+}
+
+/// What `enable` and `disable` share: whether and how to restart dockerd.
+#[derive(Debug, Args)]
+struct RestartArgs {
     /// Change the files only; do not restart dockerd.
     #[arg(long)]
     no_restart: bool,
     /// Restart even though running containers will stop.
     #[arg(long)]
     yes: bool,
-    /// Carry images, containers and volumes back to the non-remapped root.
-    #[arg(long, conflicts_with = "no_restart")]
-    migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -266,14 +269,14 @@ impl Cli {
                 CommandArgs::Enable(e) => Command::Enable(EnableRequest {
                     user: e.user,
                     count: e.count,
-                    restart: !e.no_restart,
-                    yes: e.yes,
+                    restart: !e.restart.no_restart,
+                    yes: e.restart.yes,
                     migrate: e.migrate,
                 }),
                 CommandArgs::Disable(d) => Command::Disable(DisableRequest {
                     purge: d.purge,
-                    restart: !d.no_restart,
-                    yes: d.yes,
+                    restart: !d.restart.no_restart,
+                    yes: d.restart.yes,
                     migrate: d.migrate,
                 }),
                 CommandArgs::Check(c) => Command::Check(CheckRequest {
