@@ -162,9 +162,7 @@ fn assert_image_enabled(img: &Path) {
 fn image_enable_legitimate_root_gets_account_ranges_and_config() {
     let scene = Scene::new();
     let img = debian_image(&scene);
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_ok(&out);
     assert_image_enabled(&img);
     // A second run finds nothing to do.
@@ -182,9 +180,7 @@ fn image_backup_names_linked_to_host_etc_are_not_followed() {
     for name in ACCOUNT_FILES.iter().chain(&["subuid", "subgid"]) {
         link("/etc/shadow", &img.join(format!("etc/{name}-")));
     }
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_ok(&out);
     assert_image_enabled(&img);
     for name in ACCOUNT_FILES {
@@ -209,9 +205,7 @@ fn image_temp_names_linked_to_host_etc_are_not_followed() {
             link("/etc/shadow", &img.join(format!("etc/.{name}.{pid}.tmp")));
         }
     }
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     // The planted temp names may make a write fail (exit 2, nothing
     // written) or be stepped around; either way only the image may change.
     if out.status.success() {
@@ -232,9 +226,7 @@ fn image_lock_name_linked_to_host_shadow_is_not_opened() {
     for pid in 2..400 {
         link("/etc/shadow", &img.join(format!("etc/group.{pid}")));
     }
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_refused(
         &out,
         &img.join("etc/passwd.lock"),
@@ -280,9 +272,7 @@ fn image_etc_reaching_host_etc_by_another_path_is_not_written() {
     fs::create_dir_all(decoy.parent().unwrap()).unwrap();
     fs::rename(img.join("etc"), &decoy).unwrap();
     link(&host_etc, &img.join("etc"));
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     // Everything was resolved inside the image: the decoy got the account.
     assert_ok(&out);
     let passwd = fs::read_to_string(decoy.join("passwd")).unwrap();
@@ -296,9 +286,7 @@ fn image_etc_linked_to_host_etc_is_refused() {
     let img = debian_image(&scene);
     fs::remove_dir_all(img.join("etc")).unwrap();
     link("/etc", &img.join("etc"));
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_refused(&out, &img.join("etc"), "loops inside the root");
 }
 
@@ -310,9 +298,7 @@ fn image_useradd_defaults_fifo_does_not_hang() {
     // holds it (and us) forever.
     fs::create_dir_all(img.join("etc/default")).unwrap();
     fifo(&img.join("etc/default/useradd"));
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_ok(&out);
     assert_image_enabled(&img);
 }
@@ -322,9 +308,7 @@ fn image_login_defs_fifo_is_refused() {
     let scene = Scene::new();
     let img = debian_image(&scene);
     fifo(&img.join("etc/login.defs"));
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_refused(&out, &img.join("etc/login.defs"), "not a regular file");
 }
 
@@ -335,9 +319,7 @@ fn image_docker_dir_linked_to_host_docker_is_refused() {
     fs::create_dir_all(scene.etc("docker")).unwrap();
     fs::write(scene.etc("docker/daemon.json"), "{\"debug\": true}\n").unwrap();
     link("/etc/docker", &img.join("etc/docker"));
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_refused(&out, &img.join("etc/docker"), "loops inside the root");
 }
 
@@ -356,9 +338,7 @@ fn image_snap_config_link_stays_inside_the_image() {
         "/etc/shadow",
         &img.join("etc/docker/daemon.json.docker-userns.bak"),
     );
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_ok(&out);
     let config = fs::read_to_string(img.join("etc/docker/daemon.json")).unwrap();
     assert!(config.contains("userns-remap"), "{config}");
@@ -372,9 +352,7 @@ fn image_daemon_json_backup_linked_to_host_shadow_is_not_followed() {
     fs::write(img.join("etc/docker/daemon.json"), "{\"debug\": true}\n").unwrap();
     let backup = img.join("etc/docker/daemon.json.docker-userns.bak");
     link("/etc/shadow", &backup);
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_ok(&out);
     assert_eq!(fs::read_to_string(&backup).unwrap(), "{\"debug\": true}\n");
     assert!(fs::symlink_metadata(&backup).unwrap().is_file());
@@ -446,9 +424,7 @@ fn image_disable_purge_backup_links_to_host_are_replaced_not_followed() {
     for name in ACCOUNT_FILES.iter().chain(&["subuid", "subgid"]) {
         link("/etc/shadow", &img.join(format!("etc/{name}-")));
     }
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "disable --purge");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "disable --purge"));
     assert_ok(&out);
     for name in ACCOUNT_FILES.iter().chain(&["subuid", "subgid"]) {
         let text = fs::read_to_string(img.join("etc").join(name)).unwrap();
@@ -500,9 +476,7 @@ fn image_login_defs_cannot_make_the_remap_user_a_second_root() {
         "SYS_UID_MIN 0\nSYS_UID_MAX 0\nSYS_GID_MIN 0\nSYS_GID_MAX 0\n",
     )
     .unwrap();
-    let etc = scene.etc_fingerprint();
-    let out = on_image(&scene, "enable");
-    assert_unchanged("/etc", &etc, &scene.etc_fingerprint());
+    let out = scene.keeping_etc(|| on_image(&scene, "enable"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no free system id left in 1..=0"),

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::fingerprint::{Fingerprints, fingerprint_tree};
+use super::fingerprint::{Fingerprints, assert_unchanged, fingerprint_tree};
 use super::{copy_etc, in_private_mounts, require_root, shell_quote, stderr};
 
 /// A local unprivileged user (owns /tmp names, its home).
@@ -84,6 +84,15 @@ mount --bind "$T/tmp" /tmp
     /// Every entry of the scene's /etc, fingerprinted.
     pub fn etc_fingerprint(&self) -> Fingerprints {
         fingerprint_tree(&self.path("etc"))
+    }
+
+    /// Runs `run` and fails unless the scene's /etc comes out of it
+    /// unchanged; returns what `run` returned.
+    pub fn keeping_etc<T>(&self, run: impl FnOnce() -> T) -> T {
+        let before = self.etc_fingerprint();
+        let out = run();
+        assert_unchanged("/etc", &before, &self.etc_fingerprint());
+        out
     }
 }
 
