@@ -205,6 +205,24 @@ WantedBy=multi-user.target
         }
     }
 
+    /// Debian's packaged unit, at its packaged path.
+    fn debian_unit(root: &Path) -> PathBuf {
+        write(root, "lib/systemd/system/docker.service", DEBIAN_UNIT)
+    }
+
+    /// The flags of the Debian unit's `ExecStart` line.
+    fn debian_unit_flags(unit: &Path) -> [FlagSource; 2] {
+        [
+            flag(unit, 14, "-H", Some("fd://")),
+            flag(
+                unit,
+                14,
+                "--containerd",
+                Some("/run/containerd/containerd.sock"),
+            ),
+        ]
+    }
+
     fn systemd_root() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("run/systemd/system")).unwrap();
@@ -214,56 +232,28 @@ WantedBy=multi-user.target
     #[test]
     fn debian_unit_with_commented_default_file() {
         let root = systemd_root();
-        let unit = write(
-            root.path(),
-            "lib/systemd/system/docker.service",
-            DEBIAN_UNIT,
-        );
+        let unit = debian_unit(root.path());
         write(root.path(), "etc/default/docker", DEBIAN_DEFAULT);
-        let flags = scan(&host(root.path())).unwrap();
-        assert_eq!(
-            flags,
-            [
-                flag(&unit, 14, "-H", Some("fd://")),
-                flag(
-                    &unit,
-                    14,
-                    "--containerd",
-                    Some("/run/containerd/containerd.sock")
-                ),
-            ]
-        );
+        assert_eq!(scan(&host(root.path())).unwrap(), debian_unit_flags(&unit));
     }
 
     #[test]
     fn docker_opts_flags_are_traced_to_their_lines() {
         let root = systemd_root();
-        let unit = write(
-            root.path(),
-            "lib/systemd/system/docker.service",
-            DEBIAN_UNIT,
-        );
+        let unit = debian_unit(root.path());
         let default = write(
             root.path(),
             "etc/default/docker",
             "DOCKER_OPTS=\"--dns 8.8.8.8\"\nexport DOCKER_OPTS=\"$DOCKER_OPTS \\\n  --userns-remap=default -g /srv/docker\"\n",
         );
         let flags = scan(&host(root.path())).unwrap();
-        assert_eq!(
-            flags,
-            [
-                flag(&unit, 14, "-H", Some("fd://")),
-                flag(
-                    &unit,
-                    14,
-                    "--containerd",
-                    Some("/run/containerd/containerd.sock")
-                ),
-                flag(&default, 1, "--dns", Some("8.8.8.8")),
-                flag(&default, 3, "--userns-remap", Some("default")),
-                flag(&default, 3, "-g", Some("/srv/docker")),
-            ]
-        );
+        let mut expected = debian_unit_flags(&unit).to_vec();
+        expected.extend([
+            flag(&default, 1, "--dns", Some("8.8.8.8")),
+            flag(&default, 3, "--userns-remap", Some("default")),
+            flag(&default, 3, "-g", Some("/srv/docker")),
+        ]);
+        assert_eq!(flags, expected);
         let clashes = conflicts(&flags, &["userns-remap", "data-root"]);
         assert_eq!(
             clashes.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>(),
@@ -276,11 +266,7 @@ WantedBy=multi-user.target
     #[test]
     fn drop_ins_reset_and_override_in_lexical_order() {
         let root = systemd_root();
-        write(
-            root.path(),
-            "lib/systemd/system/docker.service",
-            DEBIAN_UNIT,
-        );
+        debian_unit(root.path());
         write(
             root.path(),
             "lib/systemd/system/docker.service.d/20-packaged.conf",
@@ -310,11 +296,7 @@ WantedBy=multi-user.target
     #[test]
     fn etc_unit_hides_the_packaged_one_and_same_named_drop_ins() {
         let root = systemd_root();
-        write(
-            root.path(),
-            "lib/systemd/system/docker.service",
-            DEBIAN_UNIT,
-        );
+        debian_unit(root.path());
         write(
             root.path(),
             "lib/systemd/system/docker.service.d/x.conf",
@@ -354,11 +336,7 @@ WantedBy=multi-user.target
     #[test]
     fn sysconfig_options_when_systemd_is_not_running() {
         let root = tempfile::tempdir().unwrap();
-        write(
-            root.path(),
-            "lib/systemd/system/docker.service",
-            DEBIAN_UNIT,
-        );
+        debian_unit(root.path());
         let sysconfig = write(
             root.path(),
             "etc/sysconfig/docker",
