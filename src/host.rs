@@ -524,6 +524,28 @@ fn read_at_most(fd: &OwnedFd, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One read of at most `max` bytes from `name` in the held directory
+/// `dir`. A link there is not followed and a FIFO does not block, so
+/// whatever was planted under that name costs nothing. `None` when it
+/// cannot be opened or read.
+pub(crate) fn read_small_at(
+    dir: &impl AsFd,
+    name: impl rustix::path::Arg,
+    max: usize,
+) -> Option<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::empty()).ok()?;
+    let mut buf = vec![0u8; max];
+    let n = loop {
+        match rustix::io::read(&fd, &mut buf[..]) {
+            Err(Errno::INTR) => continue,
+            other => break other.ok()?,
+        }
+    };
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// The SELinux label, kept so a replaced file keeps its context.
 pub(crate) fn selinux_label(fd: &impl AsFd) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 256];

@@ -5,14 +5,13 @@
 //! Only ever on the live host: under `--root` no program of the image is
 //! run, and a process of this machine says nothing about an image.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, Mode, OFlags};
-use rustix::io::Errno;
 
 use crate::daemon::api::DockerApi;
-use crate::host::Host;
+use crate::host::{Host, read_small_at};
 use crate::paths::DEFAULT_PIDFILES;
 
 /// Searched after `PATH`: packages install to /usr/bin or /usr/sbin,
@@ -168,26 +167,7 @@ fn running_exe(host: &Host, pid: u32) -> Option<PathBuf> {
 
 /// Reads a small /proc file of the process without following links.
 fn read_proc(proc_dir: &OwnedFd, name: &str) -> Option<String> {
-    let fd = rfs::openat(
-        proc_dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = vec![0u8; PROC_READ_LIMIT];
-    let n = retry(|| rustix::io::read(fd.as_fd(), &mut buf[..]))?;
-    buf.truncate(n);
-    String::from_utf8(buf).ok()
-}
-
-fn retry<T>(mut op: impl FnMut() -> Result<T, Errno>) -> Option<T> {
-    loop {
-        match op() {
-            Err(Errno::INTR) => continue,
-            other => return other.ok(),
-        }
-    }
+    String::from_utf8(read_small_at(proc_dir, name, PROC_READ_LIMIT)?).ok()
 }
 
 /// Whether the process's effective uid is 0 (`Uid:` real, effective, ...).

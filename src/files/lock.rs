@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{self as rfs, AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::host::{Host, split};
+use crate::host::{Host, read_small_at, split};
 
 /// shadow's lckpwdf waits 15 seconds.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -225,17 +225,9 @@ fn not_a_lock(dir: &OwnedFd, lock_name: &OsString) -> Option<&'static str> {
 }
 
 fn read_holder(dir: &OwnedFd, lock_name: &OsString) -> Option<i32> {
-    // NONBLOCK: a FIFO planted as the lock (in an image) must not hold us.
-    let fd = rfs::openat(
-        dir,
-        lock_name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 32];
-    let n = rustix::io::read(&fd, &mut buf).ok()?;
-    std::str::from_utf8(&buf[..n])
+    // A FIFO planted as the lock (in an image) must not hold us.
+    let bytes = read_small_at(dir, lock_name, 32)?;
+    std::str::from_utf8(&bytes)
         .ok()?
         .trim()
         .parse()
