@@ -11,12 +11,7 @@ fn check(root: &TestRoot) -> (i32, Value) {
 }
 
 fn find<'a>(out: &'a Value, id: &str) -> &'a Value {
-    out["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id} in {out}"))
+    check_entry(out, id).unwrap_or_else(|| panic!("no check {id} in {out}"))
 }
 
 fn status(out: &Value, id: &str) -> String {

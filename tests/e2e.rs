@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::harness::Harness;
-use crate::support::{BIN, action_kinds, engine};
+use crate::support::{BIN, action_kinds, check_entry, engine, unclean_checks};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
@@ -42,12 +42,7 @@ fn check(h: &Harness, extra: &[&str]) -> Result<(Value, Duration)> {
 }
 
 fn find<'a>(checked: &'a Value, id: &str) -> &'a Value {
-    checked["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or(&Value::Null)
+    check_entry(checked, id).unwrap_or(&Value::Null)
 }
 
 fn start_with_image() -> Result<Harness> {
@@ -174,14 +169,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
     let (checked, took) = check(&h, &[])?;
     eprintln!("check on the remapped host took {took:?}");
     ensure!(took < Duration::from_secs(5), "check took {took:?}");
-    let status = |id: &str| {
-        checked["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .map(|c| c["status"].clone())
-    };
+    let status = |id: &str| check_entry(&checked, id).map(|c| c["status"].clone());
     ensure!(
         status("daemon.userns_active") == Some("ok".into()),
         "{checked}"
@@ -196,11 +184,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
         "{checked}"
     );
     let detail = |id: &str| {
-        checked["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
+        check_entry(&checked, id)
             .map(|c| c["detail"].to_string())
             .unwrap_or_default()
     };
@@ -236,14 +220,7 @@ fn enable_remaps_real_containers_is_idempotent_and_disable_undoes_it() -> Result
                 .contains("(1 images, 0 containers, 0 volumes"),
         "{healthy}"
     );
-    let unclean: Vec<String> = healthy["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] != "ok" && c["status"] != "skip")
-        .filter(|c| c["id"] != "data_root.inactive")
-        .map(|c| format!("{} {}: {}", c["id"], c["status"], c["detail"]))
-        .collect();
+    let unclean = unclean_checks(&healthy, &["data_root.inactive"]);
     ensure!(
         healthy["ok"] == true && unclean.is_empty(),
         "check on a healthy remapped host: {unclean:#?}"

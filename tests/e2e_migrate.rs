@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::harness::Harness;
+use crate::support::unclean_checks;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
@@ -199,13 +200,7 @@ fn migrate_into_remapping_and_back_keeps_images_containers_and_volumes() -> Resu
         "a second run changes nothing: {again}"
     );
     let (code, checked) = tool(&h, &["check"])?;
-    let unclean: Vec<String> = checked["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] != "ok" && c["status"] != "skip")
-        .map(|c| format!("{} {}: {}", c["id"], c["status"], c["detail"]))
-        .collect();
+    let unclean = unclean_checks(&checked, &[]);
     // The one warning is the privileged container `populate` made on
     // purpose, which remapping refuses to start.
     let expected =

@@ -24,13 +24,7 @@ fn path_check(root: &TestRoot, args: &[&str]) -> Value {
     let mut full = vec!["check", "--path", "/srv/data"];
     full.extend_from_slice(args);
     let (_, out) = root.run_json(&full);
-    out["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "path.access")
-        .unwrap()
-        .clone()
+    check_entry(&out, "path.access").unwrap().clone()
 }
 
 fn getfacl(path: &std::path::Path) -> String {

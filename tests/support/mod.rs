@@ -46,6 +46,28 @@ pub fn action_kinds(out: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The entry of `check --format json`'s `checks` with this id.
+pub fn check_entry<'a>(checked: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    checked["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+}
+
+/// The checks of `check --format json` that are neither ok nor skipped,
+/// but for the ids in `except`, each as `"id" "status": "detail"`.
+pub fn unclean_checks(checked: &serde_json::Value, except: &[&str]) -> Vec<String> {
+    checked["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "ok" && c["status"] != "skip")
+        .filter(|c| !except.iter().any(|id| c["id"] == *id))
+        .map(|c| format!("{} {}: {}", c["id"], c["status"], c["detail"]))
+        .collect()
+}
+
 /// `text` as one single-quoted shell word.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
