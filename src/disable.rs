@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::execute::{ExecuteError, Steps, WriteError, Writes};
+use crate::execute::{self, Carry, ExecuteError, Failpoints, Job, StoreRecord};
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
-use crate::migrate::containerd::{self as carry, CarryError, CarryReport, Inventory, Spool};
+use crate::migrate::containerd::{self as carry, CarryReport, Inventory};
 use crate::migrate::content::Content;
 use crate::migrate::{self, Direction, MigrateReport, Migration};
 use crate::observe::{Observed, observe};
@@ -33,14 +33,7 @@ pub enum DisableError {
     #[error(transparent)]
     Store(#[from] image_store::StoreError),
     #[error(transparent)]
-    Carry(#[from] CarryError),
-    #[error(transparent)]
     Execute(#[from] ExecuteError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The migration's journal could not be written before daemon.json.
-    #[error("{0:#}")]
-    Intent(migrate::MigrateError),
 }
 
 impl DisableError {
@@ -49,11 +42,9 @@ impl DisableError {
         match self {
             DisableError::Plan(e) => e.location(),
             DisableError::Activate(e) => e.location(),
-            DisableError::Write(e) => e.location(),
-            DisableError::Intent(_) => None,
             DisableError::Store(e) => e.location(),
             DisableError::Execute(e) => e.location(),
-            DisableError::Migrate(_) | DisableError::Carry(_) => None,
+            DisableError::Migrate(_) => None,
         }
     }
 }
@@ -187,70 +178,41 @@ pub(crate) fn run_with(
         return Ok(outcome);
     }
     let data_root = observed.data_root.clone().map_err(PlanError::from)?;
-    let mut phases = Phases::default();
     let api = daemon.as_ref().and_then(Daemon::api);
-    let spool = match (&carry, api) {
-        (Some(inventory), Some(api)) => Some(phases.time("save", || {
-            Spool::save(host, &data_root, api, inventory, global.timeout)
-        })?),
-        _ => None,
-    };
-    // A journal already there records a migration begun: it stays.
-    let fresh_intent = migration.is_some() && migrate::pending(host, &data_root).is_none();
-    if let Some(m) = &migration {
-        if let Err(e) = m.record_intent(host) {
-            if let Some((spool, _)) = spool {
-                spool.discard();
-            }
-            return Err(DisableError::Intent(e));
-        }
-    }
-    let writes = Writes {
+    let job = Job {
         host,
         observed: &observed,
+        data_root: &data_root,
+        actions: &outcome.actions,
         config: outcome.changes.first().map(|c| c.new.as_str()),
         count: 0,
-        creating: false,
-        failpoint: None,
-    };
-    if let Err(e) = writes.run(&outcome.actions) {
-        if let Some((spool, _)) = spool {
-            spool.discard();
-        }
-        return Err(e.into());
-    }
-    let restart = outcome
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::RestartDaemon { .. }));
-    let steps = Steps {
-        host,
-        daemon: daemon.as_ref(),
-        config_path: &observed.config_path,
-        original: observed.config_file.as_ref(),
-        migration: migration.as_ref(),
-        expect: restart.then_some(Expect::NotRemapped),
+        engine: execute::Engine {
+            daemon: daemon.as_ref(),
+            validator: None,
+            migration: migration.as_ref(),
+            // daemon.json about to lose the mapping no longer says where
+            // the data is: the journal does, for a rerun.
+            journal_first: true,
+            carry: carry
+                .as_ref()
+                .zip(api)
+                .map(|(inventory, api)| Carry { api, inventory }),
+            expect: restarts(&outcome.actions).then_some(Expect::NotRemapped),
+            record: match restores {
+                true => StoreRecord::Restored,
+                false => StoreRecord::Kept,
+            },
+        },
+        converge: None,
         progress: global.progress(),
+        timeout: global.timeout,
+        failpoints: Failpoints {
+            before_action: None,
+            before_restart: None,
+            before_purge: Some("disable.before_purge"),
+        },
     };
-    let mut spool = spool;
-    // On a roll-back the images are still in the remapped daemon, and a
-    // migration not begun leaves no journal behind the restored
-    // daemon.json to be finished the wrong way; while daemon.json is not
-    // back, the journal is what lets a rerun find the data.
-    let executed = steps.run(&mut phases, &mut || {
-        if let Some((spool, _)) = spool.take() {
-            spool.discard();
-        }
-        let restored = host
-            .read(&observed.config_path)
-            .ok()
-            .flatten()
-            .map(|s| s.bytes)
-            == observed.config_file.as_ref().map(|s| s.bytes.clone());
-        if let Some(m) = migration.as_ref().filter(|_| fresh_intent && restored) {
-            let _ = m.withdraw_intent(host);
-        }
-    })?;
+    let executed = execute::execute(&job)?;
     outcome.migrated = executed.migrated;
     if let Some(info) = executed.verified {
         outcome.daemon = DaemonState::Verified {
@@ -258,22 +220,16 @@ pub(crate) fn run_with(
             info,
         };
     }
-    if restores {
-        image_store::remove_record(host, &observed.config_path)?;
-    }
-    if let (Some((spool, bytes)), Some(inventory), Some(api)) = (spool, &carry, api) {
-        let mut report = spool.load(api, inventory, global.timeout)?;
-        report.images_bytes = bytes;
-        phases.extend(&report.phases);
-        outcome.carried = Some(report);
-    }
-    crate::failpoint::hit("disable.before_purge");
-    // Only once the daemon runs without the mapping: a roll-back must find
-    // the account and ranges the restored daemon.json needs.
-    writes.purge(&outcome.actions)?;
+    outcome.carried = executed.carried;
     outcome.applied = true;
-    outcome.phases = phases;
+    outcome.phases = executed.phases;
     Ok(outcome)
+}
+
+fn restarts(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::RestartDaemon { .. }))
 }
 
 /// Back to the containerd store: the remapped daemon's images and

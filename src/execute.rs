@@ -1,29 +1,55 @@
-//! Runs a plan's actions for `enable` and `disable`: the host's files
-//! ([`Writes`]: accounts, ranges, daemon.json, the purge), then the
-//! daemon's steps ([`Steps`]): stop dockerd, migrate its data, restart it
-//! and verify it from its own answer, and, when that proof does not come,
-//! roll back in reverse (the data moved back, daemon.json put back byte
-//! for byte, the old daemon restarted).
+//! Runs what `enable` and `disable` planned, in one order: the images to
+//! carry saved, the accounts and ranges written, dockerd's check of the
+//! whole new daemon.json, daemon.json written, then dockerd stopped, its
+//! data migrated, dockerd restarted and verified from its own answer, the
+//! images loaded, and `--purge` last. When the proof does not come, it
+//! rolls back in reverse (the data moved back, daemon.json put back byte
+//! for byte, the old daemon restarted) and abandons what the run made.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::accounts::allocate::{AllocateError, IdSources, SubIdKind, range_need, range_to_add};
 use crate::accounts::create::{self as account, AccountError};
-use crate::activate::{self, ActivateError, Daemon, Expect, MigrationUndo};
+use crate::activate::{self, ActivateError, Daemon, Expect, MigrationUndo, Validator};
 use crate::config::passwd::{Groups, Passwd};
 use crate::config::subid::SubIdFile;
-use crate::daemon::api::DaemonInfo;
+use crate::daemon::api::{DaemonInfo, DockerApi};
 use crate::files::{atomic, lock};
 use crate::host::{Host, HostError, Snapshot};
 use crate::image_store::{self, StoreError};
-use crate::migrate::{MigrateError, MigrateReport, Migration};
+use crate::migrate::containerd::{CarryError, CarryReport, Inventory, Spool};
+use crate::migrate::{self, MigrateError, MigrateReport, Migration};
 use crate::observe::{LoadError, Observed, read_parsed};
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
-use crate::plan::Action;
+use crate::plan::{Action, Plan, PlanError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
+    /// The images to carry could not be saved: nothing was changed.
+    #[error(transparent)]
+    Save(CarryError),
+    /// The migration's journal could not be written before daemon.json.
+    #[error("{0:#}")]
+    Intent(MigrateError),
+    /// A host file could not be written; daemon.json is as it was.
+    #[error(transparent)]
+    Write(WriteError),
+    /// `dockerd --validate` refused the whole new daemon.json once the
+    /// account and ranges it names were written; those stay.
+    #[error(
+        "{cause}\n{} was not changed; kept, unused until userns-remap names them: {kept}",
+        config.display()
+    )]
+    RejectedWithAccounts {
+        cause: Box<ActivateError>,
+        config: std::path::PathBuf,
+        kept: String,
+    },
+    /// Planning again after the writes still found something to do.
+    #[error(transparent)]
+    Converge(PlanError),
     /// dockerd did not stop for the migration: nothing has moved, and
     /// daemon.json was put back.
     #[error(transparent)]
@@ -36,6 +62,17 @@ pub enum ExecuteError {
     /// back, and the message says how that went.
     #[error(transparent)]
     RolledBack(ActivateError),
+    /// The image-store record could not be removed once the daemon runs
+    /// on the user's own setting again.
+    #[error(transparent)]
+    Record(StoreError),
+    /// The saved images could not be loaded into the restarted daemon;
+    /// the spool keeps them.
+    #[error(transparent)]
+    Load(CarryError),
+    /// `--purge` failed once the daemon ran without the mapping.
+    #[error(transparent)]
+    Purge(WriteError),
 }
 
 impl ExecuteError {
@@ -43,66 +80,251 @@ impl ExecuteError {
     pub fn location(&self) -> Option<crate::error::Location> {
         match self {
             ExecuteError::Stop(e) | ExecuteError::RolledBack(e) => e.location(),
-            ExecuteError::Migrate(_) => None,
+            ExecuteError::Write(e) | ExecuteError::Purge(e) => e.location(),
+            ExecuteError::Converge(e) => e.location(),
+            ExecuteError::Record(e) => e.location(),
+            ExecuteError::Save(_)
+            | ExecuteError::Intent(_)
+            | ExecuteError::RejectedWithAccounts { .. }
+            | ExecuteError::Migrate(_)
+            | ExecuteError::Load(_) => None,
         }
     }
 }
 
-/// What to do once the plan's files are written.
-pub struct Steps<'a> {
+/// A plan to carry out, with what the engine side planned for it.
+pub struct Job<'a> {
     pub host: &'a Host,
+    pub observed: &'a Observed,
+    /// The daemon's data root, where the images to carry are saved.
+    pub data_root: &'a Path,
+    /// The plan's actions, in the plan's order.
+    pub actions: &'a [Action],
+    /// daemon.json as the plan writes it, when it changes it.
+    pub config: Option<&'a str>,
+    /// `--count`: how many ids a range to add holds.
+    pub count: u64,
+    pub engine: Engine<'a>,
+    /// Plans again once the files are written and says what is left; the
+    /// run goes on only when nothing is.
+    pub converge: Option<&'a dyn Fn() -> Result<Plan, PlanError>>,
+    /// Whether the migration shows a progress line.
+    pub progress: bool,
+    /// How long a transfer of the images may stay idle.
+    pub timeout: Duration,
+    pub failpoints: Failpoints,
+}
+
+/// What the engine side planned: the daemon and what is done to it.
+pub struct Engine<'a> {
     /// `None` under `--no-restart` or `--root`: nothing runs to stop.
     pub daemon: Option<&'a Daemon>,
-    pub config_path: &'a Path,
-    /// daemon.json as read before planning; `None` when it did not exist.
-    pub original: Option<&'a Snapshot>,
+    /// The dockerd that checks the whole new daemon.json once the remap
+    /// account and ranges it names exist.
+    pub validator: Option<&'a Validator>,
     pub migration: Option<&'a Migration>,
+    /// Whether the migration is journaled before daemon.json is written:
+    /// once daemon.json no longer names the mapping, the journal is what
+    /// lets a rerun find the data.
+    pub journal_first: bool,
+    /// Images and containers carried across through the API.
+    pub carry: Option<Carry<'a>>,
     /// What the restarted daemon must show; `None` when the plan does not
     /// restart it.
     pub expect: Option<Expect>,
-    /// Whether the migration shows a progress line.
-    pub progress: bool,
+    pub record: StoreRecord,
 }
 
-/// What the steps did.
+/// The containerd store's content to carry, as planned.
+#[derive(Clone, Copy)]
+pub struct Carry<'a> {
+    pub api: &'a DockerApi,
+    pub inventory: &'a Inventory,
+}
+
+/// What becomes of the image-store record (the user's own store setting,
+/// kept while the graph driver is pinned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRecord {
+    /// Kept as it is.
+    Kept,
+    /// There was none before this run: it goes when the run is abandoned.
+    Fresh,
+    /// daemon.json gets the user's setting back: the record goes once the
+    /// daemon runs on it.
+    Restored,
+}
+
+/// The failpoints hit on the way, by the command that runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Failpoints {
+    /// Before each host-side action.
+    pub before_action: Option<&'static str>,
+    /// Once the files are written, before dockerd is touched.
+    pub before_restart: Option<&'static str>,
+    /// Before `--purge`.
+    pub before_purge: Option<&'static str>,
+}
+
+/// What the run did.
 #[derive(Debug, Default)]
 pub struct Executed {
+    /// The plan made again after the writes, when the job asked for it.
+    pub converged: Option<Plan>,
     pub migrated: Option<MigrateReport>,
     /// What the restarted daemon showed; `None` when it was not restarted.
     pub verified: Option<DaemonInfo>,
+    pub carried: Option<CarryReport>,
+    /// Time spent in each phase that ran (save, stop, move, shift, ...).
+    pub phases: Phases,
 }
 
-impl Steps<'_> {
-    /// Runs the steps in order, timing each in `phases`. `abandon` drops
-    /// what this run made that a roll-back leaves no use for (images
-    /// saved for carrying, the record of a migration not begun); on every
-    /// roll-back it is called once, after the data is moved back and
-    /// daemon.json put back.
-    pub fn run(
+/// What this run made for itself, for a roll-back to abandon.
+#[derive(Default)]
+struct Made {
+    /// The images saved for carrying, and their size.
+    spool: Option<(Spool, u64)>,
+    /// A migration journal written by this run (not an earlier one's).
+    journal: bool,
+}
+
+/// Carries out `job` in order; see the module's description.
+pub fn execute(job: &Job<'_>) -> Result<Executed, ExecuteError> {
+    let mut done = Executed::default();
+    let mut made = Made {
+        spool: job.save(&mut done.phases)?,
+        journal: false,
+    };
+    if let Err(e) = job.journal(&mut made).and_then(|()| job.write()) {
+        job.abandon(&mut made);
+        return Err(e);
+    }
+    if let Some(converge) = job.converge {
+        match converge() {
+            Ok(plan) => done.converged = Some(plan),
+            // daemon.json is written: the record and a journal stay with it.
+            Err(e) => {
+                if let Some((spool, _)) = made.spool.take() {
+                    spool.discard();
+                }
+                return Err(ExecuteError::Converge(e));
+            }
+        }
+    }
+    if let Some(name) = job.failpoints.before_restart {
+        crate::failpoint::hit(name);
+    }
+    // Interrupted (a migration stopped part way): daemon.json stays as
+    // planned for the rerun that finishes the move, and the saved images
+    // stay for loading; a roll-back has abandoned them.
+    let steps = job.daemon_steps(&mut done.phases, &mut || job.abandon(&mut made))?;
+    (done.migrated, done.verified) = steps;
+    if job.engine.record == StoreRecord::Restored {
+        image_store::remove_record(job.host, &job.observed.config_path)
+            .map_err(ExecuteError::Record)?;
+    }
+    done.carried = job.load(made.spool, &mut done.phases)?;
+    if let Some(name) = job.failpoints.before_purge {
+        crate::failpoint::hit(name);
+    }
+    // Only once the daemon runs without the mapping: a roll-back must find
+    // the account and ranges the restored daemon.json needs.
+    job.writes()
+        .purge(job.actions)
+        .map_err(ExecuteError::Purge)?;
+    Ok(done)
+}
+
+impl Job<'_> {
+    /// Images leave the containerd store while it still serves them.
+    fn save(&self, phases: &mut Phases) -> Result<Option<(Spool, u64)>, ExecuteError> {
+        let Some(carry) = self.engine.carry else {
+            return Ok(None);
+        };
+        let saved = phases.time("save", || {
+            Spool::save(
+                self.host,
+                self.data_root,
+                carry.api,
+                carry.inventory,
+                self.timeout,
+            )
+        });
+        saved.map(Some).map_err(ExecuteError::Save)
+    }
+
+    /// Journals the migration before daemon.json when the job asks for it.
+    /// A journal already there records a migration begun: it stays.
+    fn journal(&self, made: &mut Made) -> Result<(), ExecuteError> {
+        let Some(migration) = self.engine.migration.filter(|_| self.engine.journal_first) else {
+            return Ok(());
+        };
+        let fresh = migrate::pending(self.host, self.data_root).is_none();
+        migration
+            .record_intent(self.host)
+            .map_err(ExecuteError::Intent)?;
+        made.journal = fresh;
+        Ok(())
+    }
+
+    /// The accounts and ranges, dockerd's check of the whole new
+    /// daemon.json, then daemon.json.
+    fn write(&self) -> Result<(), ExecuteError> {
+        let (config, accounts): (Vec<Action>, Vec<Action>) =
+            self.actions.iter().cloned().partition(Action::edits_config);
+        let writes = self.writes();
+        writes.run(&accounts).map_err(ExecuteError::Write)?;
+        if let Some(validator) = self.engine.validator {
+            let shown = self.host.display(&self.observed.config_path);
+            validate_after_accounts(self.host, validator, self.actions, self.config, &shown)?;
+        }
+        writes.run(&config).map_err(ExecuteError::Write)
+    }
+
+    fn writes(&self) -> Writes<'_> {
+        Writes {
+            host: self.host,
+            observed: self.observed,
+            config: self.config,
+            count: self.count,
+            creating: self
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateGroup { .. } | Action::CreateUser { .. })),
+            failpoint: self.failpoints.before_action,
+        }
+    }
+
+    /// Stops dockerd and migrates (when the plan migrates), then restarts
+    /// and verifies it (when the plan restarts it), rolling back when it
+    /// does not prove the change. `abandon` drops what this run made that
+    /// a roll-back leaves no use for; on every roll-back it is called
+    /// once, after the data is moved back and daemon.json put back.
+    fn daemon_steps(
         &self,
         phases: &mut Phases,
         abandon: &mut dyn FnMut(),
-    ) -> Result<Executed, ExecuteError> {
-        let migrated = match self.migration {
+    ) -> Result<(Option<MigrateReport>, Option<DaemonInfo>), ExecuteError> {
+        let migration = self.engine.migration;
+        let migrated = match migration {
             Some(migration) => Some(self.migrate(migration, phases, abandon)?),
             None => None,
         };
-        let verified = match (self.daemon, &self.expect) {
-            (Some(daemon), Some(expect)) => match daemon.restart_and_verify_timed(expect, phases) {
-                Ok(info) => Some(info),
-                Err(cause) => {
-                    let cause = match self.migration {
-                        Some(m) => undo_migration(self.host, daemon, m, cause),
-                        None => cause,
-                    };
-                    return Err(ExecuteError::RolledBack(
-                        self.roll_back(daemon, cause, abandon),
-                    ));
-                }
-            },
-            _ => None,
+        let (Some(daemon), Some(expect)) = (self.engine.daemon, &self.engine.expect) else {
+            return Ok((migrated, None));
         };
-        Ok(Executed { migrated, verified })
+        match daemon.restart_and_verify_timed(expect, phases) {
+            Ok(info) => Ok((migrated, Some(info))),
+            Err(cause) => {
+                let cause = match migration {
+                    Some(m) => undo_migration(self.host, daemon, m, cause),
+                    None => cause,
+                };
+                Err(ExecuteError::RolledBack(
+                    self.roll_back(daemon, cause, abandon),
+                ))
+            }
+        }
     }
 
     /// Stops dockerd (when it is managed), then migrates. A daemon that
@@ -114,7 +336,7 @@ impl Steps<'_> {
         phases: &mut Phases,
         abandon: &mut dyn FnMut(),
     ) -> Result<MigrateReport, ExecuteError> {
-        if let Some(daemon) = self.daemon {
+        if let Some(daemon) = self.engine.daemon {
             if let Err(cause) = phases.time("stop", || daemon.stop()) {
                 return Err(ExecuteError::Stop(self.roll_back(daemon, cause, abandon)));
             }
@@ -133,10 +355,89 @@ impl Steps<'_> {
         cause: ActivateError,
         abandon: &mut dyn FnMut(),
     ) -> ActivateError {
-        let error = activate::roll_back(self.host, daemon, self.config_path, self.original, cause);
+        let original = self.observed.config_file.as_ref();
+        let config_path = &self.observed.config_path;
+        let error = activate::roll_back(self.host, daemon, config_path, original, cause);
         abandon();
         error
     }
+
+    /// On the way out after a failure the originals are untouched in the
+    /// containerd store: the saved images are not needed, nor a record
+    /// made now. A journal of a migration not begun goes only once
+    /// daemon.json is back: a rerun would otherwise finish it the wrong
+    /// way, while until then the journal is what lets a rerun find the data.
+    fn abandon(&self, made: &mut Made) {
+        if let Some((spool, _)) = made.spool.take() {
+            spool.discard();
+        }
+        if self.engine.record == StoreRecord::Fresh {
+            let _ = image_store::remove_record(self.host, &self.observed.config_path);
+        }
+        let migration = self.engine.migration.filter(|_| made.journal);
+        if let Some(m) = migration.filter(|_| self.config_is_back()) {
+            let _ = m.withdraw_intent(self.host);
+        }
+    }
+
+    /// Whether daemon.json holds again the bytes read before planning.
+    fn config_is_back(&self) -> bool {
+        let now = self.host.read(&self.observed.config_path).ok().flatten();
+        now.map(|s| s.bytes) == self.observed.config_file.as_ref().map(|s| s.bytes.clone())
+    }
+
+    /// Loads the saved images into the restarted daemon and re-creates
+    /// the containers.
+    fn load(
+        &self,
+        spool: Option<(Spool, u64)>,
+        phases: &mut Phases,
+    ) -> Result<Option<CarryReport>, ExecuteError> {
+        let (Some((spool, bytes)), Some(carry)) = (spool, self.engine.carry) else {
+            return Ok(None);
+        };
+        let mut report = spool
+            .load(carry.api, carry.inventory, self.timeout)
+            .map_err(ExecuteError::Load)?;
+        report.images_bytes = bytes;
+        phases.extend(&report.phases);
+        Ok(Some(report))
+    }
+}
+
+/// The whole new daemon.json, userns-remap included, once the account and
+/// ranges it names exist (so dockerd finds and creates nothing), when the
+/// check before the writes could only see it without that key.
+///
+/// On refusal the account and ranges just written stay: putting the
+/// account files back could undo what another tool wrote meanwhile, they
+/// are inert while daemon.json does not name them, and a later run reuses
+/// them instead of allocating again.
+pub(crate) fn validate_after_accounts(
+    host: &Host,
+    validator: &Validator,
+    actions: &[Action],
+    config: Option<&str>,
+    config_path: &Path,
+) -> Result<(), ExecuteError> {
+    if !actions.iter().any(Action::creates_account) || !validator.checks_userns() {
+        return Ok(());
+    }
+    let Some(text) = config else {
+        return Ok(());
+    };
+    activate::validate_with_dockerd(host, validator, config_path, text).map_err(|e| {
+        let kept: Vec<String> = actions
+            .iter()
+            .filter(|a| a.creates_account() || matches!(a, Action::CompleteAccount { .. }))
+            .map(Action::describe)
+            .collect();
+        ExecuteError::RejectedWithAccounts {
+            cause: Box::new(e),
+            config: config_path.to_owned(),
+            kept: kept.join("; "),
+        }
+    })
 }
 
 /// Carries the data back before daemon.json is restored: the exact
@@ -205,25 +506,25 @@ impl WriteError {
 /// The host-side actions of a plan: accounts, ranges and daemon.json.
 /// Every step re-reads what it changes under the lock and re-decides, so
 /// a concurrent useradd cannot make it write stale data.
-pub struct Writes<'a> {
-    pub host: &'a Host,
-    pub observed: &'a Observed,
+struct Writes<'a> {
+    host: &'a Host,
+    observed: &'a Observed,
     /// daemon.json as the plan writes it, when it changes it.
-    pub config: Option<&'a str>,
+    config: Option<&'a str>,
     /// `--count`: how many ids a range to add holds.
-    pub count: u64,
+    count: u64,
     /// Whether the plan creates the remap account (its ranges then may
     /// not reuse ids another owner's lines name).
-    pub creating: bool,
+    creating: bool,
     /// The failpoint hit before each action.
-    pub failpoint: Option<&'static str>,
+    failpoint: Option<&'static str>,
 }
 
 impl Writes<'_> {
     /// Runs the actions in order that change the host before dockerd is
-    /// restarted; the daemon's steps are [`Steps::run`]'s, and the purge
-    /// waits for [`Writes::purge`].
-    pub fn run(&self, actions: &[Action]) -> Result<(), WriteError> {
+    /// restarted; the daemon's steps are [`Job::daemon_steps`]'s, and the
+    /// purge waits for [`Writes::purge`].
+    fn run(&self, actions: &[Action]) -> Result<(), WriteError> {
         // The user's own store setting is on disk before daemon.json changes.
         if actions
             .iter()
@@ -260,7 +561,7 @@ impl Writes<'_> {
                         written = true;
                     }
                 }
-                // dockerd's, stopped or restarted: [`Steps::run`] does them.
+                // dockerd's, stopped or restarted: [`Job::daemon_steps`] does them.
                 Action::RestartDaemon { .. }
                 | Action::MigrateData { .. }
                 | Action::CarryImages { .. } => {}
@@ -274,7 +575,7 @@ impl Writes<'_> {
     /// `--purge`: runs only once the daemon runs without the mapping, so
     /// that a roll-back finds the account and ranges the restored
     /// daemon.json needs.
-    pub fn purge(&self, actions: &[Action]) -> Result<(), WriteError> {
+    fn purge(&self, actions: &[Action]) -> Result<(), WriteError> {
         for action in actions {
             match action {
                 Action::RemoveRanges { owner } => {

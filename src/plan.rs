@@ -149,6 +149,27 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether it creates the remap account or its ranges: until they
+    /// exist dockerd must not see userns-remap, as `--validate` (26+)
+    /// would create them itself, with its own allocator.
+    pub fn creates_account(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateGroup { .. } | Action::CreateUser { .. } | Action::AddRange { .. }
+        )
+    }
+
+    /// Whether it is one of the daemon.json edits, which one write carries.
+    pub fn edits_config(&self) -> bool {
+        matches!(
+            self,
+            Action::SetRemap { .. }
+                | Action::PinImageStore { .. }
+                | Action::RemoveRemap { .. }
+                | Action::RestoreImageStore { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::CreateGroup { .. } => "create_group",
