@@ -1157,4 +1157,285 @@ mod tests {
         assert_eq!(contents(&dir), before);
         assert_eq!(fake.restarts(), 0);
     }
+
+    /// A global `--root` request for `dir`, and the host it opens with
+    /// `runner`.
+    fn opened(
+        dir: &tempfile::TempDir,
+        runner: Box<dyn crate::host::Runner>,
+    ) -> (crate::request::Global, Host) {
+        let root = dir.path().to_str().unwrap();
+        let args = ["docker-userns", "--root", root, "enable"];
+        let Invocation::Run(request) = parse_args(args.iter().map(std::ffi::OsString::from)) else {
+            panic!("enable is a command");
+        };
+        let host = Host::open(dir.path(), runner).unwrap();
+        (request.global, host)
+    }
+
+    /// A job on `observed` with nothing but `actions` and `engine` to do.
+    fn job<'a>(
+        host: &'a Host,
+        observed: &'a crate::observe::Observed,
+        actions: &'a [super::Action],
+        config: &'a str,
+        engine: super::Engine<'a>,
+    ) -> super::Job<'a> {
+        super::Job {
+            host,
+            observed,
+            data_root: std::path::Path::new("/var/lib/docker"),
+            actions,
+            config: Some(config),
+            count: 65536,
+            engine,
+            converge: None,
+            progress: false,
+            timeout: Duration::from_secs(5),
+            failpoints: super::Failpoints::default(),
+        }
+    }
+
+    /// The fake daemon, and at each restart whether the spool and the
+    /// image-store record are on disk.
+    struct Watched {
+        fake: FakeDaemon,
+        paths: [std::path::PathBuf; 2],
+        seen: std::rc::Rc<std::cell::RefCell<Vec<[bool; 2]>>>,
+    }
+
+    impl crate::daemon::control::DaemonControl for Watched {
+        fn socket(&self) -> &std::path::Path {
+            self.fake.socket()
+        }
+        fn info(&self) -> Result<DaemonInfo, crate::daemon::api::ApiError> {
+            self.fake.info()
+        }
+        fn running_containers(
+            &self,
+        ) -> Result<Vec<ContainerSummary>, crate::daemon::api::ApiError> {
+            self.fake.running_containers()
+        }
+        fn wait_ready(
+            &self,
+            deadline: std::time::Instant,
+        ) -> Result<(), crate::daemon::api::ApiError> {
+            self.fake.wait_ready(deadline)
+        }
+        fn restart_command(&self) -> Result<String, crate::daemon::control::ControlError> {
+            self.fake.restart_command()
+        }
+        fn restart(&self) -> Result<(), crate::daemon::control::ControlError> {
+            self.seen
+                .borrow_mut()
+                .push(self.paths.clone().map(|p| p.exists()));
+            self.fake.restart()
+        }
+        fn stop(&self, timeout: Duration) -> Result<(), crate::daemon::control::ControlError> {
+            self.fake.stop(timeout)
+        }
+        fn last_logs(&self) -> Option<String> {
+            self.fake.last_logs()
+        }
+        fn api(&self) -> Option<&crate::daemon::api::DockerApi> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_restart_that_fails_after_the_save_discards_the_spool_and_the_record_made() {
+        let config = "{\n  \"features\": {\"containerd-snapshotter\": true}\n}\n";
+        let dir = root(config);
+        std::fs::create_dir_all(dir.path().join(DATA_ROOT)).unwrap();
+        let before = contents(&dir);
+        let (global, host) = opened(&dir, Box::new(SystemRunner));
+        let observed = crate::observe::observe(&host, &global)
+            .complete(&host)
+            .unwrap();
+        let record = crate::image_store::record_path(&observed.config_path);
+        let spool = std::path::Path::new(DATA_ROOT).join(crate::migrate::containerd::SPOOL);
+        let seen = std::rc::Rc::default();
+        let fake = FakeDaemon::new(up(false))
+            .then(Restart::Fails("exit status: 1".into()))
+            .then(Restart::To(up(false)));
+        let watched = Watched {
+            fake: fake.clone(),
+            paths: [
+                dir.path().join(spool),
+                dir.path().join(record.strip_prefix("/").unwrap()),
+            ],
+            seen: std::rc::Rc::clone(&seen),
+        };
+        let daemon = Daemon::new(Box::new(watched), Duration::ZERO);
+        let shown = host.display(&observed.config_path);
+        let actions = [
+            super::Action::SetRemap {
+                path: shown.clone(),
+                from: None,
+                to: "default".into(),
+            },
+            super::Action::PinImageStore {
+                path: shown,
+                from: Some("{\"containerd-snapshotter\": true}".into()),
+                to: "{\"containerd-snapshotter\": false}".into(),
+                why: "daemon.json sets it".into(),
+            },
+            super::Action::RestartDaemon {
+                command: "/bin/systemctl restart docker".into(),
+            },
+        ];
+        let api = crate::daemon::api::DockerApi::new("/nonexistent/docker.sock", Duration::ZERO);
+        let inventory = crate::migrate::containerd::Inventory::default();
+        let engine = super::Engine {
+            daemon: Some(&daemon),
+            validator: None,
+            migration: None,
+            journal_first: false,
+            carry: Some(super::Carry {
+                api: &api,
+                inventory: &inventory,
+            }),
+            expect: Some(crate::activate::Expect::NotRemapped),
+            record: super::StoreRecord::Fresh,
+        };
+        let new = "{\n  \"features\": {\"containerd-snapshotter\": false},\n  \"userns-remap\": \"default\"\n}\n";
+        let job = job(&host, &observed, &actions, new, engine);
+        let error = super::execute(&job).expect_err("the restart fails");
+        assert!(
+            matches!(error, super::ExecuteError::RolledBack(_)),
+            "{error:?}"
+        );
+        assert_eq!(
+            seen.borrow()[0],
+            [true, true],
+            "saved and recorded before the restart"
+        );
+        let [spool, record] = [
+            &job.data_root.join(crate::migrate::containerd::SPOOL),
+            &record,
+        ]
+        .map(|p| dir.path().join(p.strip_prefix("/").unwrap()));
+        assert!(!spool.exists(), "the spool is discarded");
+        assert!(!record.exists(), "the record made by this run is removed");
+        assert_eq!(contents(&dir), before);
+        assert_eq!(fake.restarts(), 2);
+    }
+
+    #[test]
+    fn disable_migrate_whose_file_writes_fail_withdraws_its_journal() {
+        let dir = root(REMAPPED_CONFIG);
+        state(&dir, "100000.100000", 100000);
+        // The backup of daemon.json cannot be renamed over a directory.
+        let blocker = dir.path().join("etc/docker/daemon.json.docker-userns.bak");
+        std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+        let (before, data) = (contents(&dir), tree(&dir));
+        let fake = FakeDaemon::new(up(true));
+        let message = failure(&dir, &fake, &["disable", "--migrate"]);
+        assert!(
+            message.ends_with("daemon.json.docker-userns.bak: Is a directory (os error 21)"),
+            "{message}"
+        );
+        assert_eq!(contents(&dir), before, "daemon.json as it was");
+        assert_eq!(tree(&dir), data, "nothing moved, no journal left");
+        assert!(!fake.calls().contains(&"stop"), "{:?}", fake.calls());
+        assert_eq!(fake.restarts(), 0);
+    }
+
+    /// Records, at each `dockerd --validate`, the text it reads and the
+    /// root's subuid and daemon.json at that moment.
+    struct Effects {
+        root: std::path::PathBuf,
+        seen: std::rc::Rc<std::cell::RefCell<Vec<[String; 3]>>>,
+    }
+
+    impl crate::host::Runner for Effects {
+        fn run(
+            &self,
+            program: &std::path::Path,
+            _: &[std::ffi::OsString],
+        ) -> Result<String, crate::host::HostError> {
+            Err(crate::host::HostError::Command {
+                program: program.to_owned(),
+                message: "not expected".into(),
+            })
+        }
+
+        fn run_with_input(
+            &self,
+            _: &std::path::Path,
+            _: &[std::ffi::OsString],
+            input: std::os::fd::OwnedFd,
+        ) -> Result<String, crate::host::HostError> {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::from(input)
+                .read_to_string(&mut text)
+                .unwrap();
+            let read = |rel: &str| std::fs::read_to_string(self.root.join(rel)).unwrap();
+            let now = [text, read("etc/subuid"), read("etc/docker/daemon.json")];
+            self.seen.borrow_mut().push(now);
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn dockerd_validates_the_whole_file_after_the_ranges_are_written_and_before_daemon_json() {
+        let dir = root(PLAIN_CONFIG);
+        std::fs::write(dir.path().join("etc/subuid"), "").unwrap();
+        std::fs::write(dir.path().join("etc/subgid"), "").unwrap();
+        let seen = std::rc::Rc::default();
+        let effects = Effects {
+            root: dir.path().to_owned(),
+            seen: std::rc::Rc::clone(&seen),
+        };
+        let (global, host) = opened(&dir, Box::new(effects));
+        let observed = crate::observe::observe(&host, &global)
+            .complete(&host)
+            .unwrap();
+        let range = crate::ids::IdRange {
+            start: 100000,
+            count: 65536,
+        };
+        let add = |kind| super::Action::AddRange {
+            kind,
+            owner: "dockremap".into(),
+            range,
+        };
+        use crate::accounts::allocate::SubIdKind;
+        let actions = [
+            add(SubIdKind::Uid),
+            add(SubIdKind::Gid),
+            super::Action::SetRemap {
+                path: host.display(&observed.config_path),
+                from: None,
+                to: "default".into(),
+            },
+        ];
+        let validator = crate::activate::Validator {
+            dockerd: "/usr/sbin/dockerd".into(),
+            major: 28,
+        };
+        let engine = super::Engine {
+            daemon: None,
+            validator: Some(&validator),
+            migration: None,
+            journal_first: false,
+            carry: None,
+            expect: None,
+            record: super::StoreRecord::Kept,
+        };
+        super::execute(&job(&host, &observed, &actions, REMAPPED_CONFIG, engine)).unwrap();
+        let ranges = "dockremap:100000:65536\n";
+        assert_eq!(
+            *seen.borrow(),
+            [[
+                REMAPPED_CONFIG.to_owned(),
+                ranges.to_owned(),
+                PLAIN_CONFIG.to_owned()
+            ]],
+            "the whole new file, with the ranges written and daemon.json not yet"
+        );
+        let config = std::fs::read_to_string(dir.path().join("etc/docker/daemon.json")).unwrap();
+        assert_eq!(config, REMAPPED_CONFIG);
+    }
 }
