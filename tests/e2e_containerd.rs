@@ -175,26 +175,7 @@ fn enable_migrate_carries_the_containerd_store_and_disable_restores_it() -> Resu
         names.contains("stopped") && names.contains("running running"),
         "containers: {names}"
     );
-    let out = h.docker_ok(&["start", "-a", "stopped"])?;
-    ensure!(out == "r", "the stopped container printed {out:?}");
-    let listing = h.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "stat",
-        "-c",
-        "%u %n",
-        "/data/root-file",
-        "/data/user-file",
-    ])?;
-    ensure!(
-        listing == "0 /data/root-file\n1000 /data/user-file",
-        "volume owners inside: {listing:?}"
-    );
+    h.ensure_volume_and_stopped_container_kept(BASE, "")?;
     ensure!(
         !h.paths().data_root.join(".docker-userns-spool").exists(),
         "the spool was not removed"

@@ -97,24 +97,7 @@ fn assert_everything_there(h: &Harness, expected_images: &str) -> Result<()> {
         names.contains("stopped") && names.contains("running"),
         "containers: {names}"
     );
-    let out = h.docker_ok(&["start", "-a", "stopped"])?;
-    ensure!(out == "r", "the stopped container printed {out:?}");
-    let listing = h.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        "data:/data",
-        BASE,
-        "sh",
-        "-c",
-        "stat -c '%u %n' /data/root-file /data/user-file && echo w > /data/new-file",
-    ])?;
-    ensure!(
-        listing == "0 /data/root-file\n1000 /data/user-file",
-        "volume owners inside: {listing:?}"
-    );
+    h.ensure_volume_and_stopped_container_kept(BASE, " && echo w > /data/new-file")?;
     let app = h.docker_ok(&[
         "run",
         "--rm",

@@ -472,6 +472,34 @@ impl Harness {
         Ok(())
     }
 
+    /// What [`Harness::volume_and_two_containers`] made, as a migration
+    /// must leave it: `stopped` starts and prints the volume's root file,
+    /// and inside a container from `image` the volume's files keep their
+    /// owners 0 and 1000. `then` (shell) runs in that container after the
+    /// listing.
+    pub fn ensure_volume_and_stopped_container_kept(&self, image: &str, then: &str) -> Result<()> {
+        let out = self.docker_ok(&["start", "-a", "stopped"])?;
+        ensure!(out == "r", "the stopped container printed {out:?}");
+        let script = format!("stat -c '%u %n' /data/root-file /data/user-file{then}");
+        let listing = self.docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "data:/data",
+            image,
+            "sh",
+            "-c",
+            &script,
+        ])?;
+        ensure!(
+            listing == "0 /data/root-file\n1000 /data/user-file",
+            "volume owners inside: {listing:?}"
+        );
+        Ok(())
+    }
+
     /// Imports a one-binary busybox image as `tag`.
     pub fn import_busybox(&self, tag: &str) -> Result<()> {
         let rootfs = self.paths.root.join("busybox-rootfs");
