@@ -14,7 +14,6 @@ use std::io::{BufWriter, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::BIN;
 use crate::support::harness::Harness;
 use anyhow::{Context, Result, ensure};
 
@@ -203,14 +202,8 @@ fn migrate_versus_save_and_load() -> Result<()> {
     // save | load into a fresh remapped daemon.
     let target = Harness::new()?;
     target.start()?;
-    let mut enable = target.ns_command(BIN);
-    enable
-        .args(["enable", "--yes", "--format", "json", "--host"])
-        .arg(target.docker_host())
-        .arg("--data-root")
-        .arg(&target.paths().data_root)
-        .arg("--restart-command")
-        .arg(target.restart_command());
+    let mut enable = target.tool_command(&target.restart_command());
+    enable.args(["enable", "--yes"]);
     ensure!(
         target
             .run(enable, Duration::from_secs(300))?
@@ -241,16 +234,11 @@ fn migrate_versus_save_and_load() -> Result<()> {
 
     // enable --migrate on the source itself.
     let before_migrate = used(&source.paths().data_root);
-    let mut migrate = source.ns_command(BIN);
+    let mut migrate = source.tool_command(&source.restart_command());
     migrate
-        .args(["enable", "--migrate", "--yes", "--format", "json", "--host"])
-        .arg(source.docker_host())
-        .arg("--data-root")
-        .arg(&source.paths().data_root)
-        .arg("--restart-command")
-        .arg(source.restart_command())
         .arg("--stop-command")
-        .arg(source.stop_command());
+        .arg(source.stop_command())
+        .args(["enable", "--migrate", "--yes"]);
     drop_caches()?;
     let started = Instant::now();
     let out = source.run(migrate, LONG)?;
