@@ -94,91 +94,12 @@ pub(crate) fn run_with(
     let observed = observe(host, global)
         .complete(host)
         .map_err(PlanError::from)?;
-    let config_path = host.display(&observed.config_path);
-    let current = observed
-        .config
-        .string(USERNS_REMAP)
-        .map_err(PlanError::from)?;
-    let mut outcome = DisableOutcome {
-        actions: Vec::new(),
-        changes: Vec::new(),
-        warnings: Vec::new(),
-        config_path: config_path.clone(),
-        applied: false,
-        carried: None,
-        migrated: None,
-        phases: Phases::default(),
-        daemon: DaemonState::NotManaged {
-            reason: if host.is_live() {
-                "--no-restart".into()
-            } else {
-                "--root: an image root has no running daemon".into()
-            },
-        },
-    };
-    if let Some(from) = &current {
-        outcome.actions.push(Action::RemoveRemap {
-            path: config_path.clone(),
-            from: from.clone(),
-        });
-        outcome.changes.push(FileChange {
-            path: config_path.clone(),
-            old: observed.config.text().to_owned(),
-            new: observed.config.without(USERNS_REMAP),
-        });
-    }
-    let record = image_store::read_record(host, &observed.config_path)?;
-    let restores = match &record {
-        Some(record) => plan_store_restore(&observed, record, &mut outcome)?,
-        None => false,
-    };
-    let daemon = connect()?;
-    let migration = if request.migrate {
-        let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
-        plan_migration(
-            host,
-            &observed,
-            current.as_deref(),
-            containerd,
-            &mut outcome,
-        )?
-    } else {
-        None
-    };
-    let carry = match (&daemon, &migration) {
-        (Some(d), Some(m)) if m.scope == migrate::Scope::Volumes => {
-            plan_carry_back(host, d, &m.daemon_data_root, &mut outcome)?
-        }
-        _ => None,
-    };
-    if let Some(daemon) = &daemon {
-        activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
-        let info = daemon.observe();
-        let active = info.as_ref().is_some_and(|i| i.userns_active());
-        if current.is_some() || restores || active || migration.is_some() {
-            if info.is_some() {
-                let containers = daemon.running_containers()?;
-                activate::refuse_running(&containers, request.yes)?;
-            }
-            outcome.actions.push(Action::RestartDaemon {
-                command: daemon.restart_command()?,
-            });
-        }
-        outcome.daemon = DaemonState::Planned {
-            restart: outcome
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::RestartDaemon { .. })),
-        };
-    }
-    if request.purge {
-        plan_purge(host, &observed, current.as_deref(), &mut outcome);
-    }
+    let (mut outcome, engine) = plan(host, request, &observed, connect)?;
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
     let data_root = observed.data_root.clone().map_err(PlanError::from)?;
-    let api = daemon.as_ref().and_then(Daemon::api);
+    let api = engine.daemon.as_ref().and_then(Daemon::api);
     let job = Job {
         host,
         observed: &observed,
@@ -187,18 +108,19 @@ pub(crate) fn run_with(
         config: outcome.changes.first().map(|c| c.new.as_str()),
         count: 0,
         engine: execute::Engine {
-            daemon: daemon.as_ref(),
+            daemon: engine.daemon.as_ref(),
             validator: None,
-            migration: migration.as_ref(),
+            migration: engine.migration.as_ref(),
             // daemon.json about to lose the mapping no longer says where
             // the data is: the journal does, for a rerun.
             journal_first: true,
-            carry: carry
+            carry: engine
+                .carry
                 .as_ref()
                 .zip(api)
                 .map(|(inventory, api)| Carry { api, inventory }),
             expect: restarts(&outcome.actions).then_some(Expect::NotRemapped),
-            record: match restores {
+            record: match engine.restores {
                 true => StoreRecord::Restored,
                 false => StoreRecord::Kept,
             },
@@ -224,6 +146,122 @@ pub(crate) fn run_with(
     outcome.applied = true;
     outcome.phases = executed.phases;
     Ok(outcome)
+}
+
+/// What `disable` planned on the engine's side, for the executor.
+struct Engine {
+    daemon: Option<Daemon>,
+    migration: Option<Migration>,
+    /// The remapped daemon's images and containers to carry back.
+    carry: Option<Inventory>,
+    /// Whether daemon.json gets the user's own image-store setting back.
+    restores: bool,
+}
+
+/// The actions, file changes and warnings of `disable`, and what the
+/// engine side needs, after checking everything that can refuse it.
+fn plan(
+    host: &Host,
+    request: &DisableRequest,
+    observed: &Observed,
+    connect: impl FnOnce() -> Result<Option<Daemon>, ActivateError>,
+) -> Result<(DisableOutcome, Engine), DisableError> {
+    let current = observed
+        .config
+        .string(USERNS_REMAP)
+        .map_err(PlanError::from)?;
+    let mut outcome = unplanned(host, observed);
+    if let Some(from) = &current {
+        outcome.actions.push(Action::RemoveRemap {
+            path: outcome.config_path.clone(),
+            from: from.clone(),
+        });
+        outcome.changes.push(FileChange {
+            path: outcome.config_path.clone(),
+            old: observed.config.text().to_owned(),
+            new: observed.config.without(USERNS_REMAP),
+        });
+    }
+    let record = image_store::read_record(host, &observed.config_path)?;
+    let restores = match &record {
+        Some(record) => plan_store_restore(observed, record, &mut outcome)?,
+        None => false,
+    };
+    let daemon = connect()?;
+    let migration = if request.migrate {
+        let containerd = record.as_ref().is_some_and(Record::wanted_containerd);
+        plan_migration(host, observed, current.as_deref(), containerd, &mut outcome)?
+    } else {
+        None
+    };
+    let carry = match (&daemon, &migration) {
+        (Some(d), Some(m)) if m.scope == migrate::Scope::Volumes => {
+            plan_carry_back(host, d, &m.daemon_data_root, &mut outcome)?
+        }
+        _ => None,
+    };
+    if let Some(daemon) = &daemon {
+        let changes = current.is_some() || restores || migration.is_some();
+        preflight(host, daemon, changes, request.yes, &mut outcome)?;
+    }
+    if request.purge {
+        plan_purge(host, observed, current.as_deref(), &mut outcome);
+    }
+    let engine = Engine {
+        daemon,
+        migration,
+        carry,
+        restores,
+    };
+    Ok((outcome, engine))
+}
+
+/// The outcome before anything is planned.
+fn unplanned(host: &Host, observed: &Observed) -> DisableOutcome {
+    DisableOutcome {
+        actions: Vec::new(),
+        changes: Vec::new(),
+        warnings: Vec::new(),
+        config_path: host.display(&observed.config_path),
+        applied: false,
+        carried: None,
+        migrated: None,
+        phases: Phases::default(),
+        daemon: DaemonState::NotManaged {
+            reason: if host.is_live() {
+                "--no-restart".into()
+            } else {
+                "--root: an image root has no running daemon".into()
+            },
+        },
+    }
+}
+
+/// Plans the restart when the daemon has a change to take up (`changes`,
+/// or remapping still active), once nothing refuses it.
+fn preflight(
+    host: &Host,
+    daemon: &Daemon,
+    changes: bool,
+    yes: bool,
+    outcome: &mut DisableOutcome,
+) -> Result<(), DisableError> {
+    activate::refuse_flag_conflicts(host, &[USERNS_REMAP])?;
+    let info = daemon.observe();
+    let active = info.as_ref().is_some_and(|i| i.userns_active());
+    if changes || active {
+        if info.is_some() {
+            let containers = daemon.running_containers()?;
+            activate::refuse_running(&containers, yes)?;
+        }
+        outcome.actions.push(Action::RestartDaemon {
+            command: daemon.restart_command()?,
+        });
+    }
+    outcome.daemon = DaemonState::Planned {
+        restart: restarts(&outcome.actions),
+    };
+    Ok(())
 }
 
 fn restarts(actions: &[Action]) -> bool {
