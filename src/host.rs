@@ -318,10 +318,8 @@ impl Host {
     /// it does not exist; refused when it is not a regular file of at most
     /// `limit` bytes.
     pub fn read_resolved(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, HostError> {
-        let handle = match self.resolve(path, OFlags::PATH) {
-            Ok(fd) => fd,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(handle) = self.resolve_existing(path, OFlags::PATH)? else {
+            return Ok(None);
         };
         let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(path), e))?;
         let (_, bytes) = self.read_handle(path, &handle, &st, limit)?;
@@ -332,10 +330,10 @@ impl Host {
     /// it), without `.` and `..`; `None` when it does not exist or is not
     /// a directory.
     pub fn list_dir(&self, path: &Path) -> Result<Option<Vec<OsString>>, HostError> {
-        let fd = match self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK) {
-            Ok(fd) => fd,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(fd) =
+            self.resolve_existing(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK)?
+        else {
+            return Ok(None);
         };
         let shown = || self.display(path);
         let dir = rfs::Dir::new(fd).map_err(|e| HostError::io(&shown(), e))?;
@@ -396,13 +394,20 @@ impl Host {
         Ok(Some((bytes, start > 0)))
     }
 
+    /// [`Host::resolve`], with `None` for a path that does not exist.
+    fn resolve_existing(&self, path: &Path, flags: OFlags) -> Result<Option<OwnedFd>, HostError> {
+        match self.resolve(path, flags) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A regular file inside the root opened for reading, links resolved
     /// inside the root; `None` when it does not exist.
     fn open_regular(&self, path: &Path) -> Result<Option<OwnedFd>, HostError> {
-        let handle = match self.resolve(path, OFlags::PATH) {
-            Ok(fd) => fd,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(handle) = self.resolve_existing(path, OFlags::PATH)? else {
+            return Ok(None);
         };
         let st = rfs::fstat(&handle).map_err(|e| HostError::io(&self.display(path), e))?;
         self.reopen_regular(path, &handle, &st, u64::MAX).map(Some)
