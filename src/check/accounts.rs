@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{Check, Facts, Remap, Status};
-use crate::accounts::allocate::overlapping_lines;
+use crate::accounts::allocate::{SubIdKind, overlapping_lines};
 use crate::config::subid::SubIdFile;
 use crate::ids::{IdRange, MIN_COUNT, RemapSpec};
 use crate::observe::Loaded;
@@ -29,18 +29,12 @@ pub fn checks(facts: &Facts<'_>) -> Vec<Check> {
         return vec![unresolved(facts, spec)];
     };
     let mut out = vec![user(facts, remap)];
-    out.push(ranges(facts, remap, Kind::Uid));
-    out.push(ranges(facts, remap, Kind::Gid));
+    out.push(ranges(facts, remap, SubIdKind::Uid));
+    out.push(ranges(facts, remap, SubIdKind::Gid));
     out.push(overlaps(facts, remap));
     out.push(account_ids(facts, remap));
     out.extend(file_warnings(facts));
     out
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Uid,
-    Gid,
 }
 
 fn unresolved(facts: &Facts<'_>, spec: &str) -> Check {
@@ -106,23 +100,22 @@ fn user(facts: &Facts<'_>, remap: &Remap) -> Check {
     }
 }
 
-fn ranges(facts: &Facts<'_>, remap: &Remap, kind: Kind) -> Check {
-    let (id, title, path, file, ranges) = match kind {
-        Kind::Uid => (
+fn ranges(facts: &Facts<'_>, remap: &Remap, kind: SubIdKind) -> Check {
+    let (id, title, file, ranges) = match kind {
+        SubIdKind::Uid => (
             "ranges.subuid",
             "subuid ranges",
-            SUBUID,
             &facts.observed.subuid,
             &remap.uid_ranges,
         ),
-        Kind::Gid => (
+        SubIdKind::Gid => (
             "ranges.subgid",
             "subgid ranges",
-            SUBGID,
             &facts.observed.subgid,
             &remap.gid_ranges,
         ),
     };
+    let path = kind.path_str();
     let shown = facts.host.display(Path::new(path));
     if let Err(e) = file {
         return Check::fail(id, title, e.message()).at(&shown, e.line());
