@@ -29,8 +29,6 @@ pub enum DisableError {
     #[error(transparent)]
     Activate(#[from] ActivateError),
     #[error(transparent)]
-    Migrate(#[from] migrate::MigrateError),
-    #[error(transparent)]
     Store(#[from] image_store::StoreError),
     #[error(transparent)]
     Execute(#[from] ExecuteError),
@@ -44,7 +42,6 @@ impl DisableError {
             DisableError::Activate(e) => e.location(),
             DisableError::Store(e) => e.location(),
             DisableError::Execute(e) => e.location(),
-            DisableError::Migrate(_) => None,
         }
     }
 }
@@ -149,7 +146,7 @@ pub(crate) fn run_with(
 }
 
 /// What `disable` planned on the engine's side, for the executor.
-struct Engine {
+struct EnginePlan {
     daemon: Option<Daemon>,
     migration: Option<Migration>,
     /// The remapped daemon's images and containers to carry back.
@@ -165,7 +162,7 @@ fn plan(
     request: &DisableRequest,
     observed: &Observed,
     connect: impl FnOnce() -> Result<Option<Daemon>, ActivateError>,
-) -> Result<(DisableOutcome, Engine), DisableError> {
+) -> Result<(DisableOutcome, EnginePlan), DisableError> {
     let current = observed
         .config
         .string(USERNS_REMAP)
@@ -207,7 +204,7 @@ fn plan(
     if request.purge {
         plan_purge(host, observed, current.as_deref(), &mut outcome);
     }
-    let engine = Engine {
+    let engine = EnginePlan {
         daemon,
         migration,
         carry,

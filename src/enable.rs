@@ -167,7 +167,7 @@ fn not_applied(
     global: &Global,
     request: &EnableRequest,
     plan: Plan,
-    engine: &engine::Engine,
+    engine: &engine::EnginePlan,
 ) -> Outcome {
     let daemon = match (&engine.daemon, global.dry_run) {
         (Some(d), false) => DaemonState::Verified {
@@ -191,7 +191,7 @@ fn applied(
     host: &Host,
     request: &EnableRequest,
     plan: Plan,
-    engine: &engine::Engine,
+    engine: &engine::EnginePlan,
     executed: Executed,
 ) -> Outcome {
     let daemon = match (&engine.daemon, executed.verified) {

@@ -20,7 +20,7 @@ use crate::plan::{Action, FileChange, Plan, PlanError, Warning};
 use crate::request::{EnableRequest, Global};
 
 /// What the engine side planned, for the executor.
-pub(super) struct Engine {
+pub(super) struct EnginePlan {
     /// `None` when no dockerd is managed (`--root`, `--no-restart`, a host
     /// where Docker is not installed yet).
     pub daemon: Option<Daemon>,
@@ -43,7 +43,7 @@ pub(super) fn plan(
     observed: &Observed,
     plan: &mut Plan,
     connect: impl FnOnce() -> Result<Option<Daemon>, ActivateError>,
-) -> Result<Engine, EnableError> {
+) -> Result<EnginePlan, EnableError> {
     let daemon = match connect() {
         Err(e) if provisioning(host, global, &e) => None,
         result => result?,
@@ -80,7 +80,7 @@ pub(super) fn plan(
     }
     let breaking = crate::binds::plan_warnings(host, global.socket.as_deref(), plan);
     plan.warnings.extend(breaking);
-    Ok(Engine {
+    Ok(EnginePlan {
         daemon,
         validator,
         migration,
