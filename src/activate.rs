@@ -76,8 +76,14 @@ pub enum ActivateError {
 /// What a roll-back did with data a failed run had migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationUndo {
-    #[error("the migrated data was moved back")]
-    MovedBack,
+    #[error(
+        "the migrated data was moved back{}",
+        cleared_note(.cleared)
+    )]
+    MovedBack {
+        /// What the failed daemon had made where the data went back.
+        cleared: Vec<String>,
+    },
     /// The daemon that failed may be running on the data: it stays put.
     #[error(
         "the migrated data was NOT moved back, dockerd did not stop: {error:#}; it stays in {}",
@@ -89,6 +95,17 @@ pub enum MigrationUndo {
     },
     #[error("moving the migrated data back FAILED: {error:#}")]
     MoveFailed { error: crate::migrate::MigrateError },
+}
+
+/// Names what a roll-back removed to make room for the data.
+fn cleared_note(cleared: &[String]) -> String {
+    match cleared {
+        [] => String::new(),
+        names => format!(
+            " (in place of what the failed daemon had made there: {})",
+            names.join(", ")
+        ),
+    }
 }
 
 impl ActivateError {

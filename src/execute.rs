@@ -316,9 +316,9 @@ impl Job<'_> {
         match daemon.restart_and_verify_timed(expect, phases) {
             Ok(info) => Ok((migrated, Some(info))),
             Err(cause) => {
-                let cause = match migration {
-                    Some(m) => undo_migration(self.host, daemon, m, cause),
-                    None => cause,
+                let cause = match (migration, &migrated) {
+                    (Some(m), Some(done)) => undo_migration(self.host, daemon, m, done, cause),
+                    _ => cause,
                 };
                 Err(ExecuteError::RolledBack(
                     self.roll_back(daemon, cause, abandon),
@@ -448,6 +448,7 @@ fn undo_migration(
     host: &Host,
     daemon: &Daemon,
     migration: &Migration,
+    done: &MigrateReport,
     cause: ActivateError,
 ) -> ActivateError {
     let back = migration.inverse();
@@ -460,8 +461,13 @@ fn undo_migration(
             },
         );
     }
-    match back.run(host) {
-        Ok(_) => undone(cause, MigrationUndo::MovedBack),
+    match migration.undo(host, done) {
+        Ok(report) => undone(
+            cause,
+            MigrationUndo::MovedBack {
+                cleared: report.cleared,
+            },
+        ),
         Err(error) => undone(cause, MigrationUndo::MoveFailed { error }),
     }
 }

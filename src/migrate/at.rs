@@ -48,7 +48,7 @@ fn std_io(path: &Path) -> impl FnOnce(std::io::Error) -> MigrateError + '_ {
 }
 
 /// Owner and mode to give a file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Owner {
     pub uid: u32,
     pub gid: u32,
@@ -285,6 +285,25 @@ impl At {
         rfs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(|e| io_err(self.join(name), e))
     }
 
+    /// Removes `name` and everything below it, never following a link and
+    /// never entering another filesystem (a mount there is an error).
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<(), MigrateError> {
+        let name = name.as_ref();
+        let Some(st) = self.lstat(name)? else {
+            return Ok(());
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return rfs::unlinkat(&self.fd, name, AtFlags::empty())
+                .map_err(|e| io_err(self.join(name), e));
+        }
+        if let Some(dir) = self.dir(name)? {
+            for child in dir.names()? {
+                dir.remove_tree(&child)?;
+            }
+        }
+        rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(|e| io_err(self.join(name), e))
+    }
+
     /// Moves `name` (whatever it is: rename never follows it) into `to`.
     pub fn rename_into(&self, name: &str, to: &At) -> Result<(), MigrateError> {
         rfs::renameat(&self.fd, name, &to.fd, name).map_err(|e| io_err(self.join(name), e))
@@ -478,6 +497,22 @@ mod tests {
         refused(at.subdirs(&[]).map(drop), "link", "is a symbolic link");
         assert!(at.dir("absent").unwrap().is_none());
         assert!(at.file("file").unwrap().is_some());
+    }
+
+    #[test]
+    fn remove_tree_removes_links_not_what_they_point_to() {
+        let (dir, at) = scratch();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "x").unwrap();
+        std::fs::create_dir_all(dir.path().join("tree/a/b")).unwrap();
+        std::fs::write(dir.path().join("tree/a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("tree/a/link")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        at.remove_tree("tree").unwrap();
+        at.remove_tree("file").unwrap();
+        at.remove_tree("absent").unwrap();
+        assert_eq!(at.names().unwrap(), Vec::<OsString>::new());
+        assert!(outside.path().join("keep").exists());
     }
 
     #[test]

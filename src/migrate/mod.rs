@@ -172,6 +172,34 @@ pub struct MigrateReport {
     /// the layout's owners; the command's report sums them up.
     #[serde(skip)]
     pub phases: Phases,
+    /// The source's engine-id when it did not move (the target has its
+    /// own), as it was before the run, which may have removed it with its
+    /// emptied `<uid>.<gid>` root: what a roll-back puts back.
+    #[serde(skip)]
+    pub kept_identity: Option<Identity>,
+    /// What a roll-back removed where the data went back: the state the
+    /// daemon that failed made there.
+    #[serde(skip)]
+    pub cleared: Vec<String>,
+}
+
+/// A root's engine-id file: its bytes, owner and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    bytes: Vec<u8>,
+    owner: Owner,
+}
+
+impl Identity {
+    fn of(dir: &At) -> Result<Option<Identity>, MigrateError> {
+        let Some(file) = dir.file(ENGINE_ID)? else {
+            return Ok(None);
+        };
+        Ok(Some(Identity {
+            bytes: file.read()?,
+            owner: Owner::of(&file.stat),
+        }))
+    }
 }
 
 impl MigrateReport {
@@ -358,14 +386,19 @@ impl Migration {
     }
 
     /// Runs (or, when a journal for the same migration exists, finishes)
-    /// the migration. Every step is idempotent.
-    pub fn run(&self, host: &Host) -> Result<MigrateReport, MigrateError> {
-        self.run_with(host, false)
+    /// the migration, with a progress line on stderr during the shift when
+    /// `progress` (the caller knows stderr is a terminal). Every step is
+    /// idempotent.
+    pub fn run_with(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
+        self.run_as(host, progress, Pass::Forward)
     }
 
-    /// [`Migration::run`], with a progress line on stderr during the
-    /// shift when `progress` (the caller knows stderr is a terminal).
-    pub fn run_with(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
+    fn run_as(
+        &self,
+        host: &Host,
+        progress: bool,
+        pass: Pass,
+    ) -> Result<MigrateReport, MigrateError> {
         let started = std::time::Instant::now();
         let mut report = MigrateReport::default();
         let root = self.open_root(host)?;
@@ -393,6 +426,7 @@ impl Migration {
                 "{mount} is mounted inside the data root; stop dockerd (and unmount it) before migrating"
             )));
         }
+        report.kept_identity = self.kept_identity(&root)?;
         journal::write(&root, self)?;
         crate::failpoint::hit("migrate.after_journal");
         report.moved = self.move_entries(&root, &entries)?;
@@ -408,7 +442,7 @@ impl Migration {
         report.phases.add("shift", shifting.elapsed());
         crate::failpoint::hit("migrate.after_shift");
         let layout = std::time::Instant::now();
-        self.set_layout_owners(&root)?;
+        self.set_layout_owners(&root, pass)?;
         journal::remove(&root)?;
         report.phases.add("layout", layout.elapsed());
         report.elapsed = started.elapsed();
@@ -435,7 +469,68 @@ impl Migration {
         Ok(())
     }
 
-    /// [`Migration::run`] once dockerd is stopped: a failure then says
+    /// Takes back this migration, done as `done` reports, once the daemon
+    /// restarted on it failed the verify and was stopped: what that daemon
+    /// made where the data came from goes (it started on a root emptied
+    /// minutes ago), the source's own engine-id is put back, and the
+    /// inverse migration carries the data back, each root keeping the
+    /// identity it had.
+    pub fn undo(&self, host: &Host, done: &MigrateReport) -> Result<MigrateReport, MigrateError> {
+        let back = self.inverse();
+        let root = self.open_root(host)?;
+        if let Some(mount) = settled_mounts(&root)?.first() {
+            return Err(MigrateError::Refused(format!(
+                "{mount} is still mounted inside the data root after dockerd stopped; unmount it first"
+            )));
+        }
+        let cleared = back.clear_failed_start(&root, done.kept_identity.as_ref())?;
+        let mut report = back.run_as(host, false, Pass::Undo)?;
+        report.cleared = cleared;
+        Ok(report)
+    }
+
+    /// Empties this migration's target of the state names a daemon made
+    /// there, but for `kept` (the target's own engine-id, put back when
+    /// the failed daemon replaced or the run removed it).
+    fn clear_failed_start(
+        &self,
+        root: &At,
+        kept: Option<&Identity>,
+    ) -> Result<Vec<String>, MigrateError> {
+        let target = self.open_target(root)?;
+        let mut cleared = Vec::new();
+        for name in self.state() {
+            let ours = *name == ENGINE_ID && Identity::of(&target)?.as_ref() == kept;
+            if ours || target.lstat(name)?.is_none() {
+                continue;
+            }
+            target.remove_tree(name)?;
+            cleared.push((*name).to_owned());
+        }
+        if let Some(identity) = kept {
+            if Identity::of(&target)?.as_ref() != Some(identity) {
+                target.replace(ENGINE_ID, &identity.bytes, identity.owner)?;
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// The source's engine-id when it does not move: the target has one.
+    fn kept_identity(&self, root: &At) -> Result<Option<Identity>, MigrateError> {
+        let target_has_one = match Self::open_named(root, self.target_name())? {
+            Some(target) => target.lstat(ENGINE_ID)?.is_some(),
+            None => false,
+        };
+        if !target_has_one && self.state().contains(&ENGINE_ID) {
+            return Ok(None);
+        }
+        match Self::open_named(root, self.source_name())? {
+            Some(source) => Identity::of(&source),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Migration::run_with`] once dockerd is stopped: a failure then says
     /// how the daemon was left and how to finish.
     pub fn run_stopped(&self, host: &Host, progress: bool) -> Result<MigrateReport, MigrateError> {
         self.run_with(host, progress)
@@ -485,6 +580,11 @@ impl Migration {
             }
             if target.is_empty_dir(name) {
                 target.remove_dir(name)?;
+            }
+            // As in `movable`: the target's identity stays, also when a
+            // rerun finishes the move.
+            if name == ENGINE_ID && target.lstat(name)?.is_some() {
+                continue;
             }
             source.rename_into(name, &target)?;
             moved.push(name.clone());
@@ -609,7 +709,7 @@ impl Migration {
 
     /// The owners and modes dockerd gives a root of this kind, where it
     /// does not set them itself at start.
-    fn set_layout_owners(&self, root: &At) -> Result<(), MigrateError> {
+    fn set_layout_owners(&self, root: &At, pass: Pass) -> Result<(), MigrateError> {
         let gid = match self.direction {
             Direction::IntoRemapped | Direction::Between { .. } => self.gid,
             Direction::OutOfRemapped => 0,
@@ -634,13 +734,24 @@ impl Migration {
             }
         }
         if let Some(source) = self.source_name() {
-            remove_lone_identity(root, &source)?;
+            // A roll-back leaves the root it empties as it was: with the
+            // identity it had before the run.
+            if pass == Pass::Forward {
+                remove_lone_identity(root, &source)?;
+            }
             if root.is_empty_dir(&source) {
                 root.remove_dir(&source)?;
             }
         }
         Ok(())
     }
+}
+
+/// A migration of its own, or the roll-back of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Undo,
 }
 
 /// A `<uid>.<gid>` root emptied by the migration but for the identity its
@@ -934,5 +1045,174 @@ mod tests {
         assert!(rewrite_paths(&mut c, mapped, plain));
         assert_eq!(c, config());
         assert!(!rewrite_paths(&mut c, mapped, plain));
+    }
+    mod undo {
+        //! A roll-back after the daemon restarted on the migrated data
+        //! failed: the data goes back and each root keeps its engine-id.
+
+        use super::*;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+
+        const REMAPPED: &str = "100000.100000";
+        const BASE: u32 = 100000;
+
+        /// An image root whose data root holds `files`: (path below the
+        /// data root, bytes or `None` for a directory, owner).
+        fn root_with(files: &[(&str, Option<&str>, u32)]) -> (tempfile::TempDir, Host) {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("var/lib/docker");
+            std::fs::create_dir_all(&data).unwrap();
+            for (rel, bytes, owner) in files {
+                let path = data.join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                match bytes {
+                    Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                    None => std::fs::create_dir_all(&path).unwrap(),
+                }
+                chown(&path, Some(*owner), Some(*owner)).unwrap();
+            }
+            if data.join(REMAPPED).is_dir() {
+                chown(data.join(REMAPPED), Some(0), Some(BASE)).unwrap();
+                let mode = std::fs::Permissions::from_mode(0o710);
+                std::fs::set_permissions(data.join(REMAPPED), mode).unwrap();
+            }
+            let host = Host::open(dir.path(), Box::new(crate::host::SystemRunner)).unwrap();
+            (dir, host)
+        }
+
+        fn migration(dir: &tempfile::TempDir, direction: Direction) -> Migration {
+            Migration {
+                data_root: dir.path().join("var/lib/docker"),
+                daemon_data_root: "/var/lib/docker".into(),
+                uid: BASE,
+                gid: BASE,
+                count: 65536,
+                direction,
+                scope: Scope::All,
+            }
+        }
+
+        /// What a data root holds, entry by entry: path, owner, mode and
+        /// the bytes of each regular file.
+        type Tree = Vec<(String, u32, u32, u32, Option<Vec<u8>>)>;
+
+        fn tree(dir: &tempfile::TempDir) -> Tree {
+            let top = dir.path().join("var/lib/docker");
+            let mut found = Vec::new();
+            let mut todo = vec![top.clone()];
+            while let Some(path) = todo.pop() {
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let bytes = match meta.is_dir() {
+                    true => {
+                        for entry in std::fs::read_dir(&path).unwrap() {
+                            todo.push(entry.unwrap().path());
+                        }
+                        None
+                    }
+                    false => Some(std::fs::read(&path).unwrap()),
+                };
+                let rel = path.strip_prefix(&top).unwrap().display().to_string();
+                found.push((rel, meta.uid(), meta.gid(), meta.mode() & 0o7777, bytes));
+            }
+            found.sort();
+            found
+        }
+
+        /// What a daemon starting on an empty root makes there.
+        fn failed_start(dir: &tempfile::TempDir, name: &str, identity: Option<&str>) {
+            let root = dir.path().join("var/lib/docker").join(name);
+            std::fs::create_dir_all(root.join("image/overlay2")).unwrap();
+            std::fs::write(root.join("image/overlay2/repositories.json"), "{}").unwrap();
+            std::fs::create_dir_all(root.join("network/files")).unwrap();
+            if let Some(identity) = identity {
+                std::fs::write(root.join(ENGINE_ID), identity).unwrap();
+            }
+        }
+
+        fn identity(dir: &tempfile::TempDir, name: &str) -> Option<String> {
+            let path = dir.path().join("var/lib/docker").join(name).join(ENGINE_ID);
+            std::fs::read_to_string(path).ok()
+        }
+
+        #[test]
+        fn enable_undone_keeps_both_roots_identities() {
+            let (dir, host) = root_with(&[
+                ("engine-id", Some("plain-id"), 0),
+                ("volumes/v/_data/f", Some("x"), 1000),
+                ("image/overlay2/repositories.json", Some("{}"), 0),
+                ("100000.100000/engine-id", Some("remapped-id"), 0),
+            ]);
+            let before = tree(&dir);
+            let forward = migration(&dir, Direction::IntoRemapped);
+            let done = forward.run_with(&host, false).unwrap();
+            assert_eq!(identity(&dir, "").as_deref(), Some("plain-id"));
+            // The daemon came back on the plain root, which kept its identity.
+            failed_start(&dir, "", None);
+            let undone = forward.undo(&host, &done).unwrap();
+            assert_eq!(undone.cleared, ["image", "network"]);
+            assert_eq!(tree(&dir), before);
+        }
+
+        #[test]
+        fn disable_undone_keeps_both_roots_identities() {
+            let (dir, host) = root_with(&[
+                ("engine-id", Some("plain-id"), 0),
+                ("100000.100000/engine-id", Some("remapped-id"), 0),
+                ("100000.100000/volumes/v/_data", None, BASE),
+                ("100000.100000/volumes/v/_data/f", Some("x"), BASE + 1000),
+                (
+                    "100000.100000/image/overlay2/repositories.json",
+                    Some("{}"),
+                    0,
+                ),
+            ]);
+            let before = tree(&dir);
+            let forward = migration(&dir, Direction::OutOfRemapped);
+            let done = forward.run_with(&host, false).unwrap();
+            assert_eq!(identity(&dir, "").as_deref(), Some("plain-id"));
+            assert!(!dir.path().join("var/lib/docker").join(REMAPPED).exists());
+            // The daemon came back remapped on a root it made anew.
+            let remapped = dir.path().join("var/lib/docker").join(REMAPPED);
+            std::fs::create_dir(&remapped).unwrap();
+            chown(&remapped, Some(0), Some(BASE)).unwrap();
+            std::fs::set_permissions(&remapped, std::fs::Permissions::from_mode(0o710)).unwrap();
+            failed_start(&dir, REMAPPED, Some("fresh-id"));
+            let undone = forward.undo(&host, &done).unwrap();
+            assert_eq!(undone.cleared, ["image", "network", "engine-id"]);
+            assert_eq!(tree(&dir), before);
+        }
+
+        #[test]
+        fn disable_undone_after_a_restart_that_started_nothing_swaps_no_identity() {
+            let (dir, host) = root_with(&[
+                ("engine-id", Some("plain-id"), 0),
+                ("100000.100000/engine-id", Some("remapped-id"), 0),
+                ("100000.100000/volumes/v/_data", None, BASE),
+            ]);
+            let before = tree(&dir);
+            let forward = migration(&dir, Direction::OutOfRemapped);
+            let done = forward.run_with(&host, false).unwrap();
+            let undone = forward.undo(&host, &done).unwrap();
+            assert!(undone.cleared.is_empty());
+            assert_eq!(identity(&dir, REMAPPED).as_deref(), Some("remapped-id"));
+            assert_eq!(identity(&dir, "").as_deref(), Some("plain-id"));
+            assert_eq!(tree(&dir), before);
+        }
+
+        #[test]
+        fn enable_undone_after_a_fresh_identity_takes_back_the_moved_one() {
+            let (dir, host) = root_with(&[
+                ("engine-id", Some("plain-id"), 0),
+                ("volumes/v/_data/f", Some("x"), 1000),
+            ]);
+            let before = tree(&dir);
+            let forward = migration(&dir, Direction::IntoRemapped);
+            let done = forward.run_with(&host, false).unwrap();
+            assert_eq!(identity(&dir, REMAPPED).as_deref(), Some("plain-id"));
+            // Engine 27+ gives the emptied plain root an identity of its own.
+            failed_start(&dir, "", Some("fresh-id"));
+            forward.undo(&host, &done).unwrap();
+            assert_eq!(tree(&dir), before);
+        }
     }
 }
