@@ -13,6 +13,8 @@ use crate::support::unclean_checks;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
+mod rollback;
+
 const BASE: &str = "busybox:e2e";
 const BUILT: &str = "multi:e2e";
 
