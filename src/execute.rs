@@ -1352,6 +1352,8 @@ mod tests {
     struct Effects {
         root: std::path::PathBuf,
         seen: std::rc::Rc<std::cell::RefCell<Vec<[String; 3]>>>,
+        /// What dockerd says when it refuses the file.
+        refuses: Option<&'static str>,
     }
 
     impl crate::host::Runner for Effects {
@@ -1380,21 +1382,35 @@ mod tests {
             let read = |rel: &str| std::fs::read_to_string(self.root.join(rel)).unwrap();
             let now = [text, read("etc/subuid"), read("etc/docker/daemon.json")];
             self.seen.borrow_mut().push(now);
-            Ok(String::new())
+            match self.refuses {
+                Some(message) => Err(crate::host::HostError::Command {
+                    program: "/usr/sbin/dockerd".into(),
+                    message: message.into(),
+                }),
+                None => Ok(String::new()),
+            }
         }
     }
 
-    #[test]
-    fn dockerd_validates_the_whole_file_after_the_ranges_are_written_and_before_daemon_json() {
-        let dir = root(PLAIN_CONFIG);
+    /// A root where dockremap exists without ranges, and the actions that
+    /// add its ranges and set userns-remap, run with `refuses` as
+    /// dockerd's answer to `--validate`; what it saw, and the result.
+    fn validated(
+        dir: &tempfile::TempDir,
+        refuses: Option<&'static str>,
+    ) -> (
+        Vec<[String; 3]>,
+        Result<super::Executed, super::ExecuteError>,
+    ) {
         std::fs::write(dir.path().join("etc/subuid"), "").unwrap();
         std::fs::write(dir.path().join("etc/subgid"), "").unwrap();
         let seen = std::rc::Rc::default();
         let effects = Effects {
             root: dir.path().to_owned(),
             seen: std::rc::Rc::clone(&seen),
+            refuses,
         };
-        let (global, host) = opened(&dir, Box::new(effects));
+        let (global, host) = opened(dir, Box::new(effects));
         let observed = crate::observe::observe(&host, &global)
             .complete(&host)
             .unwrap();
@@ -1430,10 +1446,18 @@ mod tests {
             expect: None,
             record: super::StoreRecord::Kept,
         };
-        super::execute(&job(&host, &observed, &actions, REMAPPED_CONFIG, engine)).unwrap();
+        let result = super::execute(&job(&host, &observed, &actions, REMAPPED_CONFIG, engine));
+        (seen.take(), result)
+    }
+
+    #[test]
+    fn dockerd_validates_the_whole_file_after_the_ranges_are_written_and_before_daemon_json() {
+        let dir = root(PLAIN_CONFIG);
+        let (seen, result) = validated(&dir, None);
+        result.unwrap();
         let ranges = "dockremap:100000:65536\n";
         assert_eq!(
-            *seen.borrow(),
+            seen,
             [[
                 REMAPPED_CONFIG.to_owned(),
                 ranges.to_owned(),
@@ -1443,5 +1467,21 @@ mod tests {
         );
         let config = std::fs::read_to_string(dir.path().join("etc/docker/daemon.json")).unwrap();
         assert_eq!(config, REMAPPED_CONFIG);
+    }
+
+    #[test]
+    fn dockerd_refusing_the_whole_file_leaves_daemon_json_and_keeps_the_ranges() {
+        let dir = root(PLAIN_CONFIG);
+        let (seen, result) = validated(&dir, Some("invalid userns-remap"));
+        assert_eq!(seen.len(), 1);
+        let error = result.expect_err("dockerd refuses the file");
+        assert!(
+            matches!(error, super::ExecuteError::RejectedWithAccounts { .. }),
+            "{error:?}"
+        );
+        let read = |rel: &str| std::fs::read_to_string(dir.path().join(rel)).unwrap();
+        assert_eq!(read("etc/docker/daemon.json"), PLAIN_CONFIG);
+        assert_eq!(read("etc/subuid"), "dockremap:100000:65536\n");
+        assert_eq!(read("etc/subgid"), "dockremap:100000:65536\n");
     }
 }
