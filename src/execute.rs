@@ -944,10 +944,6 @@ mod tests {
         assert_eq!(fake.restarts(), 0);
     }
 
-    /// What a data root holds, file by file: path, owner, mode and the
-    /// bytes of each regular file.
-    type Tree = Vec<(String, u32, u32, u32, Option<Vec<u8>>)>;
-
     const DATA_ROOT: &str = "var/lib/docker";
 
     /// A small daemon state in `<data root>/<name>` (the data root itself
@@ -992,28 +988,8 @@ mod tests {
         make("overlay2/abc/diff/bin/sh", Some(b"#!"), (base, base), 0o755);
     }
 
-    /// Every entry of the data root.
-    fn tree(dir: &tempfile::TempDir) -> Tree {
-        use std::os::unix::fs::MetadataExt;
-        let top = dir.path().join(DATA_ROOT);
-        let mut found = Vec::new();
-        let mut todo = vec![top.clone()];
-        while let Some(path) = todo.pop() {
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let bytes = match meta.is_dir() {
-                true => {
-                    for entry in std::fs::read_dir(&path).unwrap() {
-                        todo.push(entry.unwrap().path());
-                    }
-                    None
-                }
-                false => Some(std::fs::read(&path).unwrap()),
-            };
-            let rel = path.strip_prefix(&top).unwrap().display().to_string();
-            found.push((rel, meta.uid(), meta.gid(), meta.mode() & 0o7777, bytes));
-        }
-        found.sort();
-        found
+    fn tree(dir: &tempfile::TempDir) -> crate::testing::Tree {
+        crate::testing::data_root_tree(dir.path())
     }
 
     #[test]

@@ -41,3 +41,5 @@ mod report;
 mod request;
 mod resolve;
 pub mod shift;
+#[cfg(test)]
+mod testing;

@@ -1051,7 +1051,7 @@ mod tests {
         //! failed: the data goes back and each root keeps its engine-id.
 
         use super::*;
-        use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+        use std::os::unix::fs::{PermissionsExt, chown};
 
         const REMAPPED: &str = "100000.100000";
         const BASE: u32 = 100000;
@@ -1092,30 +1092,8 @@ mod tests {
             }
         }
 
-        /// What a data root holds, entry by entry: path, owner, mode and
-        /// the bytes of each regular file.
-        type Tree = Vec<(String, u32, u32, u32, Option<Vec<u8>>)>;
-
-        fn tree(dir: &tempfile::TempDir) -> Tree {
-            let top = dir.path().join("var/lib/docker");
-            let mut found = Vec::new();
-            let mut todo = vec![top.clone()];
-            while let Some(path) = todo.pop() {
-                let meta = std::fs::symlink_metadata(&path).unwrap();
-                let bytes = match meta.is_dir() {
-                    true => {
-                        for entry in std::fs::read_dir(&path).unwrap() {
-                            todo.push(entry.unwrap().path());
-                        }
-                        None
-                    }
-                    false => Some(std::fs::read(&path).unwrap()),
-                };
-                let rel = path.strip_prefix(&top).unwrap().display().to_string();
-                found.push((rel, meta.uid(), meta.gid(), meta.mode() & 0o7777, bytes));
-            }
-            found.sort();
-            found
+        fn tree(dir: &tempfile::TempDir) -> crate::testing::Tree {
+            crate::testing::data_root_tree(dir.path())
         }
 
         /// What a daemon starting on an empty root makes there.
