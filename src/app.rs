@@ -1,18 +1,15 @@
 //! The command line program: parse the arguments, run the command, print
 //! its outcome and map it to an exit status.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use crate::check;
 use crate::cli::{self, Invocation};
+use crate::commands::{check, disable, enable, grant, shift};
 use crate::error::Error;
 use crate::host::{Host, SystemRunner};
 use crate::report::{self, Status};
-use std::io::{IsTerminal, Write};
-
-use crate::request::{Command, Format, Global, Request, ShiftRequest};
-use crate::shift;
-use crate::{disable, enable, grant};
+use crate::request::{Command, Format, Global, Request};
 
 pub fn main() -> ExitCode {
     let request = match cli::parse_args(std::env::args_os()) {
@@ -109,7 +106,7 @@ fn run(request: &Request) -> Result<Status, Error> {
             Ok(outcome.status(g.dry_run))
         }
         Command::Shift(request) => {
-            let report = run_shift(g, request)?;
+            let report = shift::run(g, request)?;
             emit(g, || report.view(), || report.human())?;
             Ok(report.status())
         }
@@ -125,34 +122,6 @@ fn run(request: &Request) -> Result<Status, Error> {
             Ok(view.status())
         }
     }
-}
-
-fn run_shift(g: &Global, request: &ShiftRequest) -> Result<shift::ShiftReport, Error> {
-    let parse = |maps: &[String]| {
-        maps.iter()
-            .map(|m| shift::IdMap::parse(m))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let options = shift::ShiftOptions {
-        uid_maps: parse(&request.uid_maps)?,
-        gid_maps: parse(&request.gid_maps)?,
-        dry_run: g.dry_run,
-        progress: g.format == Format::Human && !g.quiet && std::io::stderr().is_terminal(),
-    };
-    // DIR is resolved below --root without leaving it, never through a
-    // symlink or `..`: the tree's owner may have planted either.
-    let root = rustix::fs::open(
-        &g.root,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|source| Error::RootDir {
-        root: g.root.clone(),
-        source,
-    })?;
-    let tree = shift::open_tree(std::os::fd::AsFd::as_fd(&root), &request.dir, &g.root)?;
-    let shown = g.root.join(crate::host::relative(&request.dir));
-    Ok(shift::shift_open_tree(tree, &shown, &options)?)
 }
 
 /// Prints a result in the requested format (nothing for human with -q).

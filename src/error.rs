@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::commands::disable::DisableError;
+use crate::commands::enable::EnableError;
+use crate::commands::grant::GrantRunError;
 use crate::config::ParseError;
-use crate::disable::DisableError;
-use crate::enable::EnableError;
-use crate::grant::GrantRunError;
 use crate::host::HostError;
 use crate::report::Status;
 use crate::shift::ShiftError;
@@ -163,10 +163,10 @@ mod tests {
         let host = Host::open(root, Box::new(SystemRunner)).unwrap();
         let g = &request.global;
         let result = match &request.command {
-            Command::Enable(r) => crate::enable::run(&host, g, r)
+            Command::Enable(r) => crate::commands::enable::run(&host, g, r)
                 .map(drop)
                 .map_err(Error::from),
-            Command::Disable(r) => crate::disable::run(&host, g, r)
+            Command::Disable(r) => crate::commands::disable::run(&host, g, r)
                 .map(drop)
                 .map_err(Error::from),
             _ => unreachable!(),
@@ -229,7 +229,7 @@ mod tests {
             unreachable!()
         };
         let host = Host::open(root.path(), Box::new(SystemRunner)).unwrap();
-        let checks = crate::check::run(&host, &request.global, check);
+        let checks = crate::commands::check::run(&host, &request.global, check);
         let found = checks
             .iter()
             .find(|c| c.file.as_ref() == Some(&file))

@@ -785,10 +785,10 @@ mod tests {
         let host = Host::open(dir.path(), Box::new(SystemRunner)).unwrap();
         let connect = || Ok(Some(Daemon::new(Box::new(fake.clone()), Duration::ZERO)));
         match &command {
-            Command::Enable(r) => crate::enable::run_with(&host, &global, r, connect)
+            Command::Enable(r) => crate::commands::enable::run_with(&host, &global, r, connect)
                 .map(|o| o.changed())
                 .map_err(Error::from),
-            Command::Disable(r) => crate::disable::run_with(&host, &global, r, connect)
+            Command::Disable(r) => crate::commands::disable::run_with(&host, &global, r, connect)
                 .map(|o| o.changed())
                 .map_err(Error::from),
             _ => unreachable!(),
