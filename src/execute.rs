@@ -24,6 +24,7 @@ use crate::observe::{LoadError, Observed, read_parsed};
 use crate::paths::{GROUP, GSHADOW, PASSWD, SHADOW, SUBGID, SUBUID};
 use crate::phases::Phases;
 use crate::plan::{Action, Plan, PlanError};
+use crate::request::Global;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -113,6 +114,58 @@ pub struct Job<'a> {
     /// How long a transfer of the images may stay idle.
     pub timeout: Duration,
     pub failpoints: Failpoints,
+}
+
+impl<'a> Job<'a> {
+    /// A job that carries out `actions` with the engine side `engine`,
+    /// drawing progress and waiting as `global` says; it writes no
+    /// daemon.json, adds no range, plans nothing again and hits no
+    /// failpoint unless told so with the methods below.
+    pub fn new(
+        host: &'a Host,
+        observed: &'a Observed,
+        data_root: &'a Path,
+        actions: &'a [Action],
+        engine: Engine<'a>,
+        global: &Global,
+    ) -> Self {
+        Job {
+            host,
+            observed,
+            data_root,
+            actions,
+            config: None,
+            count: 0,
+            engine,
+            converge: None,
+            progress: global.progress(),
+            timeout: global.timeout,
+            failpoints: Failpoints::default(),
+        }
+    }
+
+    /// daemon.json as the plan writes it, when it changes it.
+    pub fn config(self, config: Option<&'a str>) -> Self {
+        Job { config, ..self }
+    }
+
+    /// How many ids a range to add holds.
+    pub fn count(self, count: u64) -> Self {
+        Job { count, ..self }
+    }
+
+    /// Plans again once the files are written; the run goes on only when
+    /// nothing is left.
+    pub fn converge(self, converge: &'a dyn Fn() -> Result<Plan, PlanError>) -> Self {
+        Job {
+            converge: Some(converge),
+            ..self
+        }
+    }
+
+    pub fn failpoints(self, failpoints: Failpoints) -> Self {
+        Job { failpoints, ..self }
+    }
 }
 
 /// What the engine side planned: the daemon and what is done to it.

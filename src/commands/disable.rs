@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::activate::{self, ActivateError, Daemon, Expect};
 use crate::config::daemon_json::USERNS_REMAP;
-use crate::execute::{self, Carry, ExecuteError, Failpoints, Job, StoreRecord};
+use crate::execute::{self, Carry, Engine, ExecuteError, Executed, Failpoints, Job, StoreRecord};
 use crate::host::Host;
 use crate::ids::{DEFAULT_USER, RemapSpec};
 use crate::image_store::{self, Record};
@@ -45,6 +45,12 @@ impl DisableError {
         }
     }
 }
+
+const FAILPOINTS: Failpoints = Failpoints {
+    before_action: None,
+    before_restart: None,
+    before_purge: Some("disable.before_purge"),
+};
 
 const CONTAINERD_BACK: &str =
     "the containerd image store comes back with the images and containers it had before enable";
@@ -91,58 +97,43 @@ pub(crate) fn run_with(
     let observed = observe(host, global)
         .complete(host)
         .map_err(PlanError::from)?;
-    let (mut outcome, engine) = plan(host, request, &observed, connect)?;
+    let (outcome, engine) = plan(host, request, &observed, connect)?;
     if global.dry_run || outcome.actions.is_empty() {
         return Ok(outcome);
     }
     let data_root = observed.data_root.clone().map_err(PlanError::from)?;
-    let api = engine.daemon.as_ref().and_then(Daemon::api);
-    let job = Job {
+    let engine_side = engine.for_executor(restarts(&outcome.actions));
+    let job = Job::new(
         host,
-        observed: &observed,
-        data_root: &data_root,
-        actions: &outcome.actions,
-        config: outcome.changes.first().map(|c| c.new.as_str()),
-        count: 0,
-        engine: execute::Engine {
-            daemon: engine.daemon.as_ref(),
-            validator: None,
-            migration: engine.migration.as_ref(),
-            // daemon.json about to lose the mapping no longer says where
-            // the data is: the journal does, for a rerun.
-            journal_first: true,
-            carry: engine
-                .carry
-                .as_ref()
-                .zip(api)
-                .map(|(inventory, api)| Carry { api, inventory }),
-            expect: restarts(&outcome.actions).then_some(Expect::NotRemapped),
-            record: match engine.restores {
-                true => StoreRecord::Restored,
-                false => StoreRecord::Kept,
-            },
-        },
-        converge: None,
-        progress: global.progress(),
-        timeout: global.timeout,
-        failpoints: Failpoints {
-            before_action: None,
-            before_restart: None,
-            before_purge: Some("disable.before_purge"),
-        },
-    };
+        &observed,
+        &data_root,
+        &outcome.actions,
+        engine_side,
+        global,
+    )
+    .config(outcome.changes.first().map(|c| c.new.as_str()))
+    .failpoints(FAILPOINTS);
     let executed = execute::execute(&job)?;
-    outcome.migrated = executed.migrated;
-    if let Some(info) = executed.verified {
-        outcome.daemon = DaemonState::Verified {
+    Ok(applied(outcome, executed))
+}
+
+/// The planned outcome with what the executor did.
+fn applied(outcome: DisableOutcome, executed: Executed) -> DisableOutcome {
+    let daemon = match executed.verified {
+        Some(info) => DaemonState::Verified {
             restarted: true,
             info,
-        };
+        },
+        None => outcome.daemon,
+    };
+    DisableOutcome {
+        applied: true,
+        daemon,
+        migrated: executed.migrated,
+        carried: executed.carried,
+        phases: executed.phases,
+        ..outcome
     }
-    outcome.carried = executed.carried;
-    outcome.applied = true;
-    outcome.phases = executed.phases;
-    Ok(outcome)
 }
 
 /// What `disable` planned on the engine's side, for the executor.
@@ -153,6 +144,32 @@ struct EnginePlan {
     carry: Option<Inventory>,
     /// Whether daemon.json gets the user's own image-store setting back.
     restores: bool,
+}
+
+impl EnginePlan {
+    /// The engine side as the executor takes it: the restarted daemon is
+    /// verified to run without the mapping when the plan `restarts` it.
+    fn for_executor(&self, restarts: bool) -> Engine<'_> {
+        let api = self.daemon.as_ref().and_then(Daemon::api);
+        Engine {
+            daemon: self.daemon.as_ref(),
+            validator: None,
+            migration: self.migration.as_ref(),
+            // daemon.json about to lose the mapping no longer says where
+            // the data is: the journal does, for a rerun.
+            journal_first: true,
+            carry: self
+                .carry
+                .as_ref()
+                .zip(api)
+                .map(|(inventory, api)| Carry { api, inventory }),
+            expect: restarts.then_some(Expect::NotRemapped),
+            record: match self.restores {
+                true => StoreRecord::Restored,
+                false => StoreRecord::Kept,
+            },
+        }
+    }
 }
 
 /// The actions, file changes and warnings of `disable`, and what the

@@ -10,16 +10,22 @@ pub use crate::outcome::DaemonState;
 
 use crate::activate::{ActivateError, Daemon};
 use crate::daemon::binary;
-use crate::execute::{self, Carry, ExecuteError, Executed, Failpoints, Job, StoreRecord};
+use crate::execute::{self, ExecuteError, Executed, Failpoints, Job, StoreRecord};
 use crate::host::Host;
 use crate::ids::{self, RemapSpec};
 use crate::image_store;
 use crate::migrate::MigrateReport;
 use crate::migrate::containerd::CarryReport;
-use crate::observe::observe;
+use crate::observe::{Observed, observe};
 use crate::phases::Phases;
 use crate::plan::{self, Action, Plan, PlanError};
 use crate::request::{EnableRequest, Global};
+
+const FAILPOINTS: Failpoints = Failpoints {
+    before_action: Some("enable.before_action"),
+    before_restart: Some("enable.before_restart"),
+    before_purge: None,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnableError {
@@ -87,45 +93,33 @@ pub(crate) fn run_with(
     if global.dry_run || plan.actions.is_empty() {
         return Ok(not_applied(host, global, request, plan, &engine));
     }
-    let fresh_record = image_store::read_record(host, &observed.config_path)
-        .map_err(PlanError::from)?
-        .is_none();
-    let api = engine.daemon.as_ref().and_then(Daemon::api);
+    let record = store_record(host, &observed)?;
     let converge = || converge(host, global, &spec, request);
-    let job = Job {
+    let engine_side = engine.for_executor(restarts(&plan), record);
+    let job = Job::new(
         host,
-        observed: &observed,
-        data_root: &plan.data_root,
-        actions: &plan.actions,
-        config: engine::new_config(&plan),
-        count: request.count,
-        engine: execute::Engine {
-            daemon: engine.daemon.as_ref(),
-            validator: engine.validator.as_ref(),
-            migration: engine.migration.as_ref(),
-            journal_first: false,
-            carry: engine
-                .carry
-                .as_ref()
-                .zip(api)
-                .map(|(inventory, api)| Carry { api, inventory }),
-            expect: restarts(&plan).then(|| engine.expect.clone()),
-            record: match fresh_record {
-                true => StoreRecord::Fresh,
-                false => StoreRecord::Kept,
-            },
-        },
-        converge: Some(&converge),
-        progress: global.progress(),
-        timeout: global.timeout,
-        failpoints: Failpoints {
-            before_action: Some("enable.before_action"),
-            before_restart: Some("enable.before_restart"),
-            before_purge: None,
-        },
-    };
+        &observed,
+        &plan.data_root,
+        &plan.actions,
+        engine_side,
+        global,
+    )
+    .config(engine::new_config(&plan))
+    .count(request.count)
+    .converge(&converge)
+    .failpoints(FAILPOINTS);
     let executed = execute::execute(&job)?;
     Ok(applied(host, request, plan, &engine, executed))
+}
+
+/// What becomes of the image-store record: one this run writes goes
+/// again when the run is abandoned.
+fn store_record(host: &Host, observed: &Observed) -> Result<StoreRecord, PlanError> {
+    let record = image_store::read_record(host, &observed.config_path)?;
+    Ok(match record {
+        None => StoreRecord::Fresh,
+        Some(_) => StoreRecord::Kept,
+    })
 }
 
 /// The remap spec and count asked for, checked before anything is read.

@@ -10,6 +10,7 @@ use crate::activate::{self, ActivateError, Daemon, Expect, Validator};
 use crate::config::daemon_json::{DaemonConfig, USERNS_REMAP};
 use crate::daemon::api::DaemonInfo;
 use crate::daemon::binary;
+use crate::execute::{Carry, Engine, StoreRecord};
 use crate::host::Host;
 use crate::image_store::{self, Store};
 use crate::migrate::containerd::{self as carry, Inventory};
@@ -31,6 +32,28 @@ pub(super) struct EnginePlan {
     pub carry: Option<Inventory>,
     /// What the restarted daemon must show.
     pub expect: Expect,
+}
+
+impl EnginePlan {
+    /// The engine side as the executor takes it: the restarted daemon is
+    /// verified when the plan `restarts` it; `record` says what becomes of
+    /// the image-store record.
+    pub(super) fn for_executor(&self, restarts: bool, record: StoreRecord) -> Engine<'_> {
+        let api = self.daemon.as_ref().and_then(Daemon::api);
+        Engine {
+            daemon: self.daemon.as_ref(),
+            validator: self.validator.as_ref(),
+            migration: self.migration.as_ref(),
+            journal_first: false,
+            carry: self
+                .carry
+                .as_ref()
+                .zip(api)
+                .map(|(inventory, api)| Carry { api, inventory }),
+            expect: restarts.then(|| self.expect.clone()),
+            record,
+        }
+    }
 }
 
 /// Adds to `plan` what the engine side needs (the store pin, the
