@@ -5,11 +5,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::DisableOutcome;
-use crate::migrate::MigrateReport;
-use crate::migrate::containerd::CarryReport;
-use crate::outcome::{DaemonView, moved_human};
-use crate::phases::Phases;
-use crate::plan::{Action, Warning};
+use crate::outcome::{Closing, ClosingView, Mark, action_lines};
+use crate::plan::Action;
 use crate::report::{self, Paint, Status};
 
 /// `disable --format json`, field for field.
@@ -21,14 +18,8 @@ pub struct DisableView<'a> {
     dry_run: bool,
     config: &'a Path,
     actions: Vec<ActionView>,
-    warnings: &'a [Warning],
-    daemon: DaemonView<'a>,
-    migration: Option<&'a MigrateReport>,
-    carried: Option<&'a CarryReport>,
-    phases: &'a Phases,
-    /// Only with `--diff`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    diff: Option<String>,
+    #[serde(flatten)]
+    closing: ClosingView<'a>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,12 +51,17 @@ impl DisableOutcome {
             dry_run,
             config: &self.config_path,
             actions: self.actions.iter().map(ActionView::of).collect(),
+            closing: self.closing().view(&self.changes, diff),
+        }
+    }
+
+    fn closing(&self) -> Closing<'_> {
+        Closing {
             warnings: &self.warnings,
-            daemon: self.daemon.view(),
-            migration: self.migrated.as_ref(),
+            daemon: &self.daemon,
+            migrated: self.migrated.as_ref(),
             carried: self.carried.as_ref(),
             phases: &self.phases,
-            diff: diff.then(|| report::diffs(&self.changes)),
         }
     }
 
@@ -78,22 +74,8 @@ impl DisableOutcome {
             (dry_run, diff),
             "remapping is already off",
         );
-        for action in &self.actions {
-            out.push_str(&format!(
-                "  {} {}\n",
-                paint.wrap("31", "-"),
-                action.describe()
-            ));
-        }
-        out.push_str(&report::warning_lines(&paint, &self.warnings));
-        out.push_str(&moved_human(
-            &paint,
-            self.migrated.as_ref(),
-            &self.daemon,
-            self.carried.as_ref(),
-            &self.phases,
-            verbose,
-        ));
+        out.push_str(&action_lines(&paint, Mark::Remove, &self.actions, verbose));
+        out.push_str(&self.closing().render_human(&paint, verbose));
         out
     }
 }

@@ -6,11 +6,8 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::ids::IdRange;
-use crate::migrate::MigrateReport;
-use crate::migrate::containerd::CarryReport;
-use crate::outcome::{DaemonView, moved_human};
-use crate::phases::Phases;
-use crate::plan::{Action, Warning};
+use crate::outcome::{Closing, ClosingView, Mark, action_lines};
+use crate::plan::Action;
 use crate::report::{self, Paint, Status};
 
 /// `enable --format json`, field for field.
@@ -35,14 +32,8 @@ pub struct EnableView<'a> {
     remapped_data_root: Option<PathBuf>,
     config: &'a Path,
     actions: Vec<ActionView<'a>>,
-    warnings: &'a [Warning],
-    daemon: DaemonView<'a>,
-    migration: Option<&'a MigrateReport>,
-    carried: Option<&'a CarryReport>,
-    phases: &'a Phases,
-    /// Only with `--diff`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    diff: Option<String>,
+    #[serde(flatten)]
+    closing: ClosingView<'a>,
 }
 
 /// One planned action: what, on which file, and the data it carries.
@@ -163,12 +154,17 @@ impl Outcome {
             remapped_data_root: m.data_root_dir().map(|d| plan.data_root.join(d)),
             config: &plan.config_path,
             actions: plan.actions.iter().map(ActionView::of).collect(),
-            warnings: &plan.warnings,
-            daemon: self.daemon.view(),
-            migration: self.migrated.as_ref(),
+            closing: self.closing().view(&plan.changes, diff),
+        }
+    }
+
+    fn closing(&self) -> Closing<'_> {
+        Closing {
+            warnings: &self.plan.warnings,
+            daemon: &self.daemon,
+            migrated: self.migrated.as_ref(),
             carried: self.carried.as_ref(),
             phases: &self.phases,
-            diff: diff.then(|| report::diffs(&plan.changes)),
         }
     }
 
@@ -183,9 +179,7 @@ impl Outcome {
             (dry_run, diff),
             "the files already say so",
         );
-        for action in &plan.actions {
-            out.push_str(&action_line(&paint, action, verbose));
-        }
+        out.push_str(&action_lines(&paint, Mark::Add, &plan.actions, verbose));
         let id = |v: Option<u32>| v.map_or("to be created".to_owned(), |v| v.to_string());
         out.push_str(&format!(
             "remap user  {}:{} (uid {}, gid {})\n",
@@ -203,35 +197,9 @@ impl Outcome {
             ));
         }
         out.push_str(&format!("config      {}\n", plan.config_path.display()));
-        out.push_str(&report::warning_lines(&paint, &plan.warnings));
-        out.push_str(&moved_human(
-            &paint,
-            self.migrated.as_ref(),
-            &self.daemon,
-            self.carried.as_ref(),
-            &self.phases,
-            verbose,
-        ));
+        out.push_str(&self.closing().render_human(&paint, verbose));
         out
     }
-}
-
-/// `  + what`, and with `-v` the command that creates an account.
-fn action_line(paint: &Paint, action: &Action, verbose: bool) -> String {
-    let mut out = format!("  {} {}\n", paint.wrap("32", "+"), action.describe());
-    if let (
-        true,
-        Action::CreateGroup {
-            command: Some(c), ..
-        }
-        | Action::CreateUser {
-            command: Some(c), ..
-        },
-    ) = (verbose, action)
-    {
-        out.push_str(&format!("      $ {c}\n"));
-    }
-    out
 }
 
 fn show_ranges(ranges: &[IdRange]) -> String {
@@ -246,6 +214,7 @@ mod tests {
     use crate::accounts::allocate::SubIdKind;
     use crate::daemon::api::DaemonInfo;
     use crate::outcome::DaemonState;
+    use crate::phases::Phases;
     use crate::plan::Plan;
     use serde_json::json;
 
