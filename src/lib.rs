@@ -5,7 +5,8 @@
 //! from that snapshot with the pure parsers in [`config`] and the allocator
 //! in `accounts`, `execute` carries it out (stop, migrate, restart, verify,
 //! roll back) through the few modules with side effects, and each command
-//! renders its own outcome. Every failure ends as one `error::Error`.
+//! (`commands`) renders its own outcome. Every failure ends as one
+//! `error::Error`.
 //!
 //! The program is [`app::main`]. What else is public is what the
 //! integration tests and fuzz targets drive directly: the file parsers
