@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::support::fingerprint::fingerprint_tree;
 use crate::support::harness::Harness;
-use crate::support::{BIN, shell_quote};
+use crate::support::shell_quote;
 
 const IMAGE: &str = "busybox:rollback";
 /// Indented as no tool writes it: a rewrite would show.
@@ -66,14 +66,8 @@ fn wrong_restart(h: &Harness, wrong: Wrong) -> Result<String> {
 /// stop command. The verify waits its whole timeout for a daemon that
 /// came back wrong: 30 s, not the harness's 90.
 fn tool(h: &Harness, restart: &str, args: &[&str]) -> Result<(i32, Value)> {
-    let mut command = h.ns_command(BIN);
+    let mut command = h.tool_command_waiting(restart, 30);
     command
-        .args(["--format", "json", "--timeout", "30", "--host"])
-        .arg(h.docker_host())
-        .arg("--data-root")
-        .arg(&h.paths().data_root)
-        .arg("--restart-command")
-        .arg(restart)
         .arg("--stop-command")
         .arg(h.stop_command())
         .args(args);

@@ -393,9 +393,20 @@ impl Harness {
     /// root, `restart_command` and `--format json`; the caller adds the
     /// command and its arguments.
     pub fn tool_command(&self, restart_command: &str) -> Command {
+        self.tool_command_waiting(restart_command, 90)
+    }
+
+    /// [`Harness::tool_command`] with `--timeout` set to `timeout` seconds.
+    pub fn tool_command_waiting(&self, restart_command: &str, timeout: u32) -> Command {
         let mut command = self.ns_command(BIN);
         command
-            .args(["--format", "json", "--timeout", "90", "--host"])
+            .args([
+                "--format",
+                "json",
+                "--timeout",
+                &timeout.to_string(),
+                "--host",
+            ])
             .arg(self.docker_host())
             .arg("--data-root")
             .arg(&self.paths().data_root)
@@ -437,18 +448,10 @@ impl Harness {
     /// from `image`: what a migration must carry.
     pub fn volume_and_two_containers(&self, image: &str) -> Result<()> {
         self.docker_ok(&["volume", "create", "data"])?;
-        self.docker_ok(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            "data:/data",
+        self.in_volume(
             image,
-            "sh",
-            "-c",
             "echo r > /data/root-file && echo u > /data/user-file && chown 1000:1000 /data/user-file",
-        ])?;
+        )?;
         let stopped = ["--name", "stopped", "--network", "none", "-v", "data:/data"];
         self.docker_ok(
             &[
@@ -472,16 +475,10 @@ impl Harness {
         Ok(())
     }
 
-    /// What [`Harness::volume_and_two_containers`] made, as a migration
-    /// must leave it: `stopped` starts and prints the volume's root file,
-    /// and inside a container from `image` the volume's files keep their
-    /// owners 0 and 1000. `then` (shell) runs in that container after the
-    /// listing.
-    pub fn ensure_volume_and_stopped_container_kept(&self, image: &str, then: &str) -> Result<()> {
-        let out = self.docker_ok(&["start", "-a", "stopped"])?;
-        ensure!(out == "r", "the stopped container printed {out:?}");
-        let script = format!("stat -c '%u %n' /data/root-file /data/user-file{then}");
-        let listing = self.docker_ok(&[
+    /// Runs `script` (sh) in a throwaway container from `image` with the
+    /// volume `data` at /data; its output.
+    fn in_volume(&self, image: &str, script: &str) -> Result<String> {
+        self.docker_ok(&[
             "run",
             "--rm",
             "--network",
@@ -491,8 +488,20 @@ impl Harness {
             image,
             "sh",
             "-c",
-            &script,
-        ])?;
+            script,
+        ])
+    }
+
+    /// What [`Harness::volume_and_two_containers`] made, as a migration
+    /// must leave it: `stopped` starts and prints the volume's root file,
+    /// and inside a container from `image` the volume's files keep their
+    /// owners 0 and 1000. `then` (shell) runs in that container after the
+    /// listing.
+    pub fn ensure_volume_and_stopped_container_kept(&self, image: &str, then: &str) -> Result<()> {
+        let out = self.docker_ok(&["start", "-a", "stopped"])?;
+        ensure!(out == "r", "the stopped container printed {out:?}");
+        let script = format!("stat -c '%u %n' /data/root-file /data/user-file{then}");
+        let listing = self.in_volume(image, &script)?;
         ensure!(
             listing == "0 /data/root-file\n1000 /data/user-file",
             "volume owners inside: {listing:?}"
